@@ -1,0 +1,699 @@
+#!/usr/bin/env bash
+# A real multi-node Slurm 22.05 cluster (Debian bookworm packages) on one machine, for tests.
+#
+#   cluster.sh install                   install the Debian packages (needs root; no-op when present)
+#   cluster.sh start                     write configs, start munged, MariaDB, slurmdbd, slurmctld and
+#                                        four slurmd (node1..node4); wait until all nodes are idle and
+#                                        `srun -N4 true` works
+#   cluster.sh stop                      stop every daemon (slurmd, slurmctld, slurmdbd, MariaDB, munged)
+#   cluster.sh restart-slurmd [nodeN..]  restart the given slurmd (default all) and wait until they have
+#                                        re-registered and are idle (slurmd reads plugstack.conf at start)
+#   cluster.sh wait-idle                 wait until squeue is empty and every node is idle
+#   cluster.sh status                    show the daemons and sinfo
+#
+# Environment:
+#   SC_CLUSTER_DIR   state, spool, logs, pid files, fake GPU devices
+#                    (default /var/lib/spank-carbon-cluster); logs in $SC_CLUSTER_DIR/log/
+#   SC_PLUGSTACK     if set, its content is written to /etc/slurm/plugstack.conf by `start`;
+#                    otherwise an existing plugstack.conf is left alone (an empty one is created if missing)
+#   SC_TIMEOUT       seconds for each bounded wait (default 60)
+#
+# Layout: configs in /etc/slurm (slurm.conf, gres.conf, slurmdbd.conf, plugstack.conf), so every Slurm
+# command finds them by default. Nodes are node1..node4, all on 127.0.0.1 with distinct ports, each with
+# 4 CPUs and 4 fake GPUs ($SC_CLUSTER_DIR/dev/nodeN/nvidia[0-3], character devices 195:N).
+# Accounting: cluster sc, accounts research and heavy; root (default research) and scuser in both.
+# Test-only set-up: the database password below is not a secret.
+set -euo pipefail
+
+SC_CLUSTER_DIR=${SC_CLUSTER_DIR:-/var/lib/spank-carbon-cluster}
+SC_TIMEOUT=${SC_TIMEOUT:-60}
+DIR=$SC_CLUSTER_DIR
+LOG=$DIR/log
+RUN=$DIR/run
+ETC=/etc/slurm
+NODES=(node1 node2 node3 node4)
+NODE_PORT_BASE=17001            # node1 -> 17001, node2 -> 17002, ...
+CTLD_PORT=6817
+DBD_PORT=6819
+DB_NAME=slurm_acct_db
+DB_USER=slurm
+DB_PASS=spank-carbon-test
+MYSQL_SOCK=/run/mysqld/mysqld.sock
+PACKAGES=(slurm-wlm slurmdbd mariadb-server mariadb-client munge libslurm-dev procps passwd util-linux coreutils)
+
+msg() { echo "[cluster] $*"; }
+warn() { echo "[cluster] WARNING: $*" >&2; }
+die() { echo "[cluster] ERROR: $*" >&2; exit 1; }
+
+# Print the last lines of the given log files (those that exist) to stderr.
+tails() {
+    local f
+    for f in "$@"; do
+        if [[ -f $f ]]; then
+            echo "----- last 30 lines of $f -----" >&2
+            tail -n 30 "$f" >&2 || true
+        else
+            echo "----- $f: (missing) -----" >&2
+        fi
+    done
+}
+
+# fail MESSAGE LOGFILE...: print the log tails and exit non-zero.
+fail() {
+    local m=$1
+    shift
+    echo "[cluster] ERROR: $m" >&2
+    if [[ -n $LAST_OUT ]]; then
+        echo "----- output of the last check -----" >&2
+        tail -n 15 <<<"$LAST_OUT" >&2
+    fi
+    tails "$@"
+    exit 1
+}
+
+# wait_until SECONDS COMMAND...: run COMMAND every 0.5 s until it succeeds; 1 on timeout, with the
+# last attempt's output in LAST_OUT (fail prints it).
+wait_until() {
+    local limit=$1
+    shift
+    local end=$((SECONDS + limit))
+    while true; do
+        if LAST_OUT=$("$@" 2>&1); then
+            LAST_OUT=
+            return 0
+        fi
+        ((SECONDS < end)) || return 1
+        sleep 0.5
+    done
+}
+LAST_OUT=
+
+need_root() { [[ $(id -u) -eq 0 ]] || die "must run as root"; }
+
+# pid_of PIDFILE: the pid in it if that process is alive.
+pid_of() {
+    local pf=$1 pid
+    [[ -r $pf ]] || return 1
+    pid=$(tr -dc '0-9' <"$pf" 2>/dev/null || true)
+    [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null || return 1
+    echo "$pid"
+}
+
+# Run a Slurm client command with a hard time limit.
+sl() { timeout 20 "$@"; }
+
+# ---------------------------------------------------------------------------------------------------
+# install
+# ---------------------------------------------------------------------------------------------------
+cmd_install() {
+    need_root
+    local missing=() p
+    for p in "${PACKAGES[@]}"; do
+        if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+            missing+=("$p")
+        fi
+    done
+    if ((${#missing[@]} == 0)); then
+        msg "all packages installed: ${PACKAGES[*]}"
+        return 0
+    fi
+    msg "installing: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    # Refresh the package lists only when some package has no install candidate (fresh machine).
+    local need_update=0
+    for p in "${missing[@]}"; do
+        if ! apt-cache policy "$p" 2>/dev/null | grep -q 'Candidate: [0-9]'; then need_update=1; fi
+    done
+    if ((need_update)); then
+        msg "apt-get update"
+        apt-get update
+    fi
+    if ! apt-get install -y --no-install-recommends "${missing[@]}"; then
+        # Stale lists (404s): refresh once and retry.
+        msg "install failed; apt-get update and retry"
+        apt-get update
+        apt-get install -y --no-install-recommends "${missing[@]}"
+    fi
+    msg "installed"
+}
+
+# ---------------------------------------------------------------------------------------------------
+# configuration
+# ---------------------------------------------------------------------------------------------------
+check_installed() {
+    local b
+    for b in munged mysqld_safe mariadb mariadb-admin slurmdbd slurmctld slurmd sacctmgr sinfo srun \
+        runuser setsid pgrep; do
+        command -v "$b" >/dev/null 2>&1 || die "$b not found: run '$0 install' first"
+    done
+}
+
+# write_file FILE MODE OWNER: stdin -> FILE, only when the content differs (then CONF_CHANGED=1).
+CONF_CHANGED=0
+write_file() {
+    local f=$1 mode=$2 owner=$3 tmp
+    tmp=$(mktemp "$f.XXXXXX")
+    cat >"$tmp"
+    if [[ -f $f ]] && cmp -s "$tmp" "$f"; then
+        rm -f "$tmp"
+    else
+        mv -f "$tmp" "$f"
+        CONF_CHANGED=1
+    fi
+    chmod "$mode" "$f"
+    chown "$owner" "$f"
+}
+
+make_dirs() {
+    install -d -m 0755 "$DIR" "$DIR/dev" "$DIR/spool"
+    install -d -m 0755 -o slurm -g slurm "$LOG" "$RUN" "$DIR/ctld"
+    install -d -m 0755 -o mysql -g mysql /run/mysqld
+    install -d -m 0755 -o munge -g munge /run/munge /var/lib/munge /var/log/munge
+    install -d -m 0755 "$ETC"
+    runuser -u slurm -- test -w "$DIR/ctld" -a -w "$LOG" ||
+        die "user slurm cannot write under $DIR: choose an SC_CLUSTER_DIR whose parents are world-searchable"
+    local n i dev
+    for n in "${NODES[@]}"; do
+        install -d -m 0755 "$DIR/spool/$n" "$DIR/dev/$n"
+        for i in 0 1 2 3; do
+            dev=$DIR/dev/$n/nvidia$i
+            if [[ ! -c $dev ]]; then
+                rm -f "$dev"
+                mknod -m 0666 "$dev" c 195 "$i" || die "mknod $dev failed (need CAP_MKNOD)"
+            fi
+        done
+    done
+}
+
+write_configs() {
+    local host
+    host=$(uname -n)
+    host=${host%%.*}
+    local nodelines="" i=0 n
+    for n in "${NODES[@]}"; do
+        nodelines+="NodeName=$n NodeAddr=127.0.0.1 NodeHostname=$n Port=$((NODE_PORT_BASE + i))"$'\n'
+        i=$((i + 1))
+    done
+
+    write_file "$ETC/slurm.conf" 0644 root:root <<EOF
+# Written by scripts/cluster.sh (spank-carbon test cluster); rewritten on every start.
+ClusterName=sc
+SlurmctldHost=$host(127.0.0.1)
+SlurmctldPort=$CTLD_PORT
+SlurmUser=slurm
+SlurmdUser=root
+AuthType=auth/munge
+CredType=cred/munge
+StateSaveLocation=$DIR/ctld
+SlurmdSpoolDir=$DIR/spool/%n
+SlurmctldPidFile=$RUN/slurmctld.pid
+SlurmdPidFile=$RUN/slurmd-%n.pid
+SlurmctldLogFile=$LOG/slurmctld.log
+SlurmdLogFile=$LOG/%n.log
+SlurmctldDebug=info
+SlurmdDebug=info
+SlurmdParameters=config_overrides
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+JobAcctGatherType=jobacct_gather/none
+MpiDefault=none
+MailProg=/bin/true
+SwitchType=switch/none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core
+GresTypes=gpu
+PrologFlags=Alloc
+PlugStackConfig=$ETC/plugstack.conf
+AccountingStorageType=accounting_storage/slurmdbd
+AccountingStorageHost=127.0.0.1
+AccountingStoragePort=$DBD_PORT
+AccountingStorageTRES=gres/gpu
+AccountingStoreFlags=job_comment
+JobCompType=jobcomp/none
+PriorityType=priority/multifactor
+PriorityWeightFairshare=10000
+PriorityWeightAge=0
+PriorityWeightJobSize=0
+PriorityWeightPartition=0
+PriorityWeightQOS=0
+PriorityCalcPeriod=1
+ReturnToService=2
+JobRequeue=0
+MinJobAge=5
+KillWait=2
+InactiveLimit=0
+Waittime=0
+OverTimeLimit=0
+SlurmctldTimeout=30
+SlurmdTimeout=30
+MessageTimeout=10
+BatchStartTimeout=20
+UnkillableStepTimeout=30
+NodeName=DEFAULT CPUs=4 Sockets=1 CoresPerSocket=4 ThreadsPerCore=1 RealMemory=4000 Gres=gpu:4 State=UNKNOWN
+${nodelines}PartitionName=gpu Nodes=$(IFS=,; echo "${NODES[*]}") Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO
+EOF
+
+    local gres="# Written by scripts/cluster.sh: fake GPUs (character devices 195:N)."$'\n'"AutoDetect=off"
+    for n in "${NODES[@]}"; do
+        gres+=$'\n'"NodeName=$n Name=gpu File=$DIR/dev/$n/nvidia[0-3]"
+    done
+    write_file "$ETC/gres.conf" 0644 root:root <<<"$gres"
+
+    # slurmd 22.05 always initialises a cgroup plugin; "autodetect" (the default) fails where no cgroup
+    # file system is mounted, and cgroup/v2 wants systemd or a writable hierarchy. cgroup/v1's
+    # initialisation touches nothing, and with proctrack/linuxproc, task/none and jobacct_gather/none
+    # nothing else uses cgroups, so this works on v1, v2 and cgroup-less machines alike.
+    write_file "$ETC/cgroup.conf" 0644 root:root <<EOF
+# Written by scripts/cluster.sh (spank-carbon test cluster).
+CgroupPlugin=cgroup/v1
+CgroupAutomount=no
+EOF
+
+    write_file "$ETC/slurmdbd.conf" 0600 slurm:slurm <<EOF
+# Written by scripts/cluster.sh (spank-carbon test cluster).
+AuthType=auth/munge
+DbdHost=localhost
+DbdAddr=127.0.0.1
+DbdPort=$DBD_PORT
+SlurmUser=slurm
+DebugLevel=info
+LogFile=$LOG/slurmdbd.log
+PidFile=$RUN/slurmdbd.pid
+StorageType=accounting_storage/mysql
+StorageHost=localhost
+StoragePort=3306
+StorageUser=$DB_USER
+StoragePass=$DB_PASS
+StorageLoc=$DB_NAME
+EOF
+
+    if [[ -n ${SC_PLUGSTACK+set} ]]; then
+        # (no pipe: write_file must run in this shell to set CONF_CHANGED)
+        write_file "$ETC/plugstack.conf" 0644 root:root <<<"$SC_PLUGSTACK"
+        msg "plugstack.conf written from SC_PLUGSTACK"
+    elif [[ ! -e $ETC/plugstack.conf ]]; then
+        write_file "$ETC/plugstack.conf" 0644 root:root </dev/null
+    fi
+}
+
+# ---------------------------------------------------------------------------------------------------
+# daemons
+# ---------------------------------------------------------------------------------------------------
+munge_ok() { munge -n </dev/null | unmunge >/dev/null; }
+
+start_munge() {
+    if [[ ! -s /etc/munge/munge.key ]]; then
+        msg "creating /etc/munge/munge.key"
+        install -d -m 0700 -o munge -g munge /etc/munge
+        if command -v mungekey >/dev/null; then
+            runuser -u munge -- mungekey --create --keyfile=/etc/munge/munge.key
+        else
+            dd if=/dev/urandom of=/etc/munge/munge.key bs=1 count=1024 status=none
+        fi
+    fi
+    chown munge:munge /etc/munge/munge.key
+    chmod 0400 /etc/munge/munge.key
+    if pgrep -x munged >/dev/null && munge_ok 2>/dev/null; then
+        msg "munged already running"
+        return 0
+    fi
+    msg "starting munged"
+    touch "$LOG/munged.log" && chown munge:munge "$LOG/munged.log" && chmod 0640 "$LOG/munged.log"
+    # -f: the log directory may be group-writable in some containers; this is a test cluster.
+    runuser -u munge -- /usr/sbin/munged -f --log-file="$LOG/munged.log" </dev/null >/dev/null 2>&1 ||
+        fail "munged failed to start" "$LOG/munged.log"
+    wait_until "$SC_TIMEOUT" munge_ok || fail "munge does not answer" "$LOG/munged.log"
+}
+
+db_ok() { mariadb-admin --socket="$MYSQL_SOCK" -uroot ping; }
+
+start_mariadb() {
+    if db_ok >/dev/null 2>&1; then
+        msg "MariaDB already running"
+    else
+        if [[ ! -d /var/lib/mysql/mysql ]]; then
+            msg "initialising the MariaDB data directory"
+            mariadb-install-db --user=mysql --datadir=/var/lib/mysql >"$LOG/mariadb-install.log" 2>&1 ||
+                fail "mariadb-install-db failed" "$LOG/mariadb-install.log"
+        fi
+        msg "starting MariaDB"
+        touch "$LOG/mariadb.log" && chown mysql:mysql "$LOG/mariadb.log"
+        setsid mysqld_safe --user=mysql --skip-syslog --log-error="$LOG/mariadb.log" \
+            </dev/null >>"$LOG/mysqld_safe.out" 2>&1 &
+        wait_until "$SC_TIMEOUT" db_ok || fail "MariaDB does not answer" "$LOG/mariadb.log" "$LOG/mysqld_safe.out"
+    fi
+    mariadb --socket="$MYSQL_SOCK" -uroot <<EOF || fail "creating the database failed" "$LOG/mariadb.log"
+CREATE DATABASE IF NOT EXISTS $DB_NAME;
+CREATE USER IF NOT EXISTS '$DB_USER'@'localhost' IDENTIFIED BY '$DB_PASS';
+ALTER USER '$DB_USER'@'localhost' IDENTIFIED BY '$DB_PASS';
+GRANT ALL PRIVILEGES ON $DB_NAME.* TO '$DB_USER'@'localhost';
+FLUSH PRIVILEGES;
+EOF
+}
+
+dbd_ok() { sl sacctmgr -n -P list cluster format=cluster; }
+
+start_slurmdbd() {
+    if pid_of "$RUN/slurmdbd.pid" >/dev/null; then
+        msg "slurmdbd already running"
+    else
+        msg "starting slurmdbd"
+        touch "$LOG/slurmdbd.log" && chown slurm:slurm "$LOG/slurmdbd.log"
+        runuser -u slurm -- slurmdbd </dev/null >>"$LOG/slurmdbd.out" 2>&1 ||
+            fail "slurmdbd failed to start" "$LOG/slurmdbd.log" "$LOG/slurmdbd.out"
+    fi
+    # The first start creates the tables: allow the full timeout.
+    wait_until "$SC_TIMEOUT" dbd_ok || fail "slurmdbd does not answer" "$LOG/slurmdbd.log" "$LOG/slurmdbd.out"
+}
+
+# sacctmgr -i add ...; "Nothing new added" (already there) is fine.
+acct_add() {
+    local out
+    if ! out=$(sl sacctmgr -i "$@" 2>&1); then
+        if ! grep -qiE 'nothing new added|already exists' <<<"$out"; then
+            echo "$out" >&2
+            fail "sacctmgr $* failed" "$LOG/slurmdbd.log"
+        fi
+    fi
+}
+
+setup_accounting() {
+    id scuser >/dev/null 2>&1 || {
+        msg "creating Unix user scuser"
+        useradd -m -s /bin/bash scuser
+    }
+    local clusters accounts
+    clusters=$(sl sacctmgr -n -P list cluster format=cluster)
+    grep -qx sc <<<"$clusters" || acct_add add cluster sc
+    accounts=$(sl sacctmgr -n -P list account format=account)
+    grep -qx research <<<"$accounts" || acct_add add account research cluster=sc parent=root \
+        description=research organization=sc
+    grep -qx heavy <<<"$accounts" || acct_add add account heavy cluster=sc parent=root \
+        description=heavy organization=sc
+    local u
+    for u in root scuser; do
+        local have
+        have=$(sl sacctmgr -n -P list assoc cluster=sc user=$u format=account)
+        grep -qx research <<<"$have" || acct_add add user $u account=research defaultaccount=research cluster=sc
+        grep -qx heavy <<<"$have" || acct_add add user $u account=heavy cluster=sc
+        if [[ $(sl sacctmgr -n -P list user $u format=defaultaccount) != research ]]; then
+            acct_add modify user where name=$u set defaultaccount=research
+        fi
+    done
+}
+
+start_slurmctld() {
+    if pid_of "$RUN/slurmctld.pid" >/dev/null; then
+        msg "slurmctld already running"
+    else
+        msg "starting slurmctld"
+        touch "$LOG/slurmctld.log" && chown slurm:slurm "$LOG/slurmctld.log"
+        # Started as root, slurmctld switches to SlurmUser=slurm itself.
+        slurmctld </dev/null >>"$LOG/slurmctld.out" 2>&1 ||
+            fail "slurmctld failed to start" "$LOG/slurmctld.log" "$LOG/slurmctld.out"
+    fi
+    wait_until "$SC_TIMEOUT" sl scontrol ping ||
+        fail "slurmctld does not answer" "$LOG/slurmctld.log" "$LOG/slurmctld.out"
+    # scontrol ping exits 0 even when DOWN on some versions: check the text.
+    wait_until "$SC_TIMEOUT" bash -c 'timeout 10 scontrol ping | grep -q "is UP"' ||
+        fail "slurmctld is not UP" "$LOG/slurmctld.log" "$LOG/slurmctld.out"
+}
+
+start_slurmd() {
+    local n
+    for n in "$@"; do
+        if pid_of "$RUN/slurmd-$n.pid" >/dev/null; then
+            msg "slurmd $n already running"
+            continue
+        fi
+        msg "starting slurmd $n"
+        install -d -m 0755 "$DIR/spool/$n"
+        setsid slurmd -N "$n" </dev/null >>"$LOG/$n.out" 2>&1 ||
+            fail "slurmd $n failed to start" "$LOG/$n.log" "$LOG/$n.out"
+    done
+}
+
+node_logs() {
+    local n out=()
+    for n in "$@"; do out+=("$LOG/$n.log"); done
+    echo "${out[@]}"
+}
+
+# nodes_idle NODE...: every given node is exactly "idle" (no *, no drain).
+nodes_idle() {
+    local states n s
+    states=$(sl sinfo -h -N -o '%N %T') || return 1
+    for n in "$@"; do
+        s=$(awk -v n="$n" '$1 == n { print $2; exit }' <<<"$states")
+        [[ $s == idle ]] || return 1
+    done
+}
+
+# Nodes left drained by an earlier run (a failing epilog, a killed slurmd) are resumed.
+resume_drained() {
+    local drained
+    drained=$(sl sinfo -h -N -t drain,drained,draining,fail,down -o '%N' | sort -u | paste -sd, || true)
+    if [[ -n $drained ]]; then
+        msg "resuming nodes: $drained"
+        sl scontrol update nodename="$drained" state=resume 2>/dev/null || true
+    fi
+}
+
+wait_nodes_idle() {
+    local end=$((SECONDS + SC_TIMEOUT)) resumed=0
+    while ! nodes_idle "$@"; do
+        if ((SECONDS >= end)); then
+            sl sinfo -N -l >&2 || true
+            # shellcheck disable=SC2046
+            fail "nodes $* not idle after ${SC_TIMEOUT}s" "$LOG/slurmctld.log" $(node_logs "$@")
+        fi
+        # Give the nodes a few seconds to register before resuming drained/down ones.
+        if ((!resumed && SECONDS >= end - SC_TIMEOUT + 5)); then
+            resume_drained
+            resumed=1
+        fi
+        sleep 0.5
+    done
+}
+
+cmd_start() {
+    need_root
+    check_installed
+    local t0=$SECONDS
+    make_dirs
+    write_configs
+    start_munge
+    start_mariadb
+    start_slurmdbd
+    setup_accounting
+    local ctld_was_running=0 running=() n
+    pid_of "$RUN/slurmctld.pid" >/dev/null && ctld_was_running=1
+    start_slurmctld
+    if ((!ctld_was_running)); then
+        # Jobs recovered from the saved state belong to an earlier run: start from an empty queue.
+        local old
+        old=$(sl squeue -h -o '%i' | paste -sd' ' || true)
+        if [[ -n $old ]]; then
+            msg "cancelling jobs left from an earlier run: $old"
+            # shellcheck disable=SC2086
+            sl scancel $old || true
+        fi
+    fi
+    if ((CONF_CHANGED && ctld_was_running)); then
+        msg "configuration changed: scontrol reconfigure"
+        sl scontrol reconfigure || fail "scontrol reconfigure failed" "$LOG/slurmctld.log"
+    fi
+    if ((CONF_CHANGED)); then
+        # slurmd reads plugstack.conf (and gres.conf) only at start: restart the running ones.
+        for n in "${NODES[@]}"; do pid_of "$RUN/slurmd-$n.pid" >/dev/null && running+=("$n"); done
+        if ((${#running[@]})); then
+            msg "configuration changed: restarting slurmd ${running[*]}"
+            stop_slurmd "${running[@]}"
+        fi
+    fi
+    start_slurmd "${NODES[@]}"
+    wait_nodes_idle "${NODES[@]}"
+    msg "checking srun -N${#NODES[@]} true"
+    local out
+    if ! out=$(timeout 60 srun -N"${#NODES[@]}" true 2>&1); then
+        echo "$out" >&2
+        # shellcheck disable=SC2046
+        fail "srun -N${#NODES[@]} true failed" "$LOG/slurmctld.log" $(node_logs "${NODES[@]}")
+    fi
+    # srun's job may still be completing: wait so callers start from an idle cluster.
+    wait_idle
+    msg "cluster sc is up ($((SECONDS - t0)) s): nodes ${NODES[*]}, logs in $LOG"
+}
+
+# ---------------------------------------------------------------------------------------------------
+# stop
+# ---------------------------------------------------------------------------------------------------
+# stop_pids [-t SECONDS] NAME PID...: SIGTERM, wait (bounded, default 30 s), then SIGKILL.
+stop_pids() {
+    local limit=30
+    if [[ $1 == -t ]]; then
+        limit=$2
+        shift 2
+    fi
+    local name=$1
+    shift
+    local pids=() p
+    for p in "$@"; do [[ -n $p ]] && kill -0 "$p" 2>/dev/null && pids+=("$p"); done
+    ((${#pids[@]})) || return 0
+    msg "stopping $name (pid ${pids[*]})"
+    kill -TERM "${pids[@]}" 2>/dev/null || true
+    local end=$((SECONDS + limit)) alive
+    while true; do
+        alive=()
+        for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && alive+=("$p"); done
+        ((${#alive[@]})) || return 0
+        if ((SECONDS >= end)); then
+            warn "$name did not stop within $limit s: SIGKILL ${alive[*]}"
+            kill -KILL "${alive[@]}" 2>/dev/null || true
+            sleep 1
+            return 0
+        fi
+        sleep 0.3
+    done
+}
+
+# pids_named NAME: pids of processes whose name is exactly NAME.
+pids_named() { pgrep -x "$1" || true; }
+
+# stop_named [-t SECONDS] NAME [PIDFILE...]: stop the pids in the pid files and every process named NAME.
+stop_named() {
+    local opt=()
+    if [[ $1 == -t ]]; then
+        opt=(-t "$2")
+        shift 2
+    fi
+    local name=$1
+    shift
+    local pids
+    # shellcheck disable=SC2207
+    pids=($( (for pf in "$@"; do pid_of "$pf" || true; done; pids_named "$name") | sort -u))
+    if ((${#pids[@]})); then stop_pids "${opt[@]}" "$name" "${pids[@]}"; fi
+}
+
+stop_slurmd() {
+    local n pids=()
+    for n in "$@"; do
+        local p
+        p=$(pid_of "$RUN/slurmd-$n.pid" || true)
+        [[ -n $p ]] && pids+=("$p")
+    done
+    if ((${#pids[@]})); then stop_pids "slurmd $*" "${pids[@]}"; fi
+}
+
+cmd_stop() {
+    need_root
+    # Cancel the jobs first so that slurmstepd kills their processes (linuxproc tracks them, no cgroups).
+    if pid_of "$RUN/slurmctld.pid" >/dev/null && [[ -n $(timeout 10 squeue -h -o '%i' 2>/dev/null) ]]; then
+        msg "cancelling all jobs"
+        timeout 10 squeue -h -o '%i' 2>/dev/null | xargs -r timeout 10 scancel 2>/dev/null || true
+        # shellcheck disable=SC2016
+        wait_until 15 bash -c '[[ -z $(timeout 10 squeue -h -o %i) ]]' || warn "jobs still listed: stopping anyway"
+    fi
+    stop_slurmd "${NODES[@]}"
+    stop_named slurmd
+    # slurmstepd ignores SIGTERM
+    stop_named -t 2 slurmstepd
+    stop_named spank-carbon
+    stop_named slurmctld "$RUN/slurmctld.pid"
+    stop_named slurmdbd "$RUN/slurmdbd.pid"
+    if db_ok >/dev/null 2>&1; then
+        msg "stopping MariaDB"
+        mariadb-admin --socket="$MYSQL_SOCK" -uroot shutdown >/dev/null 2>&1 || true
+    fi
+    stop_named mysqld_safe
+    stop_named mariadbd /run/mysqld/mysqld.pid
+    stop_named munged /run/munge/munged.pid
+    msg "stopped"
+}
+
+# ---------------------------------------------------------------------------------------------------
+# restart-slurmd, wait-idle, status
+# ---------------------------------------------------------------------------------------------------
+slurmd_start_time() { sl scontrol show node "$1" 2>/dev/null | grep -o 'SlurmdStartTime=[^ ]*' || true; }
+
+cmd_restart_slurmd() {
+    need_root
+    local nodes=("$@") n
+    ((${#nodes[@]})) || nodes=("${NODES[@]}")
+    for n in "${nodes[@]}"; do
+        [[ " ${NODES[*]} " == *" $n "* ]] || die "unknown node $n (nodes: ${NODES[*]})"
+    done
+    sl scontrol ping | grep -q "is UP" || die "slurmctld is not running: use '$0 start'"
+    declare -A before
+    for n in "${nodes[@]}"; do before[$n]=$(slurmd_start_time "$n"); done
+    stop_slurmd "${nodes[@]}"
+    sleep 1 # SlurmdStartTime has a resolution of one second
+    start_slurmd "${nodes[@]}"
+    # Wait until each slurmd has re-registered (new SlurmdStartTime), then until all are idle.
+    local end=$((SECONDS + SC_TIMEOUT))
+    for n in "${nodes[@]}"; do
+        while [[ $(slurmd_start_time "$n") == "${before[$n]}" ]]; do
+            ((SECONDS < end)) || fail "slurmd $n did not re-register" "$LOG/$n.log" "$LOG/slurmctld.log"
+            sleep 0.3
+        done
+    done
+    wait_nodes_idle "${nodes[@]}"
+    msg "slurmd restarted: ${nodes[*]}"
+}
+
+wait_idle() {
+    local end=$((SECONDS + SC_TIMEOUT))
+    while true; do
+        local q
+        q=$(sl squeue -h -o '%i' 2>/dev/null) || q=error
+        if [[ -z $q ]] && nodes_idle "${NODES[@]}"; then return 0; fi
+        if ((SECONDS >= end)); then
+            sl squeue >&2 || true
+            sl sinfo -N -l >&2 || true
+            # shellcheck disable=SC2046
+            fail "cluster not idle after ${SC_TIMEOUT}s" "$LOG/slurmctld.log" $(node_logs "${NODES[@]}")
+        fi
+        sleep 0.5
+    done
+}
+
+cmd_wait_idle() {
+    wait_idle
+    msg "idle"
+}
+
+cmd_status() {
+    local name pids rc=0
+    for name in munged mariadbd slurmdbd slurmctld slurmd slurmstepd; do
+        pids=$(pgrep -x "$name" | paste -sd' ' || true)
+        printf '%-11s %s\n' "$name" "${pids:-(not running)}"
+        [[ -n $pids || $name == slurmstepd ]] || rc=1
+    done
+    if pgrep -x slurmctld >/dev/null; then
+        sl sinfo -N -o '%N %P %T %C %G' || rc=1
+        sl squeue || rc=1
+    fi
+    echo "logs: $LOG"
+    return $rc
+}
+
+usage() {
+    sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'
+}
+
+PATH=$PATH:/usr/sbin:/sbin
+cmd=${1:-}
+shift || true
+case $cmd in
+install) cmd_install ;;
+start) cmd_start ;;
+stop) cmd_stop ;;
+restart-slurmd) cmd_restart_slurmd "$@" ;;
+wait-idle) cmd_wait_idle ;;
+status) cmd_status ;;
+-h | --help | help) usage ;;
+*)
+    usage >&2
+    exit 2
+    ;;
+esac

@@ -1,0 +1,386 @@
+//! Configuration: plugstack.conf arguments (`key=value`) and an optional TOML file
+//! (`config=PATH`). The file is read first; plugstack arguments override it.
+//!
+//! Every error names the key it is about, so an operator can fix plugstack.conf from
+//! the one line in slurmd's log.
+
+use std::path::{Path, PathBuf};
+
+use crate::units::GramsPerKwh;
+
+/// Default carbon intensity: the world average of electricity generation, 475 gCO2e/kWh
+/// (IEA, Global Energy & CO2 Status Report 2019; also CodeCarbon's world fallback).
+pub const DEFAULT_INTENSITY: f64 = 475.0;
+/// Default power usage effectiveness: 1.58, the average of the Uptime Institute's 2018
+/// global data-centre survey, the figure Strubell et al. (2019) used; Uptime's 2023
+/// survey still reports 1.58.
+pub const DEFAULT_PUE: f64 = 1.58;
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/spank-carbon";
+pub const DEFAULT_BIN: &str = "/usr/local/sbin/spank-carbon";
+pub const DEFAULT_SAMPLE_MS: u64 = 1000;
+
+/// Which of the job's accounting comment fields holds the record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Field {
+    /// SystemComment: slurmctld never sends it to slurmdbd, so nothing overwrites it.
+    System,
+    /// AdminComment: rewritten by slurmctld's completion record when the job has one.
+    Admin,
+    /// Comment: the user's own field; rewritten at completion with job_comment.
+    Job,
+}
+
+impl Field {
+    /// The name sacctmgr and sacct use for the field.
+    pub fn slurm_name(self) -> &'static str {
+        match self {
+            Field::System => "SystemComment",
+            Field::Admin => "AdminComment",
+            Field::Job => "Comment",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub intensity: GramsPerKwh,
+    pub pue: f64,
+    pub field: Field,
+    pub nvml_lib: Option<PathBuf>,
+    pub state_dir: PathBuf,
+    pub sample_ms: u64,
+    pub checkpoint_s: u64,
+    pub bin: PathBuf,
+    pub sacct: PathBuf,
+    pub sacctmgr: PathBuf,
+    pub gres_conf: Option<PathBuf>,
+    pub strict: bool,
+    pub write_timeout_s: u64,
+    pub settle_ms: u64,
+    pub stagger_ms: u64,
+    pub deliver_timeout_s: u64,
+    pub max_job_s: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            intensity: GramsPerKwh(DEFAULT_INTENSITY),
+            pue: DEFAULT_PUE,
+            field: Field::System,
+            nvml_lib: None,
+            state_dir: PathBuf::from(DEFAULT_STATE_DIR),
+            sample_ms: DEFAULT_SAMPLE_MS,
+            checkpoint_s: 30,
+            bin: PathBuf::from(DEFAULT_BIN),
+            sacct: PathBuf::from("/usr/bin/sacct"),
+            sacctmgr: PathBuf::from("/usr/bin/sacctmgr"),
+            gres_conf: None,
+            strict: false,
+            write_timeout_s: 15,
+            settle_ms: 3000,
+            stagger_ms: 400,
+            deliver_timeout_s: 300,
+            max_job_s: 30 * 24 * 3600,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ConfigError {
+    #[error("unknown key `{0}` (known keys: {keys})", keys = KEYS.join(", "))]
+    UnknownKey(String),
+    #[error("`{0}` is not key=value")]
+    NotKeyValue(String),
+    #[error("bad value for `{key}`: `{value}`: {why}")]
+    BadValue {
+        key: String,
+        value: String,
+        why: String,
+    },
+    #[error("config file {path}: {why}")]
+    File { path: String, why: String },
+}
+
+/// Every key the plugin accepts, in plugstack.conf and in the TOML file.
+pub const KEYS: &[&str] = &[
+    "config",
+    "intensity",
+    "pue",
+    "field",
+    "nvml_lib",
+    "state_dir",
+    "sample_ms",
+    "checkpoint_s",
+    "bin",
+    "sacct",
+    "sacctmgr",
+    "gres_conf",
+    "strict",
+    "write_timeout_s",
+    "settle_ms",
+    "stagger_ms",
+    "deliver_timeout_s",
+    "max_job_s",
+];
+
+fn bad(key: &str, value: &str, why: impl Into<String>) -> ConfigError {
+    ConfigError::BadValue {
+        key: key.to_string(),
+        value: value.to_string(),
+        why: why.into(),
+    }
+}
+
+fn number(key: &str, value: &str, min: f64, max: f64) -> Result<f64, ConfigError> {
+    let v: f64 = value
+        .trim()
+        .parse()
+        .map_err(|_| bad(key, value, "not a number"))?;
+    if !v.is_finite() || v < min || v > max {
+        return Err(bad(key, value, format!("must be between {min} and {max}")));
+    }
+    Ok(v)
+}
+
+fn integer(key: &str, value: &str, min: u64, max: u64) -> Result<u64, ConfigError> {
+    let v: u64 = value
+        .trim()
+        .parse()
+        .map_err(|_| bad(key, value, "not a whole number"))?;
+    if v < min || v > max {
+        return Err(bad(key, value, format!("must be between {min} and {max}")));
+    }
+    Ok(v)
+}
+
+fn absolute_path(key: &str, value: &str) -> Result<PathBuf, ConfigError> {
+    let p = Path::new(value);
+    if !p.is_absolute() {
+        return Err(bad(key, value, "must be an absolute path"));
+    }
+    if value.contains('\0') || p.components().any(|c| c.as_os_str() == "..") {
+        return Err(bad(key, value, "must not contain `..`"));
+    }
+    Ok(p.to_path_buf())
+}
+
+fn boolean(key: &str, value: &str) -> Result<bool, ConfigError> {
+    match value {
+        "1" | "true" | "yes" => Ok(true),
+        "0" | "false" | "no" => Ok(false),
+        _ => Err(bad(key, value, "expected true or false")),
+    }
+}
+
+impl Config {
+    /// Sets one key from its text form.
+    pub fn set(&mut self, key: &str, value: &str) -> Result<(), ConfigError> {
+        match key {
+            "intensity" => self.intensity = GramsPerKwh(number(key, value, 0.0, 5000.0)?),
+            "pue" => self.pue = number(key, value, 1.0, 5.0)?,
+            "field" => {
+                self.field = match value {
+                    "system" => Field::System,
+                    "admin" => Field::Admin,
+                    "job" => Field::Job,
+                    _ => return Err(bad(key, value, "expected system, admin or job")),
+                }
+            }
+            "nvml_lib" => self.nvml_lib = Some(absolute_path(key, value)?),
+            "state_dir" => self.state_dir = absolute_path(key, value)?,
+            "sample_ms" => self.sample_ms = integer(key, value, 10, 3_600_000)?,
+            "checkpoint_s" => self.checkpoint_s = integer(key, value, 1, 86_400)?,
+            "bin" => self.bin = absolute_path(key, value)?,
+            "sacct" => self.sacct = absolute_path(key, value)?,
+            "sacctmgr" => self.sacctmgr = absolute_path(key, value)?,
+            "gres_conf" => self.gres_conf = Some(absolute_path(key, value)?),
+            "strict" => self.strict = boolean(key, value)?,
+            "write_timeout_s" => self.write_timeout_s = integer(key, value, 1, 600)?,
+            "settle_ms" => self.settle_ms = integer(key, value, 0, 600_000)?,
+            "stagger_ms" => self.stagger_ms = integer(key, value, 0, 60_000)?,
+            "deliver_timeout_s" => self.deliver_timeout_s = integer(key, value, 1, 86_400 * 7)?,
+            "max_job_s" => self.max_job_s = integer(key, value, 60, 366 * 86_400)?,
+            "config" => return Err(bad(key, value, "only allowed in plugstack.conf")),
+            _ => return Err(ConfigError::UnknownKey(key.to_string())),
+        }
+        Ok(())
+    }
+
+    /// Builds the configuration from plugstack.conf arguments.
+    pub fn from_args<S: AsRef<str>>(args: &[S]) -> Result<Config, ConfigError> {
+        let mut config = Config::default();
+        let mut pairs = Vec::with_capacity(args.len());
+        for arg in args {
+            let arg = arg.as_ref();
+            let (key, value) = arg
+                .split_once('=')
+                .ok_or_else(|| ConfigError::NotKeyValue(arg.to_string()))?;
+            pairs.push((key.trim(), value.trim()));
+        }
+        if let Some((_, path)) = pairs.iter().rev().find(|(k, _)| *k == "config") {
+            let path = absolute_path("config", path)?;
+            let text = read_config_file(&path)?;
+            config.apply_toml(&text).map_err(|e| match e {
+                ConfigError::File { .. } => e,
+                other => ConfigError::File {
+                    path: path.display().to_string(),
+                    why: other.to_string(),
+                },
+            })?;
+        }
+        for (key, value) in pairs {
+            if key != "config" {
+                config.set(key, value)?;
+            }
+        }
+        Ok(config)
+    }
+
+    /// Applies the keys of a TOML document.
+    pub fn apply_toml(&mut self, text: &str) -> Result<(), ConfigError> {
+        let table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| ConfigError::File {
+                path: "(toml)".into(),
+                why: e.message().to_string(),
+            })?;
+        for (key, value) in &table {
+            let text = match value {
+                toml::Value::String(s) => s.clone(),
+                toml::Value::Integer(i) => i.to_string(),
+                toml::Value::Float(f) => f.to_string(),
+                toml::Value::Boolean(b) => b.to_string(),
+                other => {
+                    return Err(bad(
+                        key,
+                        other.type_str(),
+                        "expected a string, number or boolean",
+                    ))
+                }
+            };
+            self.set(key, &text)?;
+        }
+        Ok(())
+    }
+
+    pub fn sample_interval(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.sample_ms)
+    }
+}
+
+/// Reads the TOML file, refusing one that someone other than root could have written:
+/// the plugin runs as root and acts on what the file says.
+fn read_config_file(path: &Path) -> Result<String, ConfigError> {
+    use std::os::unix::fs::MetadataExt;
+    let err = |why: String| ConfigError::File {
+        path: path.display().to_string(),
+        why,
+    };
+    let meta = std::fs::metadata(path).map_err(|e| err(e.to_string()))?;
+    if meta.uid() != 0 && meta.uid() != rustix::process::getuid().as_raw() {
+        return Err(err("not owned by root".into()));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(err("writable by group or others".into()));
+    }
+    std::fs::read_to_string(path).map_err(|e| err(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_when_no_arguments() {
+        let c = Config::from_args::<&str>(&[]).unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.field, Field::System);
+        assert_eq!(c.intensity.0, 475.0);
+        assert_eq!(c.pue, 1.58);
+    }
+
+    #[test]
+    fn arguments_set_keys() {
+        let c = Config::from_args(&[
+            "intensity=100.5",
+            "pue=1.2",
+            "field=admin",
+            "nvml_lib=/opt/nv/libnvidia-ml.so.1",
+            "state_dir=/var/lib/sc",
+            "sample_ms=250",
+            "strict=true",
+        ])
+        .unwrap();
+        assert_eq!(c.intensity.0, 100.5);
+        assert_eq!(c.pue, 1.2);
+        assert_eq!(c.field, Field::Admin);
+        assert_eq!(
+            c.nvml_lib.as_deref(),
+            Some(Path::new("/opt/nv/libnvidia-ml.so.1"))
+        );
+        assert_eq!(c.state_dir, Path::new("/var/lib/sc"));
+        assert_eq!(c.sample_ms, 250);
+        assert!(c.strict);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e = Config::from_args(&["intensty=3"]).unwrap_err();
+        assert_eq!(e, ConfigError::UnknownKey("intensty".into()));
+        assert!(e.to_string().contains("`intensty`"));
+        let e = Config::from_args(&["pue=0.5"]).unwrap_err();
+        assert!(e.to_string().contains("`pue`"), "{e}");
+        let e = Config::from_args(&["field=mine"]).unwrap_err();
+        assert!(e.to_string().contains("`field`"), "{e}");
+        let e = Config::from_args(&["state_dir=relative/dir"]).unwrap_err();
+        assert!(e.to_string().contains("`state_dir`"), "{e}");
+        let e = Config::from_args(&["state_dir=/var/../etc"]).unwrap_err();
+        assert!(e.to_string().contains("`state_dir`"), "{e}");
+        let e = Config::from_args(&["sample_ms=abc"]).unwrap_err();
+        assert!(e.to_string().contains("`sample_ms`"), "{e}");
+        let e = Config::from_args(&["intensity=NaN"]).unwrap_err();
+        assert!(e.to_string().contains("`intensity`"), "{e}");
+        let e = Config::from_args(&["lonely"]).unwrap_err();
+        assert_eq!(e, ConfigError::NotKeyValue("lonely".into()));
+    }
+
+    #[test]
+    fn toml_keys_and_errors() {
+        let mut c = Config::default();
+        c.apply_toml("intensity = 50\npue = 1.1\nfield = \"job\"\nsample_ms = 500\n")
+            .unwrap();
+        assert_eq!(c.intensity.0, 50.0);
+        assert_eq!(c.pue, 1.1);
+        assert_eq!(c.field, Field::Job);
+        assert_eq!(c.sample_ms, 500);
+        let e = c.apply_toml("colour = 1").unwrap_err();
+        assert_eq!(e, ConfigError::UnknownKey("colour".into()));
+        let e = c.apply_toml("pue = [1]").unwrap_err();
+        assert!(e.to_string().contains("`pue`"), "{e}");
+        assert!(c.apply_toml("pue = ").is_err());
+    }
+
+    #[test]
+    fn file_then_arguments_override() {
+        let dir = std::env::temp_dir().join(format!("sc-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("sc.toml");
+        std::fs::write(&path, "intensity = 10\npue = 1.3\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let arg = format!("config={}", path.display());
+        let c = Config::from_args(&[arg.as_str(), "pue=1.4"]).unwrap();
+        assert_eq!(c.intensity.0, 10.0);
+        assert_eq!(c.pue, 1.4);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
+        let e = Config::from_args(&[arg.as_str()]).unwrap_err();
+        assert!(e.to_string().contains("writable"), "{e}");
+        std::fs::write(&path, "bogus = 1\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let e = Config::from_args(&[arg.as_str()]).unwrap_err();
+        assert!(e.to_string().contains("`bogus`"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

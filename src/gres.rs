@@ -1,0 +1,413 @@
+//! From SLURM_JOB_GPUS (gres indices) to GPU device minor numbers.
+//!
+//! A gres index is a position in the node's list of GPU device files, built the way
+//! Slurm 22.05's slurmd builds it (src/common/gres.c, src/plugins/gres/common/gres_common.c):
+//! gres.conf's `Name=` lines first, then the `NodeName=` lines that name this node, each
+//! group in file order; when slurm.conf gives the node typed GPUs (`Gres=gpu:a100:2,...`)
+//! records are taken type by type in that order, up to each type's count; every file of
+//! `File=` (a host-list expression) then takes the next index. The index is neither the
+//! /dev/nvidiaN number nor NVML's index (PCI order): the file's device minor is what
+//! identifies the GPU to NVML.
+
+use std::fs;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use crate::hostlist;
+
+#[derive(Debug, thiserror::Error)]
+pub enum GresError {
+    #[error("{path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("bad SLURM_JOB_GPUS `{0}`")]
+    BadIndexList(String),
+    #[error("gres index {index} is not in {path}'s GPU files for node {node} ({count} files)")]
+    NoSuchIndex {
+        index: usize,
+        path: String,
+        node: String,
+        count: usize,
+    },
+    #[error("{0}: not a character device")]
+    NotDevice(String),
+    #[error("{path}: bad host list in `{value}`")]
+    BadList { path: String, value: String },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct Record {
+    ty: Option<String>,
+    files: Vec<String>,
+    multiple: bool,
+}
+
+/// Parses SLURM_JOB_GPUS: comma-separated indices (ranges `a-b` accepted).
+pub fn parse_indices(s: &str) -> Result<Vec<usize>, GresError> {
+    let bad = || GresError::BadIndexList(s.chars().take(64).collect());
+    let mut out = Vec::new();
+    for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let (a, b) = item.split_once('-').unwrap_or((item, item));
+        let (a, b): (usize, usize) = (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
+        if b < a || b > 4096 {
+            return Err(bad());
+        }
+        out.extend(a..=b);
+    }
+    out.sort_unstable();
+    out.dedup();
+    Ok(out)
+}
+
+fn key_values(line: &str) -> Vec<(String, String)> {
+    line.split_whitespace()
+        .filter_map(|t| t.split_once('='))
+        .map(|(k, v)| (k.to_ascii_lowercase(), v.to_string()))
+        .collect()
+}
+
+fn strip_comment(line: &str) -> &str {
+    line.split('#').next().unwrap_or("")
+}
+
+fn read(path: &Path) -> Result<String, GresError> {
+    fs::read_to_string(path).map_err(|source| GresError::Read {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+/// The GPU records of gres.conf (and its `Include`s) that apply to `node`, in Slurm's
+/// order: `Name=` lines, then `NodeName=` lines.
+fn gpu_records(
+    path: &Path,
+    node: &str,
+    depth: u32,
+) -> Result<(Vec<Record>, Vec<Record>), GresError> {
+    let text = read(path)?;
+    let mut by_name = Vec::new();
+    let mut by_node = Vec::new();
+    for line in text.lines().map(strip_comment) {
+        let trimmed = line.trim();
+        if let Some(inc) = trimmed
+            .strip_prefix("Include ")
+            .or_else(|| trimmed.strip_prefix("include "))
+        {
+            if depth < 4 {
+                let inc = Path::new(inc.trim());
+                let inc = if inc.is_absolute() {
+                    inc.to_path_buf()
+                } else {
+                    path.parent().unwrap_or(Path::new("/")).join(inc)
+                };
+                let (a, b) = gpu_records(&inc, node, depth + 1)?;
+                by_name.extend(a);
+                by_node.extend(b);
+            }
+            continue;
+        }
+        let kv = key_values(trimmed);
+        let Some((first, _)) = kv.first() else {
+            continue;
+        };
+        let get = |k: &str| kv.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
+        if get("name") != Some("gpu") {
+            continue;
+        }
+        let (files_value, multiple) = match (get("file").or(get("files")), get("multiplefiles")) {
+            (Some(f), _) => (f, false),
+            (None, Some(f)) => (f, true),
+            (None, None) => continue, // file-less records are dropped by slurmd
+        };
+        let files = hostlist::expand(files_value).map_err(|_| GresError::BadList {
+            path: path.display().to_string(),
+            value: files_value.to_string(),
+        })?;
+        let record = Record {
+            ty: get("type").map(str::to_ascii_lowercase),
+            files,
+            multiple,
+        };
+        if first == "nodename" {
+            let nodes = get("nodename").unwrap_or("");
+            let names = hostlist::expand(nodes).map_err(|_| GresError::BadList {
+                path: path.display().to_string(),
+                value: nodes.to_string(),
+            })?;
+            if names.iter().any(|n| n == node) {
+                by_node.push(record);
+            }
+        } else {
+            by_name.push(record);
+        }
+    }
+    Ok((by_name, by_node))
+}
+
+/// The node's GPU gres from slurm.conf (`Gres=gpu:a100:2,gpu:1`) as (type, count), in order.
+pub fn node_gpu_types(slurm_conf: &str, node: &str) -> Option<Vec<(Option<String>, usize)>> {
+    let mut default = None;
+    let mut found = None;
+    for line in slurm_conf.lines().map(strip_comment) {
+        let kv = key_values(line);
+        let Some((first, names)) = kv.first() else {
+            continue;
+        };
+        if first != "nodename" {
+            continue;
+        }
+        let Some((_, gres)) = kv.iter().find(|(k, _)| k == "gres") else {
+            continue;
+        };
+        let parsed = parse_gres_spec(gres);
+        if names.eq_ignore_ascii_case("default") {
+            default = Some(parsed);
+        } else if hostlist::expand(names).is_ok_and(|n| n.iter().any(|n| n == node)) {
+            found = Some(parsed);
+        }
+    }
+    found.or(default)
+}
+
+fn parse_gres_spec(spec: &str) -> Vec<(Option<String>, usize)> {
+    let mut depth = 0;
+    let cleaned: String = spec
+        .chars()
+        .filter(|c| {
+            match c {
+                '(' => depth += 1,
+                ')' => {
+                    depth -= 1;
+                    return false;
+                }
+                _ => {}
+            }
+            depth == 0
+        })
+        .collect();
+    cleaned
+        .split(',')
+        .filter_map(|item| {
+            let mut fields = item.split(':');
+            if fields.next()? != "gpu" {
+                return None;
+            }
+            let rest: Vec<&str> = fields.collect();
+            let count = |s: &str| s.parse::<usize>().ok();
+            match rest.as_slice() {
+                [] => Some((None, 1)),
+                [c] if count(c).is_some() => Some((None, count(c)?)),
+                [t] => Some((Some(t.to_ascii_lowercase()), 1)),
+                [t, c, ..] => Some((Some(t.to_ascii_lowercase()), count(c).unwrap_or(1))),
+            }
+        })
+        .collect()
+}
+
+/// Applies slurm.conf's per-type counts to the records, as slurmd's merge does.
+fn select_by_types(records: Vec<Record>, types: &[(Option<String>, usize)]) -> Vec<Record> {
+    let mut pool: Vec<Option<Record>> = records.into_iter().map(Some).collect();
+    let mut out = Vec::new();
+    for (ty, count) in types {
+        let mut left = *count;
+        for slot in pool.iter_mut() {
+            if left == 0 {
+                break;
+            }
+            let matches = match (slot.as_ref(), ty) {
+                (None, _) => false,
+                (Some(_), None) => true,
+                (Some(r), Some(t)) => r.ty.as_deref() == Some(t.as_str()),
+            };
+            if !matches {
+                continue;
+            }
+            let mut r = slot.take().expect("checked");
+            let n = if r.multiple { 1 } else { r.files.len() };
+            if n > left && !r.multiple {
+                r.files.truncate(left);
+            }
+            left -= n.min(left);
+            out.push(r);
+        }
+    }
+    out
+}
+
+/// Device files per gres index for `node`: index i -> the files of GPU i.
+pub fn gpu_files(
+    gres_conf: &Path,
+    slurm_conf: Option<&Path>,
+    node: &str,
+) -> Result<Vec<Vec<PathBuf>>, GresError> {
+    let (mut records, by_node) = gpu_records(gres_conf, node, 0)?;
+    records.extend(by_node);
+    if let Some(types) = slurm_conf
+        .and_then(|p| fs::read_to_string(p).ok())
+        .and_then(|text| node_gpu_types(&text, node))
+        .filter(|t| !t.is_empty())
+    {
+        records = select_by_types(records, &types);
+    }
+    let mut out = Vec::new();
+    for r in records {
+        if r.multiple {
+            out.push(r.files.iter().map(PathBuf::from).collect());
+        } else {
+            for f in r.files {
+                // slurmd skips (without using up an index) a file that exists but is
+                // not a device.
+                if let Ok(meta) = fs::metadata(&f) {
+                    let ft = meta.file_type();
+                    if !ft.is_char_device() && !ft.is_block_device() {
+                        continue;
+                    }
+                }
+                out.push(vec![PathBuf::from(f)]);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The minor number of a GPU's device file.
+pub fn device_minor(path: &Path) -> Result<u32, GresError> {
+    let meta = fs::metadata(path).map_err(|source| GresError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    if !meta.file_type().is_char_device() {
+        return Err(GresError::NotDevice(path.display().to_string()));
+    }
+    Ok(rustix::fs::minor(meta.rdev()))
+}
+
+/// The device minors of the GPUs with the given gres indices on `node`.
+pub fn minors_for(
+    indices: &[usize],
+    gres_conf: &Path,
+    slurm_conf: Option<&Path>,
+    node: &str,
+) -> Result<Vec<u32>, GresError> {
+    let files = gpu_files(gres_conf, slurm_conf, node)?;
+    let mut minors = Vec::new();
+    for &index in indices {
+        let paths = files.get(index).ok_or_else(|| GresError::NoSuchIndex {
+            index,
+            path: gres_conf.display().to_string(),
+            node: node.to_string(),
+            count: files.len(),
+        })?;
+        for p in paths {
+            let m = device_minor(p)?;
+            if !minors.contains(&m) {
+                minors.push(m);
+            }
+        }
+    }
+    Ok(minors)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let p = dir.join(name);
+        fs::write(&p, text).unwrap();
+        p
+    }
+
+    fn tmp(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("sc-gres-{tag}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&d);
+        fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn names(files: &[Vec<PathBuf>]) -> Vec<String> {
+        files.iter().map(|f| f[0].display().to_string()).collect()
+    }
+
+    #[test]
+    fn indices_parse() {
+        assert_eq!(parse_indices("0,2").unwrap(), [0, 2]);
+        assert_eq!(parse_indices("3,0-1").unwrap(), [0, 1, 3]);
+        assert!(parse_indices("a").is_err());
+        assert!(parse_indices("0-99999").is_err());
+    }
+
+    #[test]
+    fn name_lines_come_before_nodename_lines() {
+        let d = tmp("order");
+        let g = write(
+            &d,
+            "gres.conf",
+            "# comment\nNodeName=n[1-2] Name=gpu File=/x/n[0-1]\nName=gpu File=/x/a[3-4] # all nodes\nNodeName=n3 Name=gpu File=/x/other\nnodename=n1 name=gpu file=/x/z,/x/y\nName=mps Count=100\n",
+        );
+        let f = gpu_files(&g, None, "n1").unwrap();
+        assert_eq!(
+            names(&f),
+            ["/x/a3", "/x/a4", "/x/n0", "/x/n1", "/x/z", "/x/y"]
+        );
+        let f = gpu_files(&g, None, "n3").unwrap();
+        assert_eq!(names(&f), ["/x/a3", "/x/a4", "/x/other"]);
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn slurm_conf_types_order_and_truncate() {
+        // The order seen from slurmd -G: zz before aa, aa records in list order, extra cut.
+        let d = tmp("types");
+        let g = write(
+            &d,
+            "gres.conf",
+            "NodeName=n1 Name=gpu Type=aa File=/d/t[5-6]\nName=gpu Type=zz File=/d/t12,/d/t3\nNodeName=n1 Name=gpu Type=aa File=/d/t2\nNodeName=n1 Name=gpu Type=zz File=/d/t30\n",
+        );
+        let s = write(
+            &d,
+            "slurm.conf",
+            "NodeName=DEFAULT CPUs=2\nNodeName=n[1-4] Gres=gpu:zz:2,gpu:aa:3(S:0-1) CPUs=4\n",
+        );
+        let f = gpu_files(&g, Some(&s), "n1").unwrap();
+        assert_eq!(names(&f), ["/d/t12", "/d/t3", "/d/t5", "/d/t6", "/d/t2"]);
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn gres_specs() {
+        assert_eq!(parse_gres_spec("gpu:4"), [(None, 4)]);
+        assert_eq!(
+            parse_gres_spec("gpu:a100:2(S:0),mps:100,gpu:h100:1"),
+            [(Some("a100".into()), 2), (Some("h100".into()), 1)]
+        );
+        assert_eq!(parse_gres_spec("gpu"), [(None, 1)]);
+    }
+
+    #[test]
+    fn non_devices_are_rejected_and_skipped() {
+        let d = tmp("dev");
+        let plain = write(&d, "nvidia0", "");
+        let g = write(
+            &d,
+            "gres.conf",
+            &format!(
+                "Name=gpu File={}\nName=gpu File=/dev/null\n",
+                plain.display()
+            ),
+        );
+        // The plain file is skipped: /dev/null (a char device) becomes index 0.
+        let f = gpu_files(&g, None, "n1").unwrap();
+        assert_eq!(names(&f), ["/dev/null"]);
+        assert_eq!(minors_for(&[0], &g, None, "n1").unwrap(), [3]); // /dev/null is 1:3
+        assert!(matches!(
+            minors_for(&[1], &g, None, "n1"),
+            Err(GresError::NoSuchIndex { index: 1, .. })
+        ));
+        assert!(matches!(device_minor(&plain), Err(GresError::NotDevice(_))));
+        fs::remove_dir_all(&d).unwrap();
+    }
+}

@@ -1,0 +1,489 @@
+//! What the plugin does in the job's prolog and epilog on one node, apart from Slurm's
+//! calling convention (see `plugin`): find the job's GPUs, start the sampler, and at the
+//! end total the node's energy, keep a local record and hand it to delivery.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::accounting::Delivery;
+use crate::config::{Config, Field};
+use crate::gpu::GpuHost;
+use crate::gres;
+use crate::hostlist;
+use crate::record::{Meta, Method, NodePart};
+use crate::sampler::{evaluate, unix_now, NodeResult, SamplerState};
+use crate::state::{self, JobKey, StateDir, StateError};
+use crate::units::co2e_grams;
+
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error("job environment: {0}")]
+    Env(String),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("mapping the job's GPUs: {0}")]
+    Gres(#[from] gres::GresError),
+    #[error("starting {what}: {source}")]
+    Spawn {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("reading end counters: {0}")]
+    Gpu(#[from] crate::gpu::GpuError),
+}
+
+/// What slurmd tells the job_script context (its environment and spank items).
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobEnv {
+    pub job: u32,
+    pub node: String,
+    /// SLURM_JOB_GPUS: gres indices of this node's GPUs.
+    pub gpus: Option<String>,
+    /// SLURM_NODELIST, expanded.
+    pub nodes: Vec<String>,
+    pub slurm_conf: Option<PathBuf>,
+}
+
+impl JobEnv {
+    /// Builds the job's description from `get` (the process environment) and the job id
+    /// Slurm gave through spank_get_item, when it did.
+    pub fn from_env(
+        job_item: Option<u32>,
+        get: impl Fn(&str) -> Option<String>,
+    ) -> Result<JobEnv, JobError> {
+        let job = match job_item {
+            Some(id) if id > 0 => id,
+            _ => {
+                let raw =
+                    get("SLURM_JOB_ID").ok_or_else(|| JobError::Env("no SLURM_JOB_ID".into()))?;
+                state::parse_job_id(&raw)?
+            }
+        };
+        let node =
+            get("SLURMD_NODENAME").ok_or_else(|| JobError::Env("no SLURMD_NODENAME".into()))?;
+        let nodes = match get("SLURM_NODELIST").or_else(|| get("SLURM_JOB_NODELIST")) {
+            Some(list) => hostlist::expand(&list)
+                .map_err(|e| JobError::Env(e.to_string()))?
+                .into_iter()
+                .map(|n| n.to_ascii_lowercase())
+                .collect(),
+            None => vec![node.to_ascii_lowercase()],
+        };
+        Ok(JobEnv {
+            job,
+            node,
+            gpus: get("SLURM_JOB_GPUS").filter(|g| !g.trim().is_empty()),
+            nodes,
+            slurm_conf: get("SLURM_CONF")
+                .map(PathBuf::from)
+                .filter(|p| p.is_absolute()),
+        })
+    }
+
+    fn slurm_conf(&self) -> PathBuf {
+        self.slurm_conf
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("/etc/slurm/slurm.conf"))
+    }
+
+    fn gres_conf(&self, config: &Config) -> PathBuf {
+        config.gres_conf.clone().unwrap_or_else(|| {
+            self.slurm_conf()
+                .parent()
+                .unwrap_or(Path::new("/etc/slurm"))
+                .join("gres.conf")
+        })
+    }
+}
+
+/// Starts a program fully detached from the calling process (new session, no inherited
+/// descriptors), returning its pid. Provided by the Slurm boundary.
+pub trait Spawner {
+    fn spawn_detached(
+        &self,
+        program: &Path,
+        args: &[String],
+        env: &[(String, String)],
+    ) -> std::io::Result<u32>;
+}
+
+/// What the prolog wrote for the epilog.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobInfo {
+    pub job: u32,
+    pub node: String,
+    pub gres_indices: Vec<usize>,
+    pub minors: Vec<u32>,
+    pub nodes: Vec<String>,
+    pub prolog_unix: f64,
+    pub sampler_pid: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum PrologOutcome {
+    NoGpus,
+    Started { minors: Vec<u32>, pid: u32 },
+    AlreadyRunning,
+}
+
+/// The plugstack arguments handed on to the spank-carbon binary, so that it reads the
+/// same configuration as the plugin.
+fn passthrough_args(args: &[String]) -> impl Iterator<Item = String> + '_ {
+    args.iter().cloned()
+}
+
+pub fn prolog(
+    config: &Config,
+    args: &[String],
+    env: &JobEnv,
+    spawner: &dyn Spawner,
+) -> Result<PrologOutcome, JobError> {
+    let Some(gpus) = env.gpus.as_deref() else {
+        return Ok(PrologOutcome::NoGpus);
+    };
+    let indices = gres::parse_indices(gpus)?;
+    if indices.is_empty() {
+        return Ok(PrologOutcome::NoGpus);
+    }
+    let minors = gres::minors_for(
+        &indices,
+        &env.gres_conf(config),
+        Some(&env.slurm_conf()),
+        &env.node,
+    )?;
+    let state = StateDir::open(&config.state_dir)?;
+    let key = JobKey::new(env.job, &env.node)?;
+    let dir = state.create_job_dir(&key)?;
+    let info_path = dir.join("job.json");
+    if let Ok(Some(old)) = state::read_json::<JobInfo>(&info_path) {
+        if old.sampler_pid.is_some_and(|pid| sampler_alive(pid, &key)) {
+            return Ok(PrologOutcome::AlreadyRunning);
+        }
+    }
+    let _ = fs::remove_file(dir.join("sampler.json"));
+    let mut info = JobInfo {
+        job: env.job,
+        node: key.node.clone(),
+        gres_indices: indices,
+        minors: minors.clone(),
+        nodes: env.nodes.clone(),
+        prolog_unix: unix_now(),
+        sampler_pid: None,
+    };
+    state::write_json(&info_path, &info)?;
+    let minors_arg = minors
+        .iter()
+        .map(u32::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut argv = vec![
+        "sample".to_string(),
+        "--key".into(),
+        key.to_string(),
+        "--minors".into(),
+        minors_arg,
+        "--".into(),
+    ];
+    argv.extend(passthrough_args(args));
+    let child_env = vec![
+        ("SLURMD_NODENAME".to_string(), env.node.clone()),
+        ("SLURM_JOB_ID".to_string(), env.job.to_string()),
+    ];
+    let pid = spawner
+        .spawn_detached(&config.bin, &argv, &child_env)
+        .map_err(|source| JobError::Spawn {
+            what: "the sampler",
+            source,
+        })?;
+    info.sampler_pid = Some(pid);
+    state::write_json(&info_path, &info)?;
+    Ok(PrologOutcome::Started { minors, pid })
+}
+
+/// Whether `pid` is the sampler of `key` (and not a process that reused its pid).
+pub fn sampler_alive(pid: u32, key: &JobKey) -> bool {
+    let Ok(cmdline) = fs::read(format!("/proc/{pid}/cmdline")) else {
+        return false;
+    };
+    if let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // A zombie has finished its work; its parent just has not reaped it yet.
+        if stat
+            .rsplit(") ")
+            .next()
+            .is_some_and(|rest| rest.starts_with('Z'))
+        {
+            return false;
+        }
+    }
+    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+    let key_s = key.to_string();
+    args.iter().any(|a| *a == b"sample")
+        && args
+            .windows(2)
+            .any(|w| w[0] == b"--key" && w[1] == key_s.as_bytes())
+}
+
+/// Asks the sampler to stop and waits (up to `timeout`) for it to write its final state.
+pub fn stop_sampler(pid: u32, key: &JobKey, timeout: Duration) -> bool {
+    if !sampler_alive(pid, key) {
+        return false;
+    }
+    let Some(pid_t) = rustix::process::Pid::from_raw(pid as i32) else {
+        return false;
+    };
+    if rustix::process::kill_process(pid_t, rustix::process::Signal::TERM).is_err() {
+        return false;
+    }
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if !sampler_alive(pid, key) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    log::warn!("job {key}: sampler {pid} did not stop within {timeout:?}");
+    false
+}
+
+/// The node's local record, kept in `records/` for audit and later reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct LocalRecord<'a> {
+    pub version: u32,
+    pub job: u32,
+    pub node: &'a str,
+    pub nodes: &'a [String],
+    pub field: Field,
+    pub intensity_g_per_kwh: f64,
+    pub pue: f64,
+    pub driver: &'a str,
+    pub window: Window,
+    pub result: &'a NodeResult,
+    pub co2e_g: f64,
+    pub sampler_stop: Option<&'a str>,
+    pub series_bucket_s: f64,
+    pub series_mj: &'a [f64],
+    pub segment_part: Option<&'a NodePart>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Window {
+    pub start_unix: f64,
+    pub end_unix: f64,
+    pub seconds: f64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum EpilogOutcome {
+    NoGpus,
+    /// The prolog left nothing for this job on this node.
+    NoProlog,
+    /// Measured, but no GPU had a number: nothing is recorded.
+    NothingMeasured,
+    Recorded {
+        part: NodePart,
+        deliverer: Option<u32>,
+    },
+}
+
+/// Builds the node's part of the record from a finished sampler state.
+pub fn node_part(config: &Config, node: &str, result: &NodeResult) -> Option<NodePart> {
+    let method: Method = result.method?;
+    let mut flags: Vec<String> = result.flags.iter().map(|f| f.to_string()).collect();
+    flags.retain(|f| !f.is_empty());
+    Some(
+        NodePart {
+            node: node.to_string(),
+            wh: result.wh,
+            gpus: result.measured,
+            co2e_g: co2e_grams(result.wh, config.pue, config.intensity),
+            method,
+            start: result.start_unix.floor() as u64,
+            end: result.end_unix.ceil() as u64,
+            coverage: result.coverage,
+            flags,
+        }
+        .rounded(),
+    )
+}
+
+/// Opens the host's GPUs (NVML, from `nvml_lib` when configured).
+pub type OpenGpus = dyn Fn(Option<&Path>) -> Result<Box<dyn GpuHost>, crate::gpu::GpuError>;
+
+pub fn epilog(
+    config: &Config,
+    args: &[String],
+    env: &JobEnv,
+    spawner: &dyn Spawner,
+    open_gpus: &OpenGpus,
+) -> Result<EpilogOutcome, JobError> {
+    let key = JobKey::new(env.job, &env.node)?;
+    let Some(state) = StateDir::existing(&config.state_dir) else {
+        return Ok(if env.gpus.is_some() {
+            log::warn!(
+                "job {}: no measurement on {}: the prolog did not run here (set PrologFlags=Alloc)",
+                env.job,
+                env.node
+            );
+            EpilogOutcome::NoProlog
+        } else {
+            EpilogOutcome::NoGpus
+        });
+    };
+    let dir = state.job_dir(&key);
+    let info: Option<JobInfo> = match state::read_json(&dir.join("job.json")) {
+        Ok(info) => info,
+        Err(e) => {
+            log::error!("job {key}: {e}; no record for this node");
+            let _ = fs::remove_dir_all(&dir);
+            return Ok(EpilogOutcome::NoProlog);
+        }
+    };
+    let Some(info) = info else {
+        if env.gpus.is_some() {
+            log::warn!(
+                "job {}: no measurement on {}: the prolog did not run here (set PrologFlags=Alloc so it runs at allocation); no record for this node",
+                env.job,
+                env.node
+            );
+            return Ok(EpilogOutcome::NoProlog);
+        }
+        return Ok(EpilogOutcome::NoGpus);
+    };
+    if let Some(pid) = info.sampler_pid {
+        stop_sampler(pid, &key, Duration::from_secs(5));
+    }
+    let sampler_path = dir.join("sampler.json");
+    let sampled: Option<SamplerState> = state::read_json(&sampler_path).unwrap_or_else(|e| {
+        log::error!("job {key}: {e}");
+        None
+    });
+    let final_state = match sampled {
+        Some(s) if s.finished => s,
+        Some(mut s) => {
+            // The sampler is gone (killed, crashed): its start counters and samples so
+            // far are on disk; read the end counters here.
+            log::warn!("job {key}: the sampler ended early; reading end counters in the epilog");
+            let host = open_gpus(config.nvml_lib.as_deref())?;
+            let gpus = host.open_minors(&info.minors)?;
+            for (g, st) in gpus.iter().zip(s.gpus.iter_mut()) {
+                st.end_counter = g.energy().ok().flatten();
+            }
+            s.end_unix = Some(unix_now());
+            s.finished = true;
+            s.stop_reason = Some("sampler gone; end counters read by the epilog".into());
+            s
+        }
+        None => {
+            log::warn!("job {key}: the sampler never recorded a start; no record for this node");
+            let _ = fs::remove_dir_all(&dir);
+            return Ok(EpilogOutcome::NothingMeasured);
+        }
+    };
+    let result = evaluate(&final_state);
+    let part = node_part(config, &key.node, &result);
+    let meta = Meta {
+        intensity: config.intensity,
+        pue: config.pue,
+        expected_nodes: info.nodes.len().max(1) as u32,
+    };
+    let local = LocalRecord {
+        version: 1,
+        job: env.job,
+        node: &key.node,
+        nodes: &info.nodes,
+        field: config.field,
+        intensity_g_per_kwh: config.intensity.0,
+        pue: config.pue,
+        driver: &final_state.driver,
+        window: Window {
+            start_unix: result.start_unix,
+            end_unix: result.end_unix,
+            seconds: result.end_unix - result.start_unix,
+        },
+        result: &result,
+        co2e_g: part.as_ref().map_or(0.0, |p| p.co2e_g),
+        sampler_stop: final_state.stop_reason.as_deref(),
+        series_bucket_s: final_state.series.bucket_s,
+        series_mj: &final_state.series.mj,
+        segment_part: part.as_ref(),
+    };
+    state::write_json(&state.record_path(&key), &local)?;
+    let Some(part) = part else {
+        log::warn!("job {key}: no GPU of this node could be measured; nothing recorded");
+        let _ = fs::remove_dir_all(&dir);
+        return Ok(EpilogOutcome::NothingMeasured);
+    };
+    let delivery = Delivery {
+        job: env.job,
+        field: config.field,
+        part: part.clone(),
+        meta,
+        nodes: info.nodes.clone(),
+    };
+    state::write_json(&state.pending_path(&key), &delivery)?;
+    let _ = fs::remove_dir_all(&dir);
+    let mut argv = vec![
+        "deliver".to_string(),
+        "--key".into(),
+        key.to_string(),
+        "--".into(),
+    ];
+    argv.extend(passthrough_args(args));
+    let deliverer = match spawner.spawn_detached(&config.bin, &argv, &[]) {
+        Ok(pid) => Some(pid),
+        Err(e) => {
+            log::error!(
+                "job {key}: could not start delivery ({e}); the record waits in {}",
+                state.pending_path(&key).display()
+            );
+            None
+        }
+    };
+    Ok(EpilogOutcome::Recorded { part, deliverer })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env_of<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
+        move |k| {
+            vars.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        }
+    }
+
+    #[test]
+    fn job_env_from_environment() {
+        let vars = [
+            ("SLURM_JOB_ID", "77"),
+            ("SLURMD_NODENAME", "Node2"),
+            ("SLURM_NODELIST", "Node[1-3]"),
+            ("SLURM_JOB_GPUS", "0,3"),
+            ("SLURM_CONF", "/etc/slurm/slurm.conf"),
+        ];
+        let e = JobEnv::from_env(None, env_of(&vars)).unwrap();
+        assert_eq!(e.job, 77);
+        assert_eq!(e.nodes, ["node1", "node2", "node3"]);
+        assert_eq!(e.gpus.as_deref(), Some("0,3"));
+        assert_eq!(
+            e.gres_conf(&Config::default()),
+            Path::new("/etc/slurm/gres.conf")
+        );
+        // The spank item wins over the environment.
+        assert_eq!(JobEnv::from_env(Some(78), env_of(&vars)).unwrap().job, 78);
+        let bad = [("SLURM_JOB_ID", "../../x"), ("SLURMD_NODENAME", "n")];
+        assert!(JobEnv::from_env(None, env_of(&bad)).is_err());
+        let no_gpus = [
+            ("SLURM_JOB_ID", "5"),
+            ("SLURMD_NODENAME", "n"),
+            ("SLURM_JOB_GPUS", ""),
+        ];
+        assert_eq!(JobEnv::from_env(None, env_of(&no_gpus)).unwrap().gpus, None);
+    }
+}

@@ -1,0 +1,515 @@
+//! The sampler: reads each GPU's energy counter at the start, samples power at a fixed
+//! interval, integrates it, checkpoints to the state directory, and on stop reads the
+//! end counters. It runs detached from the job (started by the prolog) or in-process
+//! (`spank-carbon measure`).
+
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::energy::{gpu_energy, GpuEnergy, GpuReadings, Integrator};
+use crate::gpu::{Gpu, GpuError, GpuHost};
+use crate::record::Method;
+use crate::state::{write_json, StateError};
+use crate::units::{Millijoules, Milliwatts};
+
+pub fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// Node-level sampled energy in time buckets from the window's start, for intensity
+/// that varies over time and for plots. Buckets double in width past `MAX_BUCKETS`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Series {
+    pub bucket_s: f64,
+    pub mj: Vec<f64>,
+}
+
+const MAX_BUCKETS: usize = 2048;
+
+impl Default for Series {
+    fn default() -> Self {
+        Series {
+            bucket_s: 60.0,
+            mj: Vec::new(),
+        }
+    }
+}
+
+impl Series {
+    pub fn add(&mut self, t_s: f64, mj: f64) {
+        let mut idx = (t_s.max(0.0) / self.bucket_s) as usize;
+        while idx >= MAX_BUCKETS {
+            self.mj = self.mj.chunks(2).map(|c| c.iter().sum()).collect();
+            self.bucket_s *= 2.0;
+            idx = (t_s.max(0.0) / self.bucket_s) as usize;
+        }
+        if self.mj.len() <= idx {
+            self.mj.resize(idx + 1, 0.0);
+        }
+        self.mj[idx] += mj;
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GpuState {
+    pub minor: u32,
+    pub uuid: String,
+    pub name: String,
+    pub shared: bool,
+    pub start_counter: Option<u64>,
+    pub last_counter: Option<u64>,
+    pub end_counter: Option<u64>,
+    pub reset_seen: bool,
+    pub integ: Integrator,
+    pub errors: u64,
+}
+
+/// What the sampler knows, checkpointed to `sampler.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SamplerState {
+    pub job: u32,
+    pub node: String,
+    pub pid: u32,
+    pub interval_ms: u64,
+    pub driver: String,
+    pub start_unix: f64,
+    pub end_unix: Option<f64>,
+    pub updated_unix: f64,
+    pub finished: bool,
+    pub stop_reason: Option<String>,
+    pub gpus: Vec<GpuState>,
+    pub series: Series,
+}
+
+/// Tells the sampler to stop. `wait` sleeps up to `timeout` and returns true once a
+/// stop was asked for.
+pub trait Stop {
+    fn wait(&self, timeout: Duration) -> bool;
+}
+
+/// Stops after a fixed time (for `measure` with no command and for tests).
+pub struct StopAfter(pub Instant);
+
+impl Stop for StopAfter {
+    fn wait(&self, timeout: Duration) -> bool {
+        let now = Instant::now();
+        if now >= self.0 {
+            return true;
+        }
+        std::thread::sleep(timeout.min(self.0 - now));
+        Instant::now() >= self.0
+    }
+}
+
+pub struct SamplerOptions {
+    pub job: u32,
+    pub node: String,
+    pub interval: Duration,
+    pub checkpoint_every: Duration,
+    pub max_runtime: Duration,
+}
+
+fn read_counter(g: &dyn Gpu, errors: &mut u64) -> Option<u64> {
+    match g.energy() {
+        Ok(v) => v,
+        Err(e) => {
+            *errors += 1;
+            log::debug!("{e}");
+            None
+        }
+    }
+}
+
+/// Runs the sampler until `stop` says so or `max_runtime` passes; checkpoints to
+/// `state_path` (when given) at the start, every `checkpoint_every`, and at the end.
+pub fn run(
+    host: &dyn GpuHost,
+    minors: &[u32],
+    opts: &SamplerOptions,
+    stop: &dyn Stop,
+    state_path: Option<&Path>,
+) -> Result<SamplerState, SamplerError> {
+    let gpus = host.open_minors(minors)?;
+    let t0 = Instant::now();
+    let start_unix = unix_now();
+    let mut state = SamplerState {
+        job: opts.job,
+        node: opts.node.clone(),
+        pid: std::process::id(),
+        interval_ms: opts.interval.as_millis() as u64,
+        driver: host.driver(),
+        start_unix,
+        end_unix: None,
+        updated_unix: start_unix,
+        finished: false,
+        stop_reason: None,
+        gpus: gpus
+            .iter()
+            .map(|g| GpuState {
+                minor: g.minor(),
+                uuid: g.uuid().to_string(),
+                name: g.name().to_string(),
+                shared: g.shared(),
+                start_counter: None,
+                last_counter: None,
+                end_counter: None,
+                reset_seen: false,
+                integ: Integrator::default(),
+                errors: 0,
+            })
+            .collect(),
+        series: Series::default(),
+    };
+    for (g, s) in gpus.iter().zip(state.gpus.iter_mut()) {
+        s.start_counter = read_counter(g.as_ref(), &mut s.errors);
+        s.last_counter = s.start_counter;
+    }
+    let mut last_node_mw: Option<(f64, f64)> = None;
+    sample(&gpus, &mut state, 0.0, &mut last_node_mw);
+    checkpoint(&mut state, state_path)?;
+
+    let mut next_tick = opts.interval;
+    let mut next_checkpoint = opts.checkpoint_every;
+    loop {
+        let elapsed = t0.elapsed();
+        let stopped = stop.wait(next_tick.saturating_sub(elapsed));
+        let t = t0.elapsed();
+        if stopped {
+            state.stop_reason = Some("stopped".into());
+            break;
+        }
+        if t < next_tick {
+            continue;
+        }
+        // Skip ticks missed while the host was busy rather than bunching up.
+        while next_tick <= t {
+            next_tick += opts.interval;
+        }
+        sample(&gpus, &mut state, t.as_secs_f64(), &mut last_node_mw);
+        if t >= next_checkpoint {
+            next_checkpoint = t + opts.checkpoint_every;
+            for (g, s) in gpus.iter().zip(state.gpus.iter_mut()) {
+                let c = read_counter(g.as_ref(), &mut s.errors);
+                note_counter(s, c);
+            }
+            checkpoint(&mut state, state_path)?;
+        }
+        if t >= opts.max_runtime {
+            state.stop_reason = Some("max_job_s reached".into());
+            log::warn!(
+                "job {} on {}: sampler stopped after {} s without an epilog",
+                opts.job,
+                opts.node,
+                t.as_secs()
+            );
+            break;
+        }
+    }
+    // The end: a last power sample and the end counters, at one moment.
+    let t = t0.elapsed().as_secs_f64();
+    sample(&gpus, &mut state, t, &mut last_node_mw);
+    for (g, s) in gpus.iter().zip(state.gpus.iter_mut()) {
+        let c = read_counter(g.as_ref(), &mut s.errors);
+        note_counter(s, c);
+        s.end_counter = c;
+    }
+    state.end_unix = Some(start_unix + t);
+    state.finished = true;
+    checkpoint(&mut state, state_path)?;
+    Ok(state)
+}
+
+fn note_counter(s: &mut GpuState, c: Option<u64>) {
+    if let (Some(prev), Some(now)) = (s.last_counter, c) {
+        if now < prev {
+            s.reset_seen = true;
+        }
+    }
+    if c.is_some() {
+        s.last_counter = c;
+    }
+}
+
+fn sample(
+    gpus: &[Box<dyn Gpu + '_>],
+    state: &mut SamplerState,
+    t_s: f64,
+    last_node: &mut Option<(f64, f64)>,
+) {
+    let mut node_mw = 0.0;
+    let mut complete = true;
+    for (g, s) in gpus.iter().zip(state.gpus.iter_mut()) {
+        match g.power() {
+            Ok(p) => {
+                s.integ.add(t_s, p);
+                node_mw += p.0;
+            }
+            Err(e) => {
+                s.errors += 1;
+                complete = false;
+                log::debug!("{e}");
+            }
+        }
+    }
+    if complete {
+        if let Some((t_prev, p_prev)) = *last_node {
+            state
+                .series
+                .add(t_s, (p_prev + node_mw) / 2.0 * (t_s - t_prev));
+        }
+        *last_node = Some((t_s, node_mw));
+    }
+}
+
+fn checkpoint(state: &mut SamplerState, path: Option<&Path>) -> Result<(), SamplerError> {
+    state.updated_unix = unix_now();
+    if let Some(path) = path {
+        write_json(path, state)?;
+    }
+    Ok(())
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SamplerError {
+    #[error(transparent)]
+    Gpu(#[from] GpuError),
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+/// One GPU's result over the window.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GpuResult {
+    pub minor: u32,
+    pub uuid: String,
+    pub name: String,
+    pub shared: bool,
+    pub wh: Option<f64>,
+    pub method: Option<Method>,
+    pub counter_wh: Option<f64>,
+    pub sampled_wh: Option<f64>,
+    pub coverage: Option<f64>,
+    pub flags: Vec<&'static str>,
+    pub samples: u64,
+    pub mean_w: Option<f64>,
+    pub min_w: Option<f64>,
+    pub max_w: Option<f64>,
+}
+
+/// The node's result over the window.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NodeResult {
+    pub start_unix: f64,
+    pub end_unix: f64,
+    pub gpus: Vec<GpuResult>,
+    /// Energy of the GPUs that have a number.
+    pub wh: f64,
+    /// GPUs with a number.
+    pub measured: u32,
+    pub method: Option<Method>,
+    pub coverage: Option<f64>,
+    pub flags: Vec<&'static str>,
+}
+
+/// Evaluates a finished sampler state: per GPU, counter or sampled energy.
+pub fn evaluate(state: &SamplerState) -> NodeResult {
+    let end = state.end_unix.unwrap_or(state.updated_unix);
+    let window_s = (end - state.start_unix).max(0.0);
+    let edge_s = 2.0 * state.interval_ms as f64 / 1000.0 + 0.5;
+    let mut node = NodeResult {
+        start_unix: state.start_unix,
+        end_unix: end,
+        gpus: Vec::new(),
+        wh: 0.0,
+        measured: 0,
+        method: None,
+        coverage: None,
+        flags: Vec::new(),
+    };
+    for g in &state.gpus {
+        let readings = GpuReadings {
+            start_counter: g.start_counter,
+            end_counter: g.end_counter,
+            reset_seen: g.reset_seen,
+            sampled: g.integ.over_window(window_s, edge_s),
+        };
+        let e: Option<GpuEnergy> = gpu_energy(&readings);
+        let w = |mw: Option<f64>| mw.map(|v| Milliwatts(v).watts());
+        let mut flags: Vec<&'static str> = e.as_ref().map(|e| e.flags.clone()).unwrap_or_default();
+        if g.shared {
+            flags.push("shared");
+        }
+        let result = GpuResult {
+            minor: g.minor,
+            uuid: g.uuid.clone(),
+            name: g.name.clone(),
+            shared: g.shared,
+            wh: e.as_ref().map(|e| e.energy.watt_hours()),
+            method: e.as_ref().map(|e| e.method),
+            counter_wh: e
+                .as_ref()
+                .and_then(|e| e.counter)
+                .map(Millijoules::watt_hours),
+            sampled_wh: e
+                .as_ref()
+                .and_then(|e| e.sampled)
+                .map(Millijoules::watt_hours),
+            coverage: e.as_ref().and_then(|e| e.coverage),
+            flags,
+            samples: g.integ.samples,
+            mean_w: w(g.integ.mean_mw()),
+            min_w: w(g.integ.min_mw),
+            max_w: w(g.integ.max_mw),
+        };
+        if let (Some(wh), Some(m)) = (result.wh, result.method) {
+            node.wh += wh;
+            node.measured += 1;
+            node.method = Some(node.method.map_or(m, |n| n.combine(m)));
+        } else {
+            node.flags.push("missing");
+        }
+        if let Some(c) = result.coverage {
+            node.coverage = Some(node.coverage.map_or(c, |n: f64| n.min(c)));
+        }
+        for f in &result.flags {
+            if !node.flags.contains(f) {
+                node.flags.push(f);
+            }
+        }
+        node.gpus.push(result);
+    }
+    node.flags.sort();
+    node.flags.dedup();
+    node
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gpu::fake::FakeGpu;
+    use std::cell::Cell;
+
+    struct Host(Vec<FakeGpu>);
+
+    impl GpuHost for Host {
+        fn driver(&self) -> String {
+            "test".into()
+        }
+        fn open_minors(&self, minors: &[u32]) -> Result<Vec<Box<dyn Gpu + '_>>, GpuError> {
+            Ok(minors
+                .iter()
+                .map(|m| {
+                    let g = self.0.iter().find(|g| g.minor == *m).unwrap();
+                    Box::new(FakeGpuRef(g)) as Box<dyn Gpu>
+                })
+                .collect())
+        }
+        fn open_all(&self) -> Result<Vec<Box<dyn Gpu + '_>>, GpuError> {
+            unimplemented!()
+        }
+    }
+
+    struct FakeGpuRef<'a>(&'a FakeGpu);
+    impl Gpu for FakeGpuRef<'_> {
+        fn minor(&self) -> u32 {
+            self.0.minor()
+        }
+        fn uuid(&self) -> &str {
+            self.0.uuid()
+        }
+        fn name(&self) -> &str {
+            self.0.name()
+        }
+        fn shared(&self) -> bool {
+            self.0.shared()
+        }
+        fn energy(&self) -> Result<Option<u64>, GpuError> {
+            // The counter advances by 1000 mJ at every read, like a GPU at work.
+            let c = self.0.counter.get().map(|c| c + 1000);
+            self.0.counter.set(c);
+            Ok(c)
+        }
+        fn power(&self) -> Result<Milliwatts, GpuError> {
+            self.0.power()
+        }
+    }
+
+    fn gpu(minor: u32, power_mw: f64, counter: Option<u64>) -> FakeGpu {
+        FakeGpu {
+            minor,
+            power_mw,
+            counter: Cell::new(counter),
+            shared: false,
+            fail_power: false,
+        }
+    }
+
+    fn opts(ms: u64) -> SamplerOptions {
+        SamplerOptions {
+            job: 1,
+            node: "n1".into(),
+            interval: Duration::from_millis(ms),
+            checkpoint_every: Duration::from_millis(ms * 3),
+            max_runtime: Duration::from_secs(3600),
+        }
+    }
+
+    #[test]
+    fn samples_and_uses_counters_in_requested_order() {
+        let host = Host(vec![gpu(3, 100_000.0, Some(0)), gpu(1, 50_000.0, None)]);
+        let stop = StopAfter(Instant::now() + Duration::from_millis(200));
+        let state = run(&host, &[1, 3], &opts(10), &stop, None).unwrap();
+        assert!(state.finished);
+        assert_eq!(state.gpus[0].minor, 1);
+        assert_eq!(state.gpus[1].minor, 3);
+        assert!(
+            state.gpus[0].integ.samples >= 5,
+            "{:?}",
+            state.gpus[0].integ
+        );
+        let r = evaluate(&state);
+        // minor 1 has no counter: sampled at 50 W over the window.
+        assert_eq!(r.gpus[0].method, Some(Method::Sampled));
+        let window = state.end_unix.unwrap() - state.start_unix;
+        let expect = 50.0 * window / 3600.0;
+        assert!(
+            (r.gpus[0].wh.unwrap() - expect).abs() / expect < 0.01,
+            "{r:?}"
+        );
+        // minor 3 has a counter: its difference wins.
+        assert_eq!(r.gpus[1].method, Some(Method::Counter));
+        let c = r.gpus[1].counter_wh.unwrap();
+        assert!(c > 0.0);
+        assert_eq!(r.method, Some(Method::Mixed));
+        assert_eq!(r.measured, 2);
+    }
+
+    #[test]
+    fn failing_gpu_is_missing_not_invented() {
+        let mut g = gpu(0, 1.0, None);
+        g.fail_power = true;
+        let host = Host(vec![g]);
+        let stop = StopAfter(Instant::now() + Duration::from_millis(50));
+        let state = run(&host, &[0], &opts(10), &stop, None).unwrap();
+        let r = evaluate(&state);
+        assert_eq!(r.measured, 0);
+        assert_eq!(r.gpus[0].wh, None);
+        assert!(r.flags.contains(&"missing"));
+    }
+
+    #[test]
+    fn series_buckets_and_widens() {
+        let mut s = Series::default();
+        s.add(30.0, 1.0);
+        s.add(90.0, 2.0);
+        assert_eq!(s.mj, vec![1.0, 2.0]);
+        s.add(60.0 * 5000.0, 4.0);
+        assert!(s.mj.len() <= MAX_BUCKETS);
+        assert_eq!(s.mj.iter().sum::<f64>(), 7.0);
+        assert!(s.bucket_s > 60.0);
+    }
+}
