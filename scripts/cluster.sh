@@ -17,10 +17,12 @@
 #   SC_PLUGSTACK     if set, its content is written to /etc/slurm/plugstack.conf by `start`;
 #                    otherwise an existing plugstack.conf is left alone (an empty one is created if missing)
 #   SC_TIMEOUT       seconds for each bounded wait (default 60)
+#   SC_GPU_MINORS    device minors of the files nvidia0..nvidia3 (default "2 0 3 1")
 #
-# Layout: configs in /etc/slurm (slurm.conf, gres.conf, slurmdbd.conf, plugstack.conf), so every Slurm
-# command finds them by default. Nodes are node1..node4, all on 127.0.0.1 with distinct ports, each with
-# 4 CPUs and 4 fake GPUs ($SC_CLUSTER_DIR/dev/nodeN/nvidia[0-3], character devices 195:N).
+# Layout: configs in /etc/slurm (slurm.conf, gres.conf, cgroup.conf, slurmdbd.conf, plugstack.conf), so every
+# Slurm command finds them by default. Nodes are node1..node4, all on 127.0.0.1 with distinct ports, each with
+# 4 CPUs and 4 fake GPUs ($SC_CLUSTER_DIR/dev/nodeN/nvidia[0-3], character devices 195:M with the
+# minors M given by SC_GPU_MINORS, default "2 0 3 1": nvidia0 is 195:2, nvidia1 195:0, ...).
 # Accounting: cluster sc, accounts research and heavy; root (default research) and scuser in both.
 # Test-only set-up: the database password below is not a secret.
 set -euo pipefail
@@ -39,6 +41,12 @@ DB_NAME=slurm_acct_db
 DB_USER=slurm
 DB_PASS=spank-carbon-test
 MYSQL_SOCK=/run/mysqld/mysqld.sock
+# Device minor of gres file nvidia<i> (i = 0..3), the same on every node. Deliberately neither the
+# gres index nor the identity, so a plugin that confuses gres index and /dev/nvidiaN minor shows;
+# tests/common/mod.rs (minor_of_file) relies on this default.
+read -r -a GPU_MINORS <<<"${SC_GPU_MINORS:-2 0 3 1}"
+[[ ${#GPU_MINORS[@]} -eq 4 && "${GPU_MINORS[*]}" =~ ^[0-9]+( [0-9]+){3}$ ]] ||
+    { echo "[cluster] ERROR: SC_GPU_MINORS must be four numbers, not '${SC_GPU_MINORS:-}'" >&2; exit 2; }
 PACKAGES=(slurm-wlm slurmdbd mariadb-server mariadb-client munge libslurm-dev procps passwd util-linux coreutils)
 
 msg() { echo "[cluster] $*"; }
@@ -172,14 +180,15 @@ make_dirs() {
     install -d -m 0755 "$ETC"
     runuser -u slurm -- test -w "$DIR/ctld" -a -w "$LOG" ||
         die "user slurm cannot write under $DIR: choose an SC_CLUSTER_DIR whose parents are world-searchable"
-    local n i dev
+    local n i dev minor
     for n in "${NODES[@]}"; do
         install -d -m 0755 "$DIR/spool/$n" "$DIR/dev/$n"
         for i in 0 1 2 3; do
             dev=$DIR/dev/$n/nvidia$i
-            if [[ ! -c $dev ]]; then
+            minor=${GPU_MINORS[$i]}
+            if [[ ! -c $dev || $(stat -c '%t:%T' "$dev") != "$(printf '%x:%x' 195 "$minor")" ]]; then
                 rm -f "$dev"
-                mknod -m 0666 "$dev" c 195 "$i" || die "mknod $dev failed (need CAP_MKNOD)"
+                mknod -m 0666 "$dev" c 195 "$minor" || die "mknod $dev failed (need CAP_MKNOD)"
             fi
         done
     done
@@ -230,6 +239,8 @@ AccountingStoragePort=$DBD_PORT
 AccountingStorageTRES=gres/gpu
 AccountingStoreFlags=job_comment
 JobCompType=jobcomp/none
+SchedulerType=sched/backfill
+SchedulerParameters=batch_sched_delay=0,sched_interval=5,sched_min_interval=0,bf_interval=5
 PriorityType=priority/multifactor
 PriorityWeightFairshare=10000
 PriorityWeightAge=0
@@ -253,7 +264,7 @@ NodeName=DEFAULT CPUs=4 Sockets=1 CoresPerSocket=4 ThreadsPerCore=1 RealMemory=4
 ${nodelines}PartitionName=gpu Nodes=$(IFS=,; echo "${NODES[*]}") Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO
 EOF
 
-    local gres="# Written by scripts/cluster.sh: fake GPUs (character devices 195:N)."$'\n'"AutoDetect=off"
+    local gres="# Written by scripts/cluster.sh: fake GPUs nvidia0..3 = character devices 195:{${GPU_MINORS[*]}}."$'\n'"AutoDetect=off"
     for n in "${NODES[@]}"; do
         gres+=$'\n'"NodeName=$n Name=gpu File=$DIR/dev/$n/nvidia[0-3]"
     done
@@ -646,7 +657,8 @@ wait_idle() {
     while true; do
         local q
         q=$(sl squeue -h -o '%i' 2>/dev/null) || q=error
-        if [[ -z $q ]] && nodes_idle "${NODES[@]}"; then return 0; fi
+        # Also wait for the slurmstepd processes: they linger a moment after the node shows idle.
+        if [[ -z $q ]] && nodes_idle "${NODES[@]}" && ! pgrep -x slurmstepd >/dev/null; then return 0; fi
         if ((SECONDS >= end)); then
             sl squeue >&2 || true
             sl sinfo -N -l >&2 || true
@@ -658,6 +670,7 @@ wait_idle() {
 }
 
 cmd_wait_idle() {
+    sl scontrol ping 2>/dev/null | grep -q "is UP" || die "slurmctld is not running: use '$0 start'"
     wait_idle
     msg "idle"
 }

@@ -1,0 +1,486 @@
+//! Helpers for the end-to-end tests on the local Slurm cluster that scripts/cluster.sh
+//! starts (scripts/test.sh does it all). The tests compare what lands in sacct with the
+//! truth of the fake GPUs: each fake GPU's scripted power and the energy counter
+//! readings the fake library logs, per job, node and device.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::thread::sleep;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+pub const CLUSTER_DIR: &str = "/var/lib/spank-carbon-cluster";
+pub const PLUGIN: &str = "/usr/local/lib/spank-carbon/libspank_carbon.so";
+pub const NODES: [&str; 4] = ["node1", "node2", "node3", "node4"];
+
+pub fn dir(sub: &str) -> PathBuf {
+    Path::new(CLUSTER_DIR).join(sub)
+}
+
+pub fn state_dir() -> PathBuf {
+    dir("state")
+}
+
+pub fn fake_dir() -> PathBuf {
+    dir("fake-nvml")
+}
+
+/// The device minor of gres file nvidia<i> on every node (scripts/cluster.sh makes them
+/// so: neither the gres index nor NVML's PCI order).
+pub fn minor_of_file(i: usize) -> u32 {
+    [2, 0, 3, 1][i]
+}
+
+/// The PCI bus of the fake GPU with a minor: NVML enumerates in this order.
+pub fn pci_bus_of_minor(m: u32) -> u32 {
+    [0x81, 0x01, 0xc1, 0x41][m as usize]
+}
+
+/// Scripted power of each fake GPU, in milliwatts: all different, so a GPU measured in
+/// place of another shows.
+pub fn power_mw(node: &str, minor: u32) -> u64 {
+    let n: u64 = node.trim_start_matches("node").parse().unwrap();
+    (100 + 30 * n + 7 * minor as u64) * 1000
+}
+
+pub fn run(cmd: &str, args: &[&str]) -> String {
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?}: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+pub fn try_run(cmd: &str, args: &[&str]) -> Option<String> {
+    let out = Command::new(cmd).args(args).output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+pub fn now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+/// Extra GPU options per (node, minor), e.g. `counter=0`.
+pub type GpuOptions = BTreeMap<(String, u32), String>;
+
+/// Writes the fake NVML's configuration: 4 GPUs per node.
+pub fn write_fake_config(options: &GpuOptions) {
+    let mut text = format!(
+        "epoch {:.3}\nlog {}\n",
+        now() - 100_000.0,
+        fake_dir().join("reads.log").display()
+    );
+    for node in NODES {
+        for minor in 0..4u32 {
+            let extra = options
+                .get(&(node.to_string(), minor))
+                .cloned()
+                .unwrap_or_default();
+            text.push_str(&format!(
+                "gpu {node} {minor} {:#04x} {} {extra}\n",
+                pci_bus_of_minor(minor),
+                power_mw(node, minor)
+            ));
+        }
+    }
+    fs::write(fake_dir().join("fake-nvml.conf"), text).unwrap();
+}
+
+/// The plugstack.conf line, with the test defaults and `extra` arguments.
+pub fn plugstack_line(extra: &[&str]) -> String {
+    let mut args = vec![
+        format!(
+            "nvml_lib={}",
+            fake_dir().join("libnvidia-ml.so.1").display()
+        ),
+        format!("state_dir={}", state_dir().display()),
+        "sample_ms=200".into(),
+        "settle_ms=1500".into(),
+        "stagger_ms=300".into(),
+        "intensity=400".into(),
+        "pue=1.2".into(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    format!("optional {PLUGIN} {}\n", args.join(" "))
+}
+
+/// Installs a plugstack.conf. Arguments are read by every prolog/epilog afresh, so
+/// slurmd needs no restart while the plugin itself stays listed.
+pub fn set_plugstack(extra: &[&str]) {
+    let path = Path::new("/etc/slurm/plugstack.conf");
+    let line = plugstack_line(extra);
+    if fs::read_to_string(path).ok().as_deref() != Some(line.as_str()) {
+        fs::write(path, line).unwrap();
+    }
+}
+
+/// Sets up the standard scene for a test: fake GPUs without quirks, default plugstack.
+pub fn standard_setup() {
+    write_fake_config(&GpuOptions::new());
+    set_plugstack(&[]);
+    wait_cluster_idle();
+}
+
+pub fn wait_cluster_idle() {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let q = run("/usr/bin/squeue", &["-h", "-o", "%i"]);
+        let states = run("/usr/bin/sinfo", &["-h", "-N", "-o", "%N %T"]);
+        if q.trim().is_empty() && states.lines().all(|l| l.ends_with(" idle")) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "cluster not idle: {q} {states}");
+        sleep(Duration::from_millis(200));
+    }
+}
+
+/// Asserts no node is drained or down.
+pub fn assert_no_node_drained() {
+    let states = run("/usr/bin/sinfo", &["-h", "-N", "-o", "%N %T"]);
+    for l in states.lines() {
+        assert!(
+            !(l.contains("drain") || l.contains("down") || l.contains("fail")),
+            "node state: {l}\n{states}"
+        );
+    }
+}
+
+/// Submits a batch job; its script records Slurm's own view of the allocation
+/// (`scontrol show job -d`: GRES IDX per node) before sleeping `secs`.
+pub fn submit(args: &[&str], secs: f64) -> u32 {
+    let jobs_dir = dir("jobs");
+    fs::create_dir_all(&jobs_dir).unwrap();
+    let script = format!(
+        "/usr/bin/scontrol show job -d $SLURM_JOB_ID > {}/$SLURM_JOB_ID.show; sleep {secs}",
+        jobs_dir.display()
+    );
+    let mut full: Vec<&str> = vec!["--parsable", "-o", "/dev/null", "-e", "/dev/null"];
+    full.extend(args);
+    full.extend(["--wrap", &script]);
+    let out = run("/usr/bin/sbatch", &full);
+    out.trim().split(';').next().unwrap().parse().unwrap()
+}
+
+pub fn job_state(job: u32) -> String {
+    try_run(
+        "/usr/bin/sacct",
+        &["-n", "-P", "-X", "-j", &job.to_string(), "-o", "State"],
+    )
+    .unwrap_or_default()
+    .trim()
+    .to_string()
+}
+
+/// Waits for a job to end; returns its final state.
+pub fn wait_job(job: u32) -> String {
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let q = run(
+            "/usr/bin/squeue",
+            &["-h", "-j", &job.to_string(), "-o", "%T"],
+        );
+        if q.trim().is_empty() {
+            let s = job_state(job);
+            if !s.is_empty() && !s.starts_with("RUNNING") && !s.starts_with("PENDING") {
+                return s;
+            }
+        }
+        assert!(Instant::now() < deadline, "job {job} did not end");
+        sleep(Duration::from_millis(200));
+    }
+}
+
+/// Pending deliveries of a job left in the state directory.
+pub fn pending_of(job: u32) -> Vec<String> {
+    fs::read_dir(state_dir().join("pending"))
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(&format!("{job}.")))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+pub fn field(job: u32, name: &str) -> String {
+    let out = run(
+        "/usr/bin/sacct",
+        &[
+            "-n",
+            "-P",
+            "-X",
+            "-j",
+            &job.to_string(),
+            "-o",
+            &format!("JobIDRaw,{name}"),
+        ],
+    );
+    let out = out.strip_suffix('\n').unwrap_or(&out);
+    out.split_once('|')
+        .map(|(_, v)| v.to_string())
+        .unwrap_or_default()
+}
+
+/// Waits until the job's nodes have finished delivering (no pending record, no
+/// deliverer left), then returns the field.
+pub fn wait_delivered(job: u32, field_name: &str, timeout: Duration) -> String {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let busy = !pending_of(job).is_empty() || deliverer_running(job);
+        if !busy {
+            // The epilog may not have run yet on every node: wait for a record first.
+            let v = field(job, field_name);
+            if v.contains("spank-carbon/1") || Instant::now() >= deadline {
+                return v;
+            }
+        }
+        if Instant::now() >= deadline {
+            return field(job, field_name);
+        }
+        sleep(Duration::from_millis(250));
+    }
+}
+
+pub fn deliverer_running(job: u32) -> bool {
+    let prefix = format!("{job}.");
+    fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter_map(|e| fs::read(e.path().join("cmdline")).ok())
+        .any(|c| {
+            let args: Vec<String> = c
+                .split(|b| *b == 0)
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            args.iter().any(|a| a == "deliver")
+                && args
+                    .windows(2)
+                    .any(|w| w[0] == "--key" && w[1].starts_with(&prefix))
+        })
+}
+
+/// A record as a test reads it: its own parse, independent of the crate's parser.
+#[derive(Debug, Clone, Default)]
+pub struct Rec {
+    pub top: BTreeMap<String, String>,
+    pub nodes: BTreeMap<String, BTreeMap<String, String>>,
+    pub before: String,
+    pub after: String,
+}
+
+impl Rec {
+    pub fn num(&self, k: &str) -> f64 {
+        self.top
+            .get(k)
+            .unwrap_or_else(|| panic!("no {k} in {self:?}"))
+            .parse()
+            .unwrap()
+    }
+    pub fn node_num(&self, node: &str, k: &str) -> f64 {
+        self.nodes[node][k].parse().unwrap()
+    }
+}
+
+pub fn parse_rec(field: &str) -> Option<Rec> {
+    let start = field.find("spank-carbon/1 ")?;
+    let mut rec = Rec {
+        before: field[..start].to_string(),
+        ..Rec::default()
+    };
+    let rest = &field[start + "spank-carbon/1 ".len()..];
+    let mut consumed = start + "spank-carbon/1".len();
+    for tok in rest.split(' ') {
+        let Some((k, v)) = tok.split_once('=') else {
+            break;
+        };
+        let known = [
+            "gpu_wh",
+            "co2e_g",
+            "intensity",
+            "pue",
+            "gpus",
+            "nodes",
+            "of",
+            "method",
+        ];
+        if let Some(node) = k.strip_prefix("node.") {
+            let fields = v
+                .split(',')
+                .filter_map(|f| f.split_once(':'))
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect();
+            rec.nodes.insert(node.to_string(), fields);
+        } else if known.contains(&k) {
+            rec.top.insert(k.to_string(), v.to_string());
+        } else {
+            break;
+        }
+        consumed += 1 + tok.len();
+    }
+    rec.after = field[consumed..].to_string();
+    Some(rec)
+}
+
+/// One energy-counter reading the fake NVML logged.
+#[derive(Debug, Clone)]
+pub struct Reading {
+    pub ns: u128,
+    pub node: String,
+    pub job: String,
+    pub minor: u32,
+    pub mj: u64,
+}
+
+pub fn readings() -> Vec<Reading> {
+    let text = fs::read_to_string(fake_dir().join("reads.log")).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() == 7 && f[5] == "energy").then(|| Reading {
+                ns: f[0].parse().unwrap(),
+                node: f[1].to_string(),
+                job: f[2].to_string(),
+                minor: f[4].parse().unwrap(),
+                mj: f[6].parse().unwrap(),
+            })
+        })
+        .collect()
+}
+
+/// Truth per node and GPU minor for a job: (first reading, last reading) of the energy
+/// counter made on behalf of that job, as the fake GPU logged them.
+pub fn truth(job: u32) -> BTreeMap<String, BTreeMap<u32, (Reading, Reading)>> {
+    let job_s = job.to_string();
+    let mut out: BTreeMap<String, BTreeMap<u32, (Reading, Reading)>> = BTreeMap::new();
+    for r in readings().into_iter().filter(|r| r.job == job_s) {
+        let e = out
+            .entry(r.node.clone())
+            .or_default()
+            .entry(r.minor)
+            .or_insert_with(|| (r.clone(), r.clone()));
+        if r.ns < e.0.ns {
+            e.0 = r.clone();
+        }
+        if r.ns > e.1.ns {
+            e.1 = r;
+        }
+    }
+    out
+}
+
+/// The device minors Slurm allocated to the job on each node, from `scontrol show
+/// job -d` recorded by the job itself (GRES=gpu:2(IDX:0-1)) and the cluster's files.
+pub fn allocated_minors(job: u32) -> BTreeMap<String, Vec<u32>> {
+    let text = fs::read_to_string(dir("jobs").join(format!("{job}.show"))).unwrap();
+    let mut out = BTreeMap::new();
+    for line in text.lines() {
+        let line = line.trim();
+        let (Some(nodes), Some(idx)) = (
+            line.strip_prefix("Nodes=")
+                .map(|r| r.split_whitespace().next().unwrap()),
+            line.split("IDX:").nth(1).map(|r| r.trim_end_matches(')')),
+        ) else {
+            continue;
+        };
+        let mut minors: Vec<u32> = Vec::new();
+        for part in idx.split(',') {
+            let (a, b) = part.split_once('-').unwrap_or((part, part));
+            for i in a.parse::<usize>().unwrap()..=b.parse::<usize>().unwrap() {
+                minors.push(minor_of_file(i));
+            }
+        }
+        minors.sort();
+        for node in spank_carbon::hostlist::expand(nodes).unwrap() {
+            out.insert(node, minors.clone());
+        }
+    }
+    out
+}
+
+/// Energy in Wh of a node's share per the fake GPUs' truth; asserts the plugin read
+/// exactly the GPUs Slurm allocated and that each counter moved as the GPU's scripted
+/// power says over the read window.
+pub fn truth_wh(job: u32, node: &str) -> f64 {
+    let t = truth(job);
+    let alloc = allocated_minors(job);
+    let read: Vec<u32> = t
+        .get(node)
+        .map(|m| m.keys().copied().collect())
+        .unwrap_or_default();
+    assert_eq!(
+        read, alloc[node],
+        "job {job} on {node}: GPUs read by the plugin vs allocated by Slurm"
+    );
+    let mut wh = 0.0;
+    for (minor, (first, last)) in &t[node] {
+        let mj = (last.mj - first.mj) as f64;
+        let secs = (last.ns - first.ns) as f64 / 1e9;
+        let expect = power_mw(node, *minor) as f64 * secs;
+        assert!(
+            (mj - expect).abs() <= 2.0 + expect * 1e-6,
+            "fake GPU {node}/{minor}: counter moved {mj} mJ, power x time says {expect}"
+        );
+        wh += mj / 3.6e6;
+    }
+    wh
+}
+
+pub fn assert_close(what: &str, got: f64, want: f64, rel: f64) {
+    let err = if want == 0.0 {
+        got.abs()
+    } else {
+        ((got - want) / want).abs()
+    };
+    assert!(
+        err <= rel,
+        "{what}: got {got}, want {want} (error {:.4}%)",
+        err * 100.0
+    );
+}
+
+/// Checks a delivered record against the truth on every node of the job.
+pub fn check_record(job: u32, rec: &Rec, nodes: &[&str], gpus_per_node: u32) {
+    assert_eq!(rec.num("nodes") as usize, nodes.len(), "{rec:?}");
+    assert_eq!(rec.num("of") as usize, nodes.len(), "{rec:?}");
+    assert_eq!(
+        rec.num("gpus") as u32,
+        gpus_per_node * nodes.len() as u32,
+        "{rec:?}"
+    );
+    let mut total = 0.0;
+    for node in nodes {
+        let part = rec
+            .nodes
+            .get(*node)
+            .unwrap_or_else(|| panic!("job {job}: no part of {node} in {rec:?}"));
+        let wh: f64 = part["wh"].parse().unwrap();
+        let want = truth_wh(job, node);
+        assert_close(&format!("job {job} {node} wh"), wh, want, 0.01);
+        assert_eq!(part["gpus"], gpus_per_node.to_string());
+        total += want;
+    }
+    assert_close(&format!("job {job} gpu_wh"), rec.num("gpu_wh"), total, 0.01);
+    let co2e = rec.num("gpu_wh") / 1000.0 * rec.num("pue") * rec.num("intensity");
+    assert_close(&format!("job {job} co2e_g"), rec.num("co2e_g"), co2e, 0.001);
+}
+
+pub fn spank_log() -> String {
+    fs::read_to_string(state_dir().join("spank-carbon.log")).unwrap_or_default()
+}
+
+pub fn slurmd_log(node: &str) -> String {
+    fs::read_to_string(dir("log").join(format!("{node}.log"))).unwrap_or_default()
+}
