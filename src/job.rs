@@ -378,7 +378,12 @@ pub fn epilog(
             s
         }
         None => {
-            log::warn!("job {key}: the sampler never recorded a start; no record for this node");
+            let why = fs::read_to_string(dir.join("sampler.error"))
+                .unwrap_or_else(|_| "the sampler never recorded a start".into());
+            log::warn!(
+                "job {key}: no measurement on this node: {}; no record for this node",
+                why.trim()
+            );
             let _ = fs::remove_dir_all(&dir);
             return Ok(EpilogOutcome::NothingMeasured);
         }

@@ -150,7 +150,10 @@ fn sample(key: &str, minors: &[u32], args: &[String]) -> ExitCode {
     let host = match NvmlHost::open(config.nvml_lib.as_deref()) {
         Ok(h) => h,
         Err(e) => {
-            log::error!("job {key}: no measurement on this node: {}", chain(&e));
+            let why = chain(&e);
+            log::error!("job {key}: no measurement on this node: {why}");
+            // For the epilog to report in slurmd's log.
+            let _ = state::write_atomic(&job_dir.join("sampler.error"), why.as_bytes());
             return ExitCode::FAILURE;
         }
     };
