@@ -10,6 +10,7 @@
 #                                        re-registered and are idle (slurmd reads plugstack.conf at start)
 #   cluster.sh wait-idle                 wait until squeue is empty and every node is idle
 #   cluster.sh status                    show the daemons and sinfo
+#   cluster.sh stop-dbd | start-dbd      stop or start slurmdbd alone (accounting down while jobs end)
 #
 # Environment:
 #   SC_CLUSTER_DIR   state, spool, logs, pid files, fake GPU devices
@@ -17,6 +18,7 @@
 #   SC_PLUGSTACK     if set, its content is written to /etc/slurm/plugstack.conf by `start`;
 #                    otherwise an existing plugstack.conf is left alone (an empty one is created if missing)
 #   SC_TIMEOUT       seconds for each bounded wait (default 60)
+#   SC_PROLOG_FLAGS  slurm.conf's PrologFlags (default Alloc; empty: none)
 #   SC_GPU_MINORS    device minors of the files nvidia0..nvidia3 (default "2 0 3 1")
 #
 # Layout: configs in /etc/slurm (slurm.conf, gres.conf, cgroup.conf, slurmdbd.conf, plugstack.conf), so every
@@ -204,6 +206,9 @@ write_configs() {
         i=$((i + 1))
     done
 
+    # SC_PROLOG_FLAGS (default Alloc; empty for none) lets tests run without PrologFlags=Alloc.
+    local PROLOG_FLAGS_LINE="# PrologFlags: none"
+    [[ -n ${SC_PROLOG_FLAGS-Alloc} ]] && PROLOG_FLAGS_LINE="PrologFlags=${SC_PROLOG_FLAGS-Alloc}"
     write_file "$ETC/slurm.conf" 0644 root:root <<EOF
 # Written by scripts/cluster.sh (spank-carbon test cluster); rewritten on every start.
 ClusterName=sc
@@ -231,7 +236,7 @@ SwitchType=switch/none
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
 GresTypes=gpu
-PrologFlags=Alloc
+${PROLOG_FLAGS_LINE}
 PlugStackConfig=$ETC/plugstack.conf
 AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=127.0.0.1
@@ -675,6 +680,18 @@ cmd_wait_idle() {
     msg "idle"
 }
 
+# Stops or starts slurmdbd alone (fault tests: accounting unreachable while jobs end).
+cmd_stop_dbd() {
+    local pid
+    pid=$(pid_of "$RUN/slurmdbd.pid") || { msg "slurmdbd not running"; return 0; }
+    stop_pids slurmdbd "$pid"
+}
+
+cmd_start_dbd() {
+    start_slurmdbd
+    msg "slurmdbd up"
+}
+
 cmd_status() {
     local name pids rc=0
     for name in munged mariadbd slurmdbd slurmctld slurmd slurmstepd; do
@@ -703,6 +720,8 @@ start) cmd_start ;;
 stop) cmd_stop ;;
 restart-slurmd) cmd_restart_slurmd "$@" ;;
 wait-idle) cmd_wait_idle ;;
+stop-dbd) cmd_stop_dbd ;;
+start-dbd) cmd_start_dbd ;;
 status) cmd_status ;;
 -h | --help | help) usage ;;
 *)

@@ -123,7 +123,7 @@ fn detail(out: &CmdOutput) -> String {
     } else {
         &out.stderr
     });
-    let text = text.trim();
+    let text = text.trim().replace('\n', "; ");
     format!(
         "{} ({})",
         text.chars().take(300).collect::<String>(),

@@ -61,6 +61,9 @@ pub struct Config {
     pub stagger_ms: u64,
     pub deliver_timeout_s: u64,
     pub max_job_s: u64,
+    pub liveness_s: u64,
+    pub squeue: PathBuf,
+    pub retry_s: u64,
 }
 
 impl Default for Config {
@@ -83,6 +86,9 @@ impl Default for Config {
             stagger_ms: 400,
             deliver_timeout_s: 300,
             max_job_s: 30 * 24 * 3600,
+            liveness_s: 120,
+            squeue: PathBuf::from("/usr/bin/squeue"),
+            retry_s: 60,
         }
     }
 }
@@ -123,6 +129,9 @@ pub const KEYS: &[&str] = &[
     "stagger_ms",
     "deliver_timeout_s",
     "max_job_s",
+    "liveness_s",
+    "squeue",
+    "retry_s",
 ];
 
 fn bad(key: &str, value: &str, why: impl Into<String>) -> ConfigError {
@@ -202,6 +211,9 @@ impl Config {
             "stagger_ms" => self.stagger_ms = integer(key, value, 0, 60_000)?,
             "deliver_timeout_s" => self.deliver_timeout_s = integer(key, value, 1, 86_400 * 7)?,
             "max_job_s" => self.max_job_s = integer(key, value, 60, 366 * 86_400)?,
+            "liveness_s" => self.liveness_s = integer(key, value, 1, 86_400)?,
+            "squeue" => self.squeue = absolute_path(key, value)?,
+            "retry_s" => self.retry_s = integer(key, value, 1, 86_400)?,
             "config" => return Err(bad(key, value, "only allowed in plugstack.conf")),
             _ => return Err(ConfigError::UnknownKey(key.to_string())),
         }

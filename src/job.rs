@@ -201,6 +201,8 @@ pub fn prolog(
         })?;
     info.sampler_pid = Some(pid);
     state::write_json(&info_path, &info)?;
+    redeliver_stale(config, &state, args, spawner);
+    sweep_stale_jobs(config, &state);
     Ok(PrologOutcome::Started { minors, pid })
 }
 
@@ -274,6 +276,126 @@ pub struct Window {
     pub start_unix: f64,
     pub end_unix: f64,
     pub seconds: f64,
+}
+
+fn write_local_record(
+    config: &Config,
+    state: &StateDir,
+    key: &JobKey,
+    nodes: &[String],
+    final_state: &SamplerState,
+    result: &NodeResult,
+    part: Option<&NodePart>,
+) -> Result<(), StateError> {
+    let local = LocalRecord {
+        version: 1,
+        job: key.job,
+        node: &key.node,
+        nodes,
+        field: config.field,
+        intensity_g_per_kwh: config.intensity.0,
+        pue: config.pue,
+        driver: &final_state.driver,
+        window: Window {
+            start_unix: result.start_unix,
+            end_unix: result.end_unix,
+            seconds: result.end_unix - result.start_unix,
+        },
+        result,
+        co2e_g: part.map_or(0.0, |p| p.co2e_g),
+        sampler_stop: final_state.stop_reason.as_deref(),
+        series_bucket_s: final_state.series.bucket_s,
+        series_mj: &final_state.series.mj,
+        segment_part: part,
+    };
+    state::write_json(&state.record_path(key), &local)
+}
+
+/// A sampler whose job ended without an epilog here: keep what it measured as a local
+/// record (not delivered: its window's end is when the sampler noticed, not when the
+/// job ended) and leave no state behind.
+pub fn finish_orphan(
+    config: &Config,
+    state: &StateDir,
+    key: &JobKey,
+    final_state: &SamplerState,
+) -> Result<(), StateError> {
+    let dir = state.job_dir(key);
+    let nodes = state::read_json::<JobInfo>(&dir.join("job.json"))
+        .ok()
+        .flatten()
+        .map(|i| i.nodes)
+        .unwrap_or_default();
+    let mut result = evaluate(final_state);
+    result.flags.push("noepilog");
+    let part = node_part(config, &key.node, &result);
+    write_local_record(
+        config,
+        state,
+        key,
+        &nodes,
+        final_state,
+        &result,
+        part.as_ref(),
+    )?;
+    let _ = fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// Starts `spank-carbon deliver` for records whose own deliverer gave up (accounting was
+/// unreachable for longer than `deliver_timeout_s`): called from every prolog and
+/// epilog, so records go out once slurmdbd answers again, with no manual step.
+pub fn redeliver_stale(config: &Config, state: &StateDir, args: &[String], spawner: &dyn Spawner) {
+    let stale_after =
+        Duration::from_secs(config.deliver_timeout_s) + Duration::from_millis(config.settle_ms);
+    let Ok(entries) = fs::read_dir(state.pending_dir()) else {
+        return;
+    };
+    let stale = entries.filter_map(|e| e.ok()).any(|e| {
+        e.metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > stale_after))
+    });
+    if stale {
+        let mut argv = vec!["deliver".to_string(), "--".into()];
+        argv.extend(passthrough_args(args));
+        if let Err(e) = spawner.spawn_detached(&config.bin, &argv, &[]) {
+            log::error!("could not start delivery of pending records: {e}");
+        }
+    }
+}
+
+/// Removes job directories whose sampler is gone and that are older than `max_job_s`:
+/// left by a sampler that crashed on a node whose epilog never came.
+pub fn sweep_stale_jobs(config: &Config, state: &StateDir) {
+    let Ok(entries) = fs::read_dir(state.jobs_dir()) else {
+        return;
+    };
+    let limit = Duration::from_secs(config.max_job_s) + Duration::from_secs(3600);
+    for entry in entries.filter_map(|e| e.ok()) {
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > limit));
+        if !old {
+            continue;
+        }
+        let Some(key) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| JobKey::parse(n).ok())
+        else {
+            continue;
+        };
+        let pid = state::read_json::<JobInfo>(&entry.path().join("job.json"))
+            .ok()
+            .flatten()
+            .and_then(|i| i.sampler_pid);
+        if !pid.is_some_and(|p| sampler_alive(p, &key)) {
+            log::warn!("job {key}: removing stale state (no epilog for over max_job_s)");
+            let _ = fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -361,6 +483,7 @@ pub fn epilog(
         log::error!("job {key}: {e}");
         None
     });
+    let mut sampler_lost = false;
     let final_state = match sampled {
         Some(s) if s.finished => s,
         Some(mut s) => {
@@ -375,6 +498,7 @@ pub fn epilog(
             s.end_unix = Some(unix_now());
             s.finished = true;
             s.stop_reason = Some("sampler gone; end counters read by the epilog".into());
+            sampler_lost = true;
             s
         }
         None => {
@@ -388,35 +512,25 @@ pub fn epilog(
             return Ok(EpilogOutcome::NothingMeasured);
         }
     };
-    let result = evaluate(&final_state);
+    let mut result = evaluate(&final_state);
+    if sampler_lost {
+        result.flags.push("samplerlost");
+    }
     let part = node_part(config, &key.node, &result);
     let meta = Meta {
         intensity: config.intensity,
         pue: config.pue,
         expected_nodes: info.nodes.len().max(1) as u32,
     };
-    let local = LocalRecord {
-        version: 1,
-        job: env.job,
-        node: &key.node,
-        nodes: &info.nodes,
-        field: config.field,
-        intensity_g_per_kwh: config.intensity.0,
-        pue: config.pue,
-        driver: &final_state.driver,
-        window: Window {
-            start_unix: result.start_unix,
-            end_unix: result.end_unix,
-            seconds: result.end_unix - result.start_unix,
-        },
-        result: &result,
-        co2e_g: part.as_ref().map_or(0.0, |p| p.co2e_g),
-        sampler_stop: final_state.stop_reason.as_deref(),
-        series_bucket_s: final_state.series.bucket_s,
-        series_mj: &final_state.series.mj,
-        segment_part: part.as_ref(),
-    };
-    state::write_json(&state.record_path(&key), &local)?;
+    write_local_record(
+        config,
+        &state,
+        &key,
+        &info.nodes,
+        &final_state,
+        &result,
+        part.as_ref(),
+    )?;
     let Some(part) = part else {
         log::warn!("job {key}: no GPU of this node could be measured; nothing recorded");
         let _ = fs::remove_dir_all(&dir);
@@ -438,6 +552,7 @@ pub fn epilog(
         "--".into(),
     ];
     argv.extend(passthrough_args(args));
+    redeliver_stale(config, &state, args, spawner);
     let deliverer = match spawner.spawn_detached(&config.bin, &argv, &[]) {
         Ok(pid) => Some(pid),
         Err(e) => {

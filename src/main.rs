@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
+mod measure;
+
 use spank_carbon::accounting::{self, Delivery, SlurmTools, Timing};
 use spank_carbon::config::Config;
 use spank_carbon::gpu::NvmlHost;
@@ -54,6 +56,25 @@ enum Cmd {
         #[arg(last = true)]
         args: Vec<String>,
     },
+    /// Run a command (or wait --seconds) and measure the energy of this host's GPUs with
+    /// the plugin's counter and sampler code; prints energy and CO2e.
+    Measure {
+        /// Power sampling interval.
+        #[arg(long, default_value_t = 1000)]
+        interval_ms: u64,
+        /// Measure for this long instead of running a command.
+        #[arg(long)]
+        seconds: Option<f64>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// A configuration key (intensity, pue, nvml_lib, config...), as in plugstack.conf.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// The command to run.
+        #[arg(last = true)]
+        command: Vec<String>,
+    },
     /// Print the Slurm version this build targets.
     SlurmVersion,
 }
@@ -67,6 +88,13 @@ fn main() -> ExitCode {
             foreground,
             args,
         } => deliver(key.as_deref(), foreground, &args),
+        Cmd::Measure {
+            interval_ms,
+            seconds,
+            json,
+            set,
+            command,
+        } => measure::run(interval_ms, seconds, json, &set, &command),
         Cmd::SlurmVersion => {
             println!("{}", spank_carbon::SLURM_VERSION);
             ExitCode::SUCCESS
@@ -157,12 +185,17 @@ fn sample(key: &str, minors: &[u32], args: &[String]) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let squeue = config.squeue.clone();
+    let job_s = key.job.to_string();
+    let job_alive = move || job_still_running(&squeue, &job_s);
     let opts = SamplerOptions {
         job: key.job,
         node: key.node.clone(),
         interval: config.sample_interval(),
         checkpoint_every: Duration::from_secs(config.checkpoint_s),
         max_runtime: Duration::from_secs(config.max_job_s),
+        job_alive: Some(&job_alive),
+        liveness_every: Duration::from_secs(config.liveness_s),
     };
     let stop = SignalStop {
         pipe: reader,
@@ -175,6 +208,16 @@ fn sample(key: &str, minors: &[u32], args: &[String]) -> ExitCode {
         &stop,
         Some(&job_dir.join("sampler.json")),
     ) {
+        Ok(end) if end.stop_reason.as_deref() == Some(sampler::ORPHANED) => {
+            log::warn!(
+                "job {key}: {}; sampler stopped, measurement kept as a local record only",
+                sampler::ORPHANED
+            );
+            if let Err(e) = spank_carbon::job::finish_orphan(&config, &state, &key, &end) {
+                log::error!("job {key}: {}", chain(&e));
+            }
+            ExitCode::SUCCESS
+        }
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
             log::error!("job {key}: sampler: {}", chain(&e));
@@ -183,14 +226,54 @@ fn sample(key: &str, minors: &[u32], args: &[String]) -> ExitCode {
     }
 }
 
+/// Whether Slurm still lists the job as active. An unanswered question counts as yes:
+/// the sampler never stops on uncertainty.
+fn job_still_running(squeue: &std::path::Path, job: &str) -> bool {
+    let out = match accounting::run_tool(
+        &squeue.to_path_buf(),
+        &["-h", "-t", "all", "-j", job, "-o", "%T"],
+        Duration::from_secs(20),
+    ) {
+        Ok(out) => out,
+        Err(_) => return true,
+    };
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        // "Invalid job id specified": slurmctld no longer knows the job.
+        return !String::from_utf8_lossy(&out.stderr).contains("Invalid job id");
+    }
+    const ENDED: [&str; 9] = [
+        "COMPLETED",
+        "CANCELLED",
+        "FAILED",
+        "TIMEOUT",
+        "NODE_FAIL",
+        "PREEMPTED",
+        "BOOT_FAIL",
+        "DEADLINE",
+        "OUT_OF_MEMORY",
+    ];
+    let state = text.trim();
+    !(state.is_empty() || ENDED.contains(&state))
+}
+
+/// Why a record was not delivered.
+enum NotYet {
+    /// Accounting did not answer in time: try again later.
+    Later(String),
+    /// Only a change of the field's content can help (text sacctmgr would alter), or
+    /// the pending file is unreadable: retrying on a timer is pointless.
+    Stuck(String),
+}
+
 /// Delivers one pending record, holding an exclusive lock on its file so that two
-/// deliverers never work on the same record.
-fn deliver_one(state: &StateDir, key: &JobKey, config: &Config) -> Result<bool, String> {
+/// deliverers never work on the same record. `Ok(false)`: nothing to do here.
+fn deliver_one(state: &StateDir, key: &JobKey, config: &Config) -> Result<bool, NotYet> {
     let path = state.pending_path(key);
     let file = match OpenOptions::new().read(true).open(&path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
-        Err(e) => return Err(format!("{}: {e}", path.display())),
+        Err(e) => return Err(NotYet::Stuck(format!("{}: {e}", path.display()))),
     };
     if rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err() {
         return Ok(false); // another deliverer has it
@@ -198,7 +281,7 @@ fn deliver_one(state: &StateDir, key: &JobKey, config: &Config) -> Result<bool, 
     let delivery: Delivery = match state::read_json(&path) {
         Ok(Some(d)) => d,
         Ok(None) => return Ok(false),
-        Err(e) => return Err(chain(&e)),
+        Err(e) => return Err(NotYet::Stuck(chain(&e))),
     };
     let tools = SlurmTools {
         sacct: config.sacct.clone(),
@@ -227,11 +310,64 @@ fn deliver_one(state: &StateDir, key: &JobKey, config: &Config) -> Result<bool, 
             );
             Ok(true)
         }
-        Err(e) => Err(format!(
-            "job {key}: not delivered yet, kept in {}: {}",
-            path.display(),
-            chain(&e)
-        )),
+        Err(e) => {
+            let text = format!(
+                "job {key}: not delivered yet, kept in {}: {}",
+                path.display(),
+                chain(&e)
+            );
+            Err(if e.is_permanent() {
+                NotYet::Stuck(text)
+            } else {
+                NotYet::Later(text)
+            })
+        }
+    }
+}
+
+/// After a delivery left records pending because accounting did not answer, the
+/// process becomes the node's one keeper (a lock in the state directory decides) and
+/// retries every `retry_s` until nothing deliverable is left; if a keeper already
+/// runs, it will pick these records up.
+fn keep_retrying(state: &StateDir, config: &Config, mut stuck: std::collections::BTreeSet<JobKey>) {
+    let lock_path = state.root().join("keeper.lock");
+    let Ok(lock) = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&lock_path)
+    else {
+        return;
+    };
+    if rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err() {
+        return;
+    }
+    log::info!(
+        "keeper: retrying pending records every {} s",
+        config.retry_s
+    );
+    loop {
+        std::thread::sleep(Duration::from_secs(config.retry_s));
+        let keys: Vec<JobKey> = state
+            .pending_keys()
+            .into_iter()
+            .filter(|k| !stuck.contains(k))
+            .collect();
+        if keys.is_empty() {
+            log::info!("keeper: nothing left to deliver");
+            return;
+        }
+        for key in keys {
+            match deliver_one(state, &key, config) {
+                Ok(_) => {}
+                Err(NotYet::Later(e)) => log::warn!("{e}"),
+                Err(NotYet::Stuck(e)) => {
+                    log::error!("{e}");
+                    stuck.insert(key);
+                }
+            }
+        }
     }
 }
 
@@ -263,11 +399,25 @@ fn deliver(key: Option<&str>, foreground: bool, args: &[String]) -> ExitCode {
         None => state.pending_keys(),
     };
     let mut failed = 0;
+    let mut later = false;
+    let mut stuck = std::collections::BTreeSet::new();
     for key in &keys {
-        if let Err(e) = deliver_one(&state, key, &config) {
-            log::error!("{e}");
-            failed += 1;
+        match deliver_one(&state, key, &config) {
+            Ok(_) => {}
+            Err(NotYet::Later(e)) => {
+                log::error!("{e}");
+                later = true;
+                failed += 1;
+            }
+            Err(NotYet::Stuck(e)) => {
+                log::error!("{e}");
+                stuck.insert(key.clone());
+                failed += 1;
+            }
         }
+    }
+    if later && !foreground {
+        keep_retrying(&state, &config, stuck);
     }
     if failed > 0 {
         ExitCode::FAILURE

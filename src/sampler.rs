@@ -91,6 +91,9 @@ pub trait Stop {
     fn wait(&self, timeout: Duration) -> bool;
 }
 
+/// The stop reason of a sampler whose job ended without an epilog on this node.
+pub const ORPHANED: &str = "the job ended without an epilog on this node";
+
 /// Stops after a fixed time (for `measure` with no command and for tests).
 pub struct StopAfter(pub Instant);
 
@@ -105,12 +108,16 @@ impl Stop for StopAfter {
     }
 }
 
-pub struct SamplerOptions {
+pub struct SamplerOptions<'a> {
     pub job: u32,
     pub node: String,
     pub interval: Duration,
     pub checkpoint_every: Duration,
     pub max_runtime: Duration,
+    /// Asked every `liveness_every` whether the job still runs; two noes in a row stop
+    /// the sampler (its epilog never came: node lost, slurmd restarted at a bad time).
+    pub job_alive: Option<&'a dyn Fn() -> bool>,
+    pub liveness_every: Duration,
 }
 
 fn read_counter(g: &dyn Gpu, errors: &mut u64) -> Option<u64> {
@@ -174,6 +181,8 @@ pub fn run(
 
     let mut next_tick = opts.interval;
     let mut next_checkpoint = opts.checkpoint_every;
+    let mut next_liveness = opts.liveness_every;
+    let mut job_gone = 0;
     loop {
         let elapsed = t0.elapsed();
         let stopped = stop.wait(next_tick.saturating_sub(elapsed));
@@ -197,6 +206,16 @@ pub fn run(
                 note_counter(s, c);
             }
             checkpoint(&mut state, state_path)?;
+        }
+        if let Some(alive) = opts.job_alive {
+            if t >= next_liveness {
+                next_liveness = t + opts.liveness_every;
+                job_gone = if alive() { 0 } else { job_gone + 1 };
+                if job_gone >= 2 {
+                    state.stop_reason = Some(ORPHANED.into());
+                    break;
+                }
+            }
         }
         if t >= opts.max_runtime {
             state.stop_reason = Some("max_job_s reached".into());
@@ -448,13 +467,15 @@ mod tests {
         }
     }
 
-    fn opts(ms: u64) -> SamplerOptions {
+    fn opts(ms: u64) -> SamplerOptions<'static> {
         SamplerOptions {
             job: 1,
             node: "n1".into(),
             interval: Duration::from_millis(ms),
             checkpoint_every: Duration::from_millis(ms * 3),
             max_runtime: Duration::from_secs(3600),
+            job_alive: None,
+            liveness_every: Duration::from_secs(3600),
         }
     }
 
@@ -499,6 +520,23 @@ mod tests {
         assert_eq!(r.measured, 0);
         assert_eq!(r.gpus[0].wh, None);
         assert!(r.flags.contains(&"missing"));
+    }
+
+    #[test]
+    fn stops_when_the_job_is_gone() {
+        let host = Host(vec![gpu(0, 1000.0, Some(0))]);
+        let stop = StopAfter(Instant::now() + Duration::from_secs(30));
+        let alive = || false;
+        let o = SamplerOptions {
+            job_alive: Some(&alive),
+            liveness_every: Duration::from_millis(20),
+            ..opts(10)
+        };
+        let t0 = Instant::now();
+        let state = run(&host, &[0], &o, &stop, None).unwrap();
+        assert!(t0.elapsed() < Duration::from_secs(5));
+        assert_eq!(state.stop_reason.as_deref(), Some(ORPHANED));
+        assert!(state.finished);
     }
 
     #[test]

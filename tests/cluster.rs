@@ -223,11 +223,7 @@ fn foreign_text_in_comment_fields_is_kept() {
     );
     // While the job runs: the site tags the admin comment (case kept by scontrol),
     // another tool writes into SystemComment through sacctmgr.
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while !job_state(job).starts_with("RUNNING") {
-        assert!(std::time::Instant::now() < deadline);
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_running(job);
     run(
         "/usr/bin/scontrol",
         &[
@@ -237,18 +233,7 @@ fn foreign_text_in_comment_fields_is_kept() {
         ],
     );
     let foreign = "other-tool: quota=5% 60kib";
-    run(
-        "/usr/bin/sacctmgr",
-        &[
-            "-i",
-            "modify",
-            "job",
-            "where",
-            &format!("jobid={job}"),
-            "set",
-            &format!("SystemComment={foreign}"),
-        ],
-    );
+    sacctmgr_set(job, "SystemComment", &foreign);
     assert_eq!(wait_job(job), "COMPLETED");
     let text = wait_delivered(job, "SystemComment", Duration::from_secs(60));
     let rec = parse_rec(&text).unwrap_or_else(|| panic!("{text:?}"));
@@ -267,11 +252,7 @@ fn text_sacctmgr_would_alter_is_never_rewritten() {
     standard_setup();
     set_plugstack(&["field=admin", "deliver_timeout_s=5"]);
     let job = submit(&["-N1", "-w", "node4", "--gres=gpu:1", "--comment=x"], 3.0);
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while !job_state(job).starts_with("RUNNING") {
-        assert!(std::time::Instant::now() < deadline);
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_running(job);
     run(
         "/usr/bin/scontrol",
         &["update", &format!("JobId={job}"), "AdminComment=Site-Tag"],

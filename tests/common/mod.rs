@@ -132,6 +132,20 @@ pub fn standard_setup() {
     write_fake_config(&GpuOptions::new());
     set_plugstack(&[]);
     wait_cluster_idle();
+    // Nothing of an earlier test may act in this one: let deliverers finish, then stop
+    // any keeper and drop records an earlier test left pending on purpose.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !processes_named("spank-carbon").is_empty() && Instant::now() < deadline {
+        sleep(Duration::from_millis(200));
+    }
+    let _ = Command::new("/usr/bin/pkill")
+        .args(["-x", "spank-carbon"])
+        .status();
+    if let Ok(rd) = fs::read_dir(state_dir().join("pending")) {
+        for e in rd.filter_map(|e| e.ok()) {
+            let _ = fs::remove_file(e.path());
+        }
+    }
 }
 
 pub fn wait_cluster_idle() {
@@ -184,15 +198,21 @@ pub fn job_state(job: u32) -> String {
     .to_string()
 }
 
+/// Whether slurmctld still has the job queued, running or completing.
+pub fn in_queue(job: u32) -> bool {
+    // squeue fails ("Invalid job id") once slurmctld has forgotten the job.
+    try_run(
+        "/usr/bin/squeue",
+        &["-h", "-j", &job.to_string(), "-o", "%T"],
+    )
+    .is_some_and(|q| !q.trim().is_empty())
+}
+
 /// Waits for a job to end; returns its final state.
 pub fn wait_job(job: u32) -> String {
     let deadline = Instant::now() + Duration::from_secs(180);
     loop {
-        let q = run(
-            "/usr/bin/squeue",
-            &["-h", "-j", &job.to_string(), "-o", "%T"],
-        );
-        if q.trim().is_empty() {
+        if !in_queue(job) {
             let s = job_state(job);
             if !s.is_empty() && !s.starts_with("RUNNING") && !s.starts_with("PENDING") {
                 return s;
@@ -489,4 +509,127 @@ pub fn spank_log() -> String {
 
 pub fn slurmd_log(node: &str) -> String {
     fs::read_to_string(dir("log").join(format!("{node}.log"))).unwrap_or_default()
+}
+
+/// Waits until the job is running.
+pub fn wait_running(job: u32) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let q = run(
+            "/usr/bin/squeue",
+            &["-h", "-j", &job.to_string(), "-o", "%T"],
+        );
+        if q.trim() == "RUNNING" {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "job {job} never ran (squeue: {q:?})"
+        );
+        sleep(Duration::from_millis(100));
+    }
+}
+
+/// Sets an accounting field of a running job through sacctmgr, retrying until the
+/// job's start record has reached slurmdbd.
+pub fn sacctmgr_set(job: u32, field_name: &str, value: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let cond = format!("jobid={job}");
+    let set = format!("{field_name}={value}");
+    while try_run(
+        "/usr/bin/sacctmgr",
+        &["-i", "modify", "job", "where", &cond, "set", &set],
+    )
+    .is_none()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "sacctmgr could not set {field_name} of job {job}"
+        );
+        sleep(Duration::from_millis(200));
+    }
+}
+
+/// The pid of the sampler of job `job` on `node`, once it runs.
+pub fn sampler_pid(job: u32, node: &str) -> u32 {
+    let key = format!("{job}.{node}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        for e in fs::read_dir("/proc").unwrap().filter_map(|e| e.ok()) {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let Ok(c) = fs::read(e.path().join("cmdline")) else {
+                continue;
+            };
+            let args: Vec<String> = c
+                .split(|b| *b == 0)
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            if args.iter().any(|a| a == "sample")
+                && args.windows(2).any(|w| w[0] == "--key" && w[1] == key)
+            {
+                return pid;
+            }
+        }
+        assert!(Instant::now() < deadline, "no sampler for {key}");
+        sleep(Duration::from_millis(100));
+    }
+}
+
+pub fn processes_named(name: &str) -> Vec<String> {
+    fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter_map(|e| fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.split(' ').next().is_some_and(|a| a.ends_with(name)))
+        .collect()
+}
+
+pub fn cluster(args: &[&str], env: &[(&str, &str)]) {
+    let out = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/cluster.sh"))
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "cluster.sh {args:?}: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Truth for a GPU measured by samples: scripted power x the span of the power
+/// readings the fake logged for that job (first to last).
+pub fn sampled_truth_wh(job: u32, node: &str) -> f64 {
+    let text = fs::read_to_string(fake_dir().join("reads.log")).unwrap_or_default();
+    let job_s = job.to_string();
+    let mut spans: BTreeMap<u32, (u128, u128)> = BTreeMap::new();
+    for l in text.lines() {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        if f.len() == 7 && f[5] == "power" && f[1] == node && f[2] == job_s {
+            let ns: u128 = f[0].parse().unwrap();
+            let minor: u32 = f[4].parse().unwrap();
+            let e = spans.entry(minor).or_insert((ns, ns));
+            e.0 = e.0.min(ns);
+            e.1 = e.1.max(ns);
+        }
+    }
+    assert!(
+        !spans.is_empty(),
+        "no power readings for job {job} on {node}"
+    );
+    spans
+        .iter()
+        .map(|(m, (a, b))| power_mw(node, *m) as f64 * (b - a) as f64 / 1e9 / 3.6e6)
+        .sum()
+}
+
+pub fn node_flags(rec: &Rec, node: &str) -> Vec<String> {
+    rec.nodes[node]
+        .get("f")
+        .map(|f| f.split('+').map(str::to_string).collect())
+        .unwrap_or_default()
 }

@@ -1,0 +1,188 @@
+#!/usr/bin/env bash
+# Measures what spank-carbon costs, side by side in one run, on the local cluster that
+# scripts/cluster.sh starts (fake GPUs). Writes target/bench/results.md; BENCHMARKS.md
+# holds the figures and the method. Needs root. Takes about 10 minutes.
+#
+#   1. the plugin's prolog and epilog (median, p99), called as slurmstepd calls them;
+#      and the accounting write (sacct read + sacctmgr write round trip)
+#   2. the sampler's CPU time per hour and resident memory with 1 and 8 GPUs at 1 s
+#   3. job throughput with and without the plugin (hundreds of short GPU jobs)
+#   4. srun start-up with and without the plugin loaded
+#   5. a long fuzz run of the parsers (property tests)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH=$HOME/.cargo/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+export SC_CLUSTER_DIR=${SC_CLUSTER_DIR:-/var/lib/spank-carbon-cluster}
+N_CALLS=${N_CALLS:-200}
+N_JOBS=${N_JOBS:-300}
+SAMPLER_SECS=${SAMPLER_SECS:-120}
+out=target/bench
+mkdir -p "$out"
+res=$out/results.md
+fake=$SC_CLUSTER_DIR/fake-nvml
+plugin=/usr/local/lib/spank-carbon/libspank_carbon.so
+
+scripts/cluster.sh install
+command -v hyperfine >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q hyperfine
+cargo build --release --locked
+scripts/install.sh release
+install -d -m 0755 "$fake"
+tests/fake-nvml/build.sh "$fake" >/dev/null
+gcc -O2 -Wall -Werror -o "$out/call_plugin" scripts/bench/call_plugin.c -ldl
+
+stats() { # file column -> "median p99 mean" in ms
+    python3 - "$1" "$2" <<'PY'
+import sys, statistics
+col = int(sys.argv[2])
+v = sorted(float(l.split()[col]) / 1e6 for l in open(sys.argv[1]) if l.strip())
+p99 = v[min(len(v) - 1, int(round(0.99 * (len(v) - 1))))]
+print(f"{statistics.median(v):.2f} {p99:.2f} {statistics.mean(v):.2f} {len(v)}")
+PY
+}
+
+{
+    echo "# spank-carbon benchmark results"
+    echo
+    echo "$(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $(uname -r), Slurm $(spank-carbon slurm-version), git $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
+    echo
+} >"$res"
+
+# Fake GPUs: 8 on every node (1 to 8 used below).
+{
+    echo "epoch $(date +%s)"
+    for n in 1 2 3 4 bench1 bench8; do
+        for m in 0 1 2 3 4 5 6 7; do
+            node=$n; [[ $n == [0-9] ]] && node=node$n
+            printf 'gpu %s %d 0x%02x %d\n' "$node" "$m" $((0x10 + m)) $((200000 + 10000 * m))
+        done
+    done
+} >"$fake/fake-nvml.conf"
+
+# --- 1. prolog and epilog, in process ---------------------------------------------------------
+bstate=$SC_CLUSTER_DIR/bench-state
+rm -rf "$bstate"
+SC_PLUGSTACK="optional $plugin nvml_lib=$fake/libnvidia-ml.so.1 state_dir=$SC_CLUSTER_DIR/state" scripts/cluster.sh start
+"$out/call_plugin" "$plugin" "$N_CALLS" 0,1 300 "$out/calls.tsv" \
+    "nvml_lib=$fake/libnvidia-ml.so.1" "state_dir=$bstate" sample_ms=1000 \
+    sacct=/bin/true sacctmgr=/bin/true deliver_timeout_s=1 settle_ms=600000 2>"$out/calls.err"
+read -r pm pp pa pn <<<"$(stats "$out/calls.tsv" 1)"
+read -r em ep ea en <<<"$(stats "$out/calls.tsv" 2)"
+sleep 3; pkill -x spank-carbon || true; rm -rf "$bstate"
+# The accounting write: what a deliverer does for one node (read, merge, write).
+job=$(sbatch --parsable -o /dev/null --wrap true)
+while squeue -h -j "$job" | grep -q .; do sleep 0.2; done
+sleep 2
+: >"$out/write.tsv"
+for i in $(seq 50); do
+    t0=$(date +%s%N)
+    sacct -n -P -X -j "$job" -o JobIDRaw,SystemComment >/dev/null
+    t1=$(date +%s%N)
+    sacctmgr -i modify job where jobid="$job" set SystemComment="spank-carbon/1 gpu_wh=$i.5" >/dev/null
+    t2=$(date +%s%N)
+    echo "$i $((t1 - t0)) $((t2 - t1)) $((t2 - t0))" >>"$out/write.tsv"
+done
+read -r rm_ rp ra rn <<<"$(stats "$out/write.tsv" 1)"
+read -r wm wp wa wn <<<"$(stats "$out/write.tsv" 2)"
+read -r tm tp ta tn <<<"$(stats "$out/write.tsv" 3)"
+{
+    echo "## 1. Prolog and epilog ($pn jobs, 2 GPUs each, called in process as slurmstepd does)"
+    echo
+    echo "| | median ms | p99 ms | mean ms |"
+    echo "|---|---|---|---|"
+    echo "| prolog (gres mapping, state, start sampler) | $pm | $pp | $pa |"
+    echo "| epilog (stop sampler, total, local record, queue, start deliverer) | $em | $ep | $ea |"
+    echo "| accounting read (sacct) | $rm_ | $rp | $ra |"
+    echo "| accounting write (sacctmgr) | $wm | $wp | $wa |"
+    echo "| read + write, one round ($tn rounds) | $tm | $tp | $ta |"
+    echo "| epilog + one read-write round | $(python3 -c "print(f'{$em+$tm:.2f}')") | | |"
+    echo
+} >>"$res"
+
+# --- 2. the sampler ------------------------------------------------------------------------
+bstate=$SC_CLUSTER_DIR/bench-sampler
+rm -rf "$bstate"; install -d -m 0700 "$bstate" "$bstate/jobs" "$bstate/records" "$bstate/pending"
+pids=()
+for g in 1 8; do
+    install -d -m 0700 "$bstate/jobs/1.bench$g"
+    minors=$(seq -s, 0 $((g - 1)))
+    SLURMD_NODENAME=bench$g setsid spank-carbon sample --key "1.bench$g" --minors "$minors" -- \
+        "nvml_lib=$fake/libnvidia-ml.so.1" "state_dir=$bstate" sample_ms=1000 liveness_s=86400 </dev/null >/dev/null 2>&1 &
+    pids+=($!)
+done
+sleep 3
+cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+declare -A c0
+for p in "${pids[@]}"; do c0[$p]=$(cpu "$p"); done
+sleep "$SAMPLER_SECS"
+{
+    echo "## 2. Sampler at 1 s ($SAMPLER_SECS s measured, fake NVML)"
+    echo
+    echo "| GPUs | CPU s per hour | % of one core | VmRSS KiB | VmHWM KiB |"
+    echo "|---|---|---|---|---|"
+    i=0
+    for g in 1 8; do
+        p=${pids[$i]}
+        ticks=$(($(cpu "$p") - ${c0[$p]}))
+        hz=$(getconf CLK_TCK)
+        rss=$(awk '/VmRSS/{print $2}' "/proc/$p/status")
+        hwm=$(awk '/VmHWM/{print $2}' "/proc/$p/status")
+        python3 -c "t=$ticks/$hz; h=t*3600/$SAMPLER_SECS; print(f'| $g | {h:.2f} | {100*h/3600:.4f} | $rss | $hwm |')"
+        i=$((i + 1))
+    done
+    echo
+} >>"$res"
+kill "${pids[@]}" 2>/dev/null || true
+sleep 1; rm -rf "$bstate"
+
+# --- 3. throughput and 4. srun start-up, with and without the plugin ---------------------------
+throughput() { # -> seconds for N_JOBS short GPU jobs
+    local t0 t1
+    t0=$(date +%s.%N)
+    for i in $(seq "$N_JOBS"); do
+        sbatch -o /dev/null --gres=gpu:1 --wrap true >/dev/null
+    done
+    while squeue -h | grep -q .; do sleep 0.2; done
+    t1=$(date +%s.%N)
+    python3 -c "print(f'{$t1 - $t0:.2f}')"
+}
+with_line="optional $plugin nvml_lib=$fake/libnvidia-ml.so.1 state_dir=$SC_CLUSTER_DIR/state"
+declare -A tput srun_ms
+for mode in without with without with; do
+    if [[ $mode == with ]]; then echo "$with_line" >/etc/slurm/plugstack.conf; else : >/etc/slurm/plugstack.conf; fi
+    scripts/cluster.sh restart-slurmd >/dev/null
+    t=$(throughput)
+    tput[$mode]="${tput[$mode]:-} $t"
+    scripts/cluster.sh wait-idle >/dev/null
+    hyperfine -N -w 3 -r 30 --export-json "$out/srun-$mode.json" 'srun -N1 -w node2 true' >/dev/null
+    srun_ms[$mode]="${srun_ms[$mode]:-} $(python3 -c "import json;print(f\"{json.load(open('$out/srun-$mode.json'))['results'][0]['median']*1000:.1f}\")")"
+done
+echo "$with_line" >/etc/slurm/plugstack.conf
+scripts/cluster.sh restart-slurmd >/dev/null
+{
+    echo "## 3. Throughput: $N_JOBS jobs (--gres=gpu:1, 'true'), submit to last completion; two rounds each, alternated"
+    echo
+    echo "| plugin | seconds (round 1, round 2) | jobs/s (best) |"
+    echo "|---|---|---|"
+    for mode in without with; do
+        python3 -c "v=[float(x) for x in '${tput[$mode]}'.split()]; print(f'| $mode | {v[0]:.2f}, {v[1]:.2f} | {$N_JOBS/min(v):.2f} |')"
+    done
+    python3 -c "a=min(float(x) for x in '${tput[without]}'.split()); b=min(float(x) for x in '${tput[with]}'.split()); print(f'\nThroughput with the plugin: {100*a/b:.1f}% of without.\n')"
+    echo "## 4. srun start-up: \`srun -N1 -w node2 true\`, hyperfine median of 30 runs, two rounds each"
+    echo
+    echo "| plugin | median ms (round 1, round 2) |"
+    echo "|---|---|"
+    echo "| without | ${srun_ms[without]} |"
+    echo "| with | ${srun_ms[with]} |"
+    echo
+} >>"$res"
+
+# --- 5. long fuzz run ----------------------------------------------------------------------
+t0=$(date +%s)
+PROPTEST_CASES=${PROPTEST_CASES:-20000} cargo test --release --locked --test properties >"$out/fuzz.log" 2>&1
+t1=$(date +%s)
+{
+    echo "## 5. Fuzz (property tests) with PROPTEST_CASES=${PROPTEST_CASES:-20000}"
+    echo
+    echo "$(grep -E '^test result' "$out/fuzz.log" | tail -1) ($((t1 - t0)) s)"
+} >>"$res"
+cat "$res"
