@@ -233,7 +233,7 @@ fn foreign_text_in_comment_fields_is_kept() {
         ],
     );
     let foreign = "other-tool: quota=5% 60kib";
-    sacctmgr_set(job, "SystemComment", &foreign);
+    sacctmgr_set(job, "SystemComment", foreign);
     assert_eq!(wait_job(job), "COMPLETED");
     let text = wait_delivered(job, "SystemComment", Duration::from_secs(60));
     let rec = parse_rec(&text).unwrap_or_else(|| panic!("{text:?}"));
