@@ -131,7 +131,22 @@ fn detail(out: &CmdOutput) -> String {
     )
 }
 
-/// Parses `sacct -n -P -X -o JobIDRaw,<field>` output for `job`.
+/// Job states sacct shows once slurmctld's completion record is in the database.
+const ENDED: [&str; 9] = [
+    "COMPLETED",
+    "CANCELLED",
+    "FAILED",
+    "TIMEOUT",
+    "NODE_FAIL",
+    "PREEMPTED",
+    "BOOT_FAIL",
+    "DEADLINE",
+    "OUT_OF_MEMORY",
+];
+
+/// Parses `sacct -n -P -X -o JobIDRaw,State,<field>` output for `job`: the field's text
+/// once the job's completion record is in the database, `None` before. Waiting for it
+/// matters for AdminComment and Comment, which the completion record rewrites.
 pub fn parse_sacct_field(job: u32, stdout: &[u8]) -> Result<Option<String>, AcctError> {
     let text = std::str::from_utf8(stdout).map_err(|_| AcctError::NotUtf8)?;
     let text = text.strip_suffix('\n').unwrap_or(text);
@@ -139,8 +154,14 @@ pub fn parse_sacct_field(job: u32, stdout: &[u8]) -> Result<Option<String>, Acct
         return Ok(None);
     }
     let prefix = format!("{job}|");
-    match text.strip_prefix(&prefix) {
-        Some(value) => Ok(Some(value.to_string())),
+    match text
+        .strip_prefix(&prefix)
+        .and_then(|rest| rest.split_once('|'))
+    {
+        Some((state, value)) => Ok(ENDED
+            .iter()
+            .any(|s| state.starts_with(s))
+            .then(|| value.to_string())),
         None => Err(AcctError::Failed {
             tool: "sacct".into(),
             detail: format!(
@@ -154,7 +175,7 @@ pub fn parse_sacct_field(job: u32, stdout: &[u8]) -> Result<Option<String>, Acct
 impl Accounting for SlurmTools {
     fn read(&self, job: u32, field: Field) -> Result<Option<String>, AcctError> {
         let job_s = job.to_string();
-        let format = format!("JobIDRaw,{}", field.slurm_name());
+        let format = format!("JobIDRaw,State,{}", field.slurm_name());
         let out = run_tool(
             &self.sacct,
             &["-n", "-P", "-X", "-j", &job_s, "-o", &format],
@@ -307,10 +328,13 @@ mod tests {
             gpus: 1,
             co2e_g: wh,
             method: Method::Counter,
-            start: 1,
-            end: 2,
+            start: 1.0,
+            end: 2.0,
             coverage: None,
             flags: vec![],
+            peak_w: None,
+            intensity_src: None,
+            embodied_g: None,
         }
     }
 
@@ -472,12 +496,18 @@ mod tests {
     #[test]
     fn sacct_output_parsing() {
         assert_eq!(parse_sacct_field(5, b"").unwrap(), None);
-        assert_eq!(parse_sacct_field(5, b"5|\n").unwrap(), Some(String::new()));
         assert_eq!(
-            parse_sacct_field(5, b"5|a|b\nc\n").unwrap(),
+            parse_sacct_field(5, b"5|COMPLETED|\n").unwrap(),
+            Some(String::new())
+        );
+        assert_eq!(
+            parse_sacct_field(5, b"5|CANCELLED by 0|a|b\nc\n").unwrap(),
             Some("a|b\nc".into())
         );
-        assert!(parse_sacct_field(5, b"6|x\n").is_err());
-        assert!(parse_sacct_field(5, b"5|\xff\n").is_err());
+        // Still running in the database: the completion record has not arrived.
+        assert_eq!(parse_sacct_field(5, b"5|RUNNING|x\n").unwrap(), None);
+        assert!(parse_sacct_field(5, b"6|COMPLETED|x\n").is_err());
+        assert!(parse_sacct_field(5, b"5|x\n").is_err());
+        assert!(parse_sacct_field(5, b"5|COMPLETED|\xff\n").is_err());
     }
 }

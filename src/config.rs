@@ -64,6 +64,9 @@ pub struct Config {
     pub liveness_s: u64,
     pub squeue: PathBuf,
     pub retry_s: u64,
+    pub intensity_series: Option<PathBuf>,
+    pub intensity_max_age_s: u64,
+    pub embodied_kg_per_gpu_hour: f64,
 }
 
 impl Default for Config {
@@ -89,6 +92,9 @@ impl Default for Config {
             liveness_s: 120,
             squeue: PathBuf::from("/usr/bin/squeue"),
             retry_s: 60,
+            intensity_series: None,
+            intensity_max_age_s: 7200,
+            embodied_kg_per_gpu_hour: 0.0,
         }
     }
 }
@@ -132,6 +138,9 @@ pub const KEYS: &[&str] = &[
     "liveness_s",
     "squeue",
     "retry_s",
+    "intensity_series",
+    "intensity_max_age_s",
+    "embodied_kg_per_gpu_hour",
 ];
 
 fn bad(key: &str, value: &str, why: impl Into<String>) -> ConfigError {
@@ -214,6 +223,13 @@ impl Config {
             "liveness_s" => self.liveness_s = integer(key, value, 1, 86_400)?,
             "squeue" => self.squeue = absolute_path(key, value)?,
             "retry_s" => self.retry_s = integer(key, value, 1, 86_400)?,
+            "intensity_series" => self.intensity_series = Some(absolute_path(key, value)?),
+            "intensity_max_age_s" => {
+                self.intensity_max_age_s = integer(key, value, 1, 366 * 86_400)?
+            }
+            "embodied_kg_per_gpu_hour" => {
+                self.embodied_kg_per_gpu_hour = number(key, value, 0.0, 100.0)?
+            }
             "config" => return Err(bad(key, value, "only allowed in plugstack.conf")),
             _ => return Err(ConfigError::UnknownKey(key.to_string())),
         }

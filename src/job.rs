@@ -13,10 +13,10 @@ use crate::config::{Config, Field};
 use crate::gpu::GpuHost;
 use crate::gres;
 use crate::hostlist;
+use crate::intensity;
 use crate::record::{Meta, Method, NodePart};
 use crate::sampler::{evaluate, unix_now, NodeResult, SamplerState};
 use crate::state::{self, JobKey, StateDir, StateError};
-use crate::units::co2e_grams;
 
 #[derive(Debug, thiserror::Error)]
 pub enum JobError {
@@ -46,6 +46,8 @@ pub struct JobEnv {
     /// SLURM_NODELIST, expanded.
     pub nodes: Vec<String>,
     pub slurm_conf: Option<PathBuf>,
+    /// SLURM_JOB_PARTITION, for per-partition intensity series.
+    pub partition: Option<String>,
 }
 
 impl JobEnv {
@@ -81,6 +83,7 @@ impl JobEnv {
             slurm_conf: get("SLURM_CONF")
                 .map(PathBuf::from)
                 .filter(|p| p.is_absolute()),
+            partition: get("SLURM_JOB_PARTITION"),
         })
     }
 
@@ -328,7 +331,7 @@ pub fn finish_orphan(
         .unwrap_or_default();
     let mut result = evaluate(final_state);
     result.flags.push("noepilog");
-    let part = node_part(config, &key.node, &result);
+    let part = node_part(config, &key.node, None, final_state, &result);
     write_local_record(
         config,
         state,
@@ -412,21 +415,83 @@ pub enum EpilogOutcome {
 }
 
 /// Builds the node's part of the record from a finished sampler state.
-pub fn node_part(config: &Config, node: &str, result: &NodeResult) -> Option<NodePart> {
+/// Reads the configured intensity series; a missing or broken file is logged and the
+/// fixed intensity used (the record then says `src:fallback`).
+fn load_series(config: &Config) -> Option<intensity::Series> {
+    let path = config.intensity_series.as_ref()?;
+    match fs::read_to_string(path) {
+        Ok(text) => match intensity::Series::parse(&text) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                log::error!(
+                    "intensity_series {}: {e}; using intensity={}",
+                    path.display(),
+                    config.intensity.0
+                );
+                None
+            }
+        },
+        Err(e) => {
+            log::error!(
+                "intensity_series {}: {e}; using intensity={}",
+                path.display(),
+                config.intensity.0
+            );
+            None
+        }
+    }
+}
+
+pub fn node_part(
+    config: &Config,
+    node: &str,
+    partition: Option<&str>,
+    state: &SamplerState,
+    result: &NodeResult,
+) -> Option<NodePart> {
     let method: Method = result.method?;
     let mut flags: Vec<String> = result.flags.iter().map(|f| f.to_string()).collect();
     flags.retain(|f| !f.is_empty());
+    let series = load_series(config);
+    let steps = series.as_ref().and_then(|s| s.for_job(node, partition));
+    let energy = intensity::EnergyInTime {
+        wh: result.wh,
+        start: result.start_unix,
+        end: result.end_unix,
+        bucket_s: state.series.bucket_s,
+        bucket_mj: &state.series.mj,
+    };
+    let (co2e_g, source, _) = intensity::co2e_over_time(
+        &energy,
+        config.pue,
+        config.intensity,
+        steps,
+        config.intensity_series.is_some(),
+        config.intensity_max_age_s as f64,
+    );
+    if source == intensity::Source::Fallback {
+        log::warn!(
+            "intensity series does not cover {node}'s window: fixed intensity {} used",
+            config.intensity.0
+        );
+    }
+    let hours = (result.end_unix - result.start_unix).max(0.0) / 3600.0;
+    let embodied_g = (config.embodied_kg_per_gpu_hour > 0.0)
+        .then(|| config.embodied_kg_per_gpu_hour * 1000.0 * result.measured as f64 * hours);
     Some(
         NodePart {
             node: node.to_string(),
             wh: result.wh,
             gpus: result.measured,
-            co2e_g: co2e_grams(result.wh, config.pue, config.intensity),
+            co2e_g,
             method,
-            start: result.start_unix.floor() as u64,
-            end: result.end_unix.ceil() as u64,
+            start: result.start_unix,
+            end: result.end_unix,
             coverage: result.coverage,
             flags,
+            peak_w: result.peak_w,
+            intensity_src: Some(source.as_str().to_string()),
+            embodied_g,
         }
         .rounded(),
     )
@@ -516,7 +581,13 @@ pub fn epilog(
     if sampler_lost {
         result.flags.push("samplerlost");
     }
-    let part = node_part(config, &key.node, &result);
+    let part = node_part(
+        config,
+        &key.node,
+        env.partition.as_deref(),
+        &final_state,
+        &result,
+    );
     let meta = Meta {
         intensity: config.intensity,
         pue: config.pue,

@@ -11,6 +11,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 mod measure;
+mod report_cli;
 
 use spank_carbon::accounting::{self, Delivery, SlurmTools, Timing};
 use spank_carbon::config::Config;
@@ -28,6 +29,20 @@ use spank_carbon::state::{self, JobKey, StateDir};
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum By {
+    User,
+    Account,
+    Partition,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum FieldArg {
+    System,
+    Admin,
+    Job,
 }
 
 #[derive(Subcommand)]
@@ -75,6 +90,32 @@ enum Cmd {
         #[arg(last = true)]
         command: Vec<String>,
     },
+    /// Energy and CO2e from accounting: one job (-j), or totals per user, account or
+    /// partition over a time range (-S/-E, as sacct).
+    Report {
+        /// One job, like seff.
+        #[arg(short = 'j', long)]
+        job: Option<u32>,
+        /// Totals per user (default), account or partition.
+        #[arg(long, value_enum)]
+        by: Option<By>,
+        #[arg(short = 'S', long)]
+        starttime: Option<String>,
+        #[arg(short = 'E', long)]
+        endtime: Option<String>,
+        #[arg(long, conflicts_with = "csv")]
+        json: bool,
+        #[arg(long)]
+        csv: bool,
+        /// The comment field the plugin writes to.
+        #[arg(long, value_enum, default_value = "system")]
+        field: FieldArg,
+        #[arg(long, default_value = "/usr/bin/sacct")]
+        sacct: PathBuf,
+        /// Read sacct's output from this file instead of running sacct (tests, benchmarks).
+        #[arg(long, hide = true)]
+        sacct_output: Option<PathBuf>,
+    },
     /// Print the Slurm version this build targets.
     SlurmVersion,
 }
@@ -95,6 +136,35 @@ fn main() -> ExitCode {
             set,
             command,
         } => measure::run(interval_ms, seconds, json, &set, &command),
+        Cmd::Report {
+            job,
+            by,
+            starttime,
+            endtime,
+            json,
+            csv,
+            field,
+            sacct,
+            sacct_output,
+        } => report_cli::run(report_cli::Options {
+            job,
+            by: by.map(|b| match b {
+                By::User => spank_carbon::report::GroupBy::User,
+                By::Account => spank_carbon::report::GroupBy::Account,
+                By::Partition => spank_carbon::report::GroupBy::Partition,
+            }),
+            starttime,
+            endtime,
+            json,
+            csv,
+            field: match field {
+                FieldArg::System => spank_carbon::config::Field::System,
+                FieldArg::Admin => spank_carbon::config::Field::Admin,
+                FieldArg::Job => spank_carbon::config::Field::Job,
+            },
+            sacct,
+            sacct_output,
+        }),
         Cmd::SlurmVersion => {
             println!("{}", spank_carbon::SLURM_VERSION);
             ExitCode::SUCCESS

@@ -63,13 +63,24 @@ pub struct NodePart {
     pub gpus: u32,
     pub co2e_g: f64,
     pub method: Method,
-    pub start: u64,
-    pub end: u64,
+    /// The node's measurement window, unix seconds (0.1 s precision in the record).
+    pub start: f64,
+    pub end: f64,
     /// Fraction of the window covered by power samples, when samples were used.
     pub coverage: Option<f64>,
     /// Provenance flags: `shared` (whole-board attribution, e.g. MIG), `disagree`
     /// (counter and samples differ beyond tolerance), `reset` (counter reset), `partial`.
     pub flags: Vec<String>,
+    /// Highest sampled power of the node's GPUs together, watts.
+    #[serde(default)]
+    pub peak_w: Option<f64>,
+    /// Where the intensity came from: `fixed`, `series`, or `fallback` (a series was
+    /// configured but did not cover the window).
+    #[serde(default)]
+    pub intensity_src: Option<String>,
+    /// Embodied emissions of the GPUs' allocation, grams (kept apart from `co2e_g`).
+    #[serde(default)]
+    pub embodied_g: Option<f64>,
 }
 
 /// Values of the record as a whole that do not come from the parts.
@@ -115,6 +126,10 @@ impl NodePart {
         self.wh = round(self.wh, 4);
         self.co2e_g = round(self.co2e_g, 4);
         self.coverage = self.coverage.map(|c| round(c, 3));
+        self.start = round(self.start, 1);
+        self.end = round(self.end, 1);
+        self.peak_w = self.peak_w.map(|p| round(p, 1));
+        self.embodied_g = self.embodied_g.map(|e| round(e, 4));
         self
     }
 
@@ -125,14 +140,23 @@ impl NodePart {
             self.gpus,
             num(self.co2e_g, 4),
             self.method.as_str(),
-            self.start,
-            self.end
+            num(self.start, 1),
+            num(self.end, 1)
         );
         if let Some(c) = self.coverage {
             let _ = write!(s, ",cov:{}", num(c, 3));
         }
         if !self.flags.is_empty() {
             let _ = write!(s, ",f:{}", self.flags.join("+"));
+        }
+        if let Some(p) = self.peak_w {
+            let _ = write!(s, ",pk:{}", num(p, 1));
+        }
+        if let Some(src) = &self.intensity_src {
+            let _ = write!(s, ",src:{src}");
+        }
+        if let Some(e) = self.embodied_g {
+            let _ = write!(s, ",emb:{}", num(e, 4));
         }
         s
     }
@@ -147,10 +171,13 @@ impl NodePart {
             gpus: 0,
             co2e_g: f64::NAN,
             method: Method::Counter,
-            start: 0,
-            end: 0,
+            start: 0.0,
+            end: 0.0,
             coverage: None,
             flags: Vec::new(),
+            peak_w: None,
+            intensity_src: None,
+            embodied_g: None,
         };
         let mut seen_method = false;
         for field in value.split(',') {
@@ -165,10 +192,15 @@ impl NodePart {
                 }
                 "t" => {
                     let (a, b) = v.split_once('-')?;
-                    part.start = a.parse().ok()?;
-                    part.end = b.parse().ok()?;
+                    part.start = parse_nonneg(a)?;
+                    part.end = parse_nonneg(b)?;
                 }
                 "cov" => part.coverage = Some(parse_nonneg(v)?),
+                "pk" => part.peak_w = Some(parse_nonneg(v)?),
+                "emb" => part.embodied_g = Some(parse_nonneg(v)?),
+                "src" if !v.is_empty() && v.bytes().all(|b| b.is_ascii_lowercase()) => {
+                    part.intensity_src = Some(v.to_string())
+                }
                 "f" => {
                     part.flags = v
                         .split('+')
@@ -212,6 +244,7 @@ const TOP_KEYS: &[&str] = &[
     "nodes",
     "of",
     "method",
+    "embodied_g",
 ];
 
 impl Segment {
@@ -231,12 +264,35 @@ impl Segment {
             .reduce(Method::combine)
     }
 
+    /// Embodied emissions, when any part reports them.
+    pub fn embodied_g(&self) -> Option<f64> {
+        self.parts
+            .values()
+            .filter_map(|p| p.embodied_g)
+            .reduce(|a, b| a + b)
+    }
+
+    /// The intensity to show for the whole record: the configured one, or, when a part
+    /// used a time series, the energy-weighted intensity its CO2e amounts to.
+    pub fn shown_intensity(&self) -> f64 {
+        let wh = self.gpu_wh();
+        let series = self
+            .parts
+            .values()
+            .any(|p| p.intensity_src.as_deref() == Some("series"));
+        if series && wh > 0.0 && self.meta.pue > 0.0 {
+            round(self.co2e_g() / (wh / 1000.0 * self.meta.pue), 1)
+        } else {
+            self.meta.intensity.0
+        }
+    }
+
     pub fn format(&self) -> String {
         let mut s = format!(
             "{MARKER} gpu_wh={} co2e_g={} intensity={} pue={} gpus={} nodes={} of={}",
             num(self.gpu_wh(), 4),
             num(self.co2e_g(), 4),
-            num(self.meta.intensity.0, 3),
+            num(self.shown_intensity(), 3),
             num(self.meta.pue, 3),
             self.gpus(),
             self.parts.len(),
@@ -244,6 +300,9 @@ impl Segment {
         );
         if let Some(m) = self.method() {
             let _ = write!(s, " method={}", m.as_str());
+        }
+        if let Some(e) = self.embodied_g() {
+            let _ = write!(s, " embodied_g={}", num(e, 4));
         }
         for part in self.parts.values() {
             let _ = write!(s, " node.{}={}", part.node, part.format_value());
@@ -439,10 +498,13 @@ mod tests {
             gpus: 2,
             co2e_g: part_co2e(wh, &meta(1)),
             method: Method::Counter,
-            start: 1_700_000_000,
-            end: 1_700_000_060,
+            start: 1_700_000_000.0,
+            end: 1_700_000_060.0,
             coverage: None,
             flags: vec![],
+            peak_w: None,
+            intensity_src: None,
+            embodied_g: None,
         }
         .rounded()
     }

@@ -33,7 +33,7 @@ const MAX_BUCKETS: usize = 2048;
 impl Default for Series {
     fn default() -> Self {
         Series {
-            bucket_s: 60.0,
+            bucket_s: 10.0,
             mj: Vec::new(),
         }
     }
@@ -83,6 +83,9 @@ pub struct SamplerState {
     pub stop_reason: Option<String>,
     pub gpus: Vec<GpuState>,
     pub series: Series,
+    /// Highest sampled power of all the GPUs together.
+    #[serde(default)]
+    pub peak_node_mw: Option<f64>,
 }
 
 /// Tells the sampler to stop. `wait` sleeps up to `timeout` and returns true once a
@@ -170,6 +173,7 @@ pub fn run(
             })
             .collect(),
         series: Series::default(),
+        peak_node_mw: None,
     };
     for (g, s) in gpus.iter().zip(state.gpus.iter_mut()) {
         s.start_counter = read_counter(g.as_ref(), &mut s.errors);
@@ -275,6 +279,7 @@ fn sample(
         }
     }
     if complete {
+        state.peak_node_mw = Some(state.peak_node_mw.map_or(node_mw, |p: f64| p.max(node_mw)));
         if let Some((t_prev, p_prev)) = *last_node {
             state
                 .series
@@ -332,6 +337,7 @@ pub struct NodeResult {
     pub method: Option<Method>,
     pub coverage: Option<f64>,
     pub flags: Vec<&'static str>,
+    pub peak_w: Option<f64>,
 }
 
 /// Evaluates a finished sampler state: per GPU, counter or sampled energy.
@@ -348,6 +354,7 @@ pub fn evaluate(state: &SamplerState) -> NodeResult {
         method: None,
         coverage: None,
         flags: Vec::new(),
+        peak_w: state.peak_node_mw.map(|mw| mw / 1000.0),
     };
     for g in &state.gpus {
         let readings = GpuReadings {
@@ -542,12 +549,12 @@ mod tests {
     #[test]
     fn series_buckets_and_widens() {
         let mut s = Series::default();
-        s.add(30.0, 1.0);
-        s.add(90.0, 2.0);
+        s.add(5.0, 1.0);
+        s.add(15.0, 2.0);
         assert_eq!(s.mj, vec![1.0, 2.0]);
-        s.add(60.0 * 5000.0, 4.0);
+        s.add(10.0 * 5000.0, 4.0);
         assert!(s.mj.len() <= MAX_BUCKETS);
         assert_eq!(s.mj.iter().sum::<f64>(), 7.0);
-        assert!(s.bucket_s > 60.0);
+        assert!(s.bucket_s > 10.0);
     }
 }

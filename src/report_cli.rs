@@ -1,0 +1,277 @@
+//! `spank-carbon report`: one job like seff, or totals per user, account or partition.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Command, ExitCode, Stdio};
+
+use spank_carbon::config::Field;
+use spank_carbon::record::num;
+use spank_carbon::report::{self, everyday, mass, GroupBy, JobRow, Totals, FIELDS};
+
+pub struct Options {
+    pub job: Option<u32>,
+    pub by: Option<GroupBy>,
+    pub starttime: Option<String>,
+    pub endtime: Option<String>,
+    pub json: bool,
+    pub csv: bool,
+    pub field: Field,
+    pub sacct: PathBuf,
+    pub sacct_output: Option<PathBuf>,
+}
+
+fn sacct_reader(o: &Options, args: Vec<String>) -> Result<Box<dyn BufRead>, String> {
+    if let Some(path) = &o.sacct_output {
+        let f = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        return Ok(Box::new(BufReader::with_capacity(1 << 16, f)));
+    }
+    let mut child = Command::new(&o.sacct)
+        .args(&args)
+        .env("LC_ALL", "C")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("{}: {e}", o.sacct.display()))?;
+    let out = child.stdout.take().expect("piped");
+    // The child is reaped when the process exits; its output is read as it comes.
+    std::mem::forget(child);
+    Ok(Box::new(BufReader::with_capacity(1 << 16, out)))
+}
+
+pub fn run(o: Options) -> ExitCode {
+    let format = format!("{FIELDS},{}", o.field.slurm_name());
+    let result = match (o.job, o.by) {
+        (Some(job), _) => {
+            let args = vec![
+                "-n".into(),
+                "-P".into(),
+                "-X".into(),
+                "-j".into(),
+                job.to_string(),
+                "-o".into(),
+                format,
+            ];
+            sacct_reader(&o, args).and_then(|r| one_job(&o, job, r))
+        }
+        (None, by) => {
+            let mut args: Vec<String> = vec!["-a".into(), "-n".into(), "-P".into(), "-X".into()];
+            if let Some(s) = &o.starttime {
+                args.extend(["-S".into(), s.clone()]);
+            }
+            if let Some(e) = &o.endtime {
+                args.extend(["-E".into(), e.clone()]);
+            }
+            args.extend(["-o".into(), format]);
+            sacct_reader(&o, args).and_then(|r| totals(&o, by.unwrap_or(GroupBy::User), r))
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("spank-carbon report: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn one_job(o: &Options, job: u32, input: Box<dyn BufRead>) -> Result<(), String> {
+    let mut rows: Vec<JobRow> = Vec::new();
+    report::stream(input, |r| rows.push(r)).map_err(|e| e.to_string())?;
+    let row = rows
+        .into_iter()
+        .find(|r| r.job == job)
+        .ok_or_else(|| format!("job {job} is not in accounting"))?;
+    let seg = row.record();
+    let imperial = report::imperial_locale(|k| std::env::var(k).ok());
+    if o.json {
+        let nodes: Vec<_> = seg
+            .iter()
+            .flat_map(|s| s.parts.values())
+            .map(|p| {
+                serde_json::json!({
+                    "node": p.node, "gpus": p.gpus, "gpu_wh": p.wh, "co2e_g": p.co2e_g,
+                    "method": p.method.as_str(), "avg_w": avg_w(p.wh, p.start, p.end),
+                    "peak_w": p.peak_w, "coverage": p.coverage, "flags": p.flags,
+                    "intensity_source": p.intensity_src, "embodied_g": p.embodied_g,
+                    "start": p.start, "end": p.end,
+                })
+            })
+            .collect();
+        let out = serde_json::json!({
+            "job": row.job, "user": row.user, "account": row.account,
+            "partition": row.partition, "state": row.state, "elapsed_s": row.elapsed_s,
+            "gpus_allocated": row.gpus,
+            "gpu_wh": seg.as_ref().map(|s| s.gpu_wh()),
+            "co2e_g": seg.as_ref().map(|s| s.co2e_g()),
+            "embodied_g": seg.as_ref().and_then(|s| s.embodied_g()),
+            "intensity": seg.as_ref().map(|s| s.shown_intensity()),
+            "pue": seg.as_ref().map(|s| s.meta.pue),
+            "method": seg.as_ref().and_then(|s| s.method()).map(|m| m.as_str()),
+            "nodes": nodes,
+        });
+        println!("{}", serde_json::to_string_pretty(&out).expect("json"));
+        return Ok(());
+    }
+    if o.csv {
+        println!("job,node,gpus,gpu_wh,co2e_g,method,avg_w,peak_w,coverage,flags");
+        for p in seg.iter().flat_map(|s| s.parts.values()) {
+            println!(
+                "{},{},{},{},{},{},{},{},{},{}",
+                row.job,
+                p.node,
+                p.gpus,
+                num(p.wh, 4),
+                num(p.co2e_g, 4),
+                p.method.as_str(),
+                avg_w(p.wh, p.start, p.end).map_or(String::new(), |w| num(w, 1)),
+                p.peak_w.map_or(String::new(), |w| num(w, 1)),
+                p.coverage.map_or(String::new(), |c| num(c, 3)),
+                p.flags.join("+")
+            );
+        }
+        return Ok(());
+    }
+    println!(
+        "Job ID: {}   User: {}   Account: {}   Partition: {}   State: {}",
+        row.job, row.user, row.account, row.partition, row.state
+    );
+    println!(
+        "Elapsed: {}   GPUs allocated: {}   GPU-hours: {}",
+        hms(row.elapsed_s),
+        row.gpus,
+        num(row.gpu_hours(), 3)
+    );
+    let Some(seg) = seg else {
+        println!(
+            "No spank-carbon record in {} for this job.",
+            o.field.slurm_name()
+        );
+        return Ok(());
+    };
+    println!(
+        "GPU energy: {} Wh   CO2e: {} (intensity {} gCO2e/kWh x PUE {})   Method: {}",
+        num(seg.gpu_wh(), 4),
+        mass(seg.co2e_g(), imperial),
+        num(seg.shown_intensity(), 1),
+        num(seg.meta.pue, 3),
+        seg.method().map_or("-", |m| m.as_str())
+    );
+    if let Some(e) = seg.embodied_g() {
+        println!(
+            "Embodied emissions of the GPUs' allocation (not included above): {}",
+            mass(e, imperial)
+        );
+    }
+    if (seg.parts.len() as u32) < seg.meta.expected_nodes {
+        println!(
+            "Note: {} of the job's {} nodes reported a measurement.",
+            seg.parts.len(),
+            seg.meta.expected_nodes
+        );
+    }
+    println!();
+    println!(
+        "{:<16} {:>4} {:>12} {:>10} {:>8} {:>8} {:>8} {:>6}  flags",
+        "node", "gpus", "energy Wh", "CO2e g", "avg W", "peak W", "method", "cover"
+    );
+    for p in seg.parts.values() {
+        println!(
+            "{:<16} {:>4} {:>12} {:>10} {:>8} {:>8} {:>8} {:>6}  {}",
+            p.node,
+            p.gpus,
+            num(p.wh, 4),
+            num(p.co2e_g, 4),
+            avg_w(p.wh, p.start, p.end).map_or("-".into(), |w| num(w, 1)),
+            p.peak_w.map_or("-".into(), |w| num(w, 1)),
+            p.method.as_str(),
+            p.coverage.map_or("-".into(), |c| num(c, 3)),
+            p.flags.join(",")
+        );
+    }
+    println!();
+    println!("In everyday terms (Strubell et al., ACL 2019), this job's CO2e is");
+    for line in everyday(seg.co2e_g(), imperial) {
+        println!("  {line}");
+    }
+    Ok(())
+}
+
+fn avg_w(wh: f64, start: f64, end: f64) -> Option<f64> {
+    (end > start).then(|| wh * 3600.0 / (end - start))
+}
+
+fn hms(s: u64) -> String {
+    format!("{:02}:{:02}:{:02}", s / 3600, (s / 60) % 60, s % 60)
+}
+
+fn totals(o: &Options, by: GroupBy, input: Box<dyn BufRead>) -> Result<(), String> {
+    let t: Vec<Totals> = report::totals(input, by).map_err(|e| e.to_string())?;
+    let label = match by {
+        GroupBy::User => "user",
+        GroupBy::Account => "account",
+        GroupBy::Partition => "partition",
+    };
+    if o.json {
+        println!("{}", serde_json::to_string_pretty(&t).expect("json"));
+        return Ok(());
+    }
+    if o.csv {
+        println!("{label},jobs,measured_jobs,gpu_hours,gpu_kwh,co2e_kg,embodied_kg");
+        for r in &t {
+            println!(
+                "{},{},{},{},{},{},{}",
+                r.name,
+                r.jobs,
+                r.measured_jobs,
+                num(r.gpu_hours, 3),
+                num(r.gpu_wh / 1000.0, 6),
+                num(r.co2e_g / 1000.0, 6),
+                num(r.embodied_g / 1000.0, 6)
+            );
+        }
+        return Ok(());
+    }
+    let imperial = report::imperial_locale(|k| std::env::var(k).ok());
+    println!(
+        "{:<20} {:>8} {:>9} {:>10} {:>12} {:>12} {:>12}",
+        label, "jobs", "measured", "GPU-hours", "energy kWh", "CO2e", "embodied"
+    );
+    let mut sum = Totals::default();
+    for r in &t {
+        println!(
+            "{:<20} {:>8} {:>9} {:>10} {:>12} {:>12} {:>12}",
+            r.name,
+            r.jobs,
+            r.measured_jobs,
+            num(r.gpu_hours, 2),
+            num(r.gpu_wh / 1000.0, 4),
+            mass(r.co2e_g, imperial),
+            if r.embodied_g > 0.0 {
+                mass(r.embodied_g, imperial)
+            } else {
+                "-".into()
+            }
+        );
+        sum.jobs += r.jobs;
+        sum.measured_jobs += r.measured_jobs;
+        sum.gpu_hours += r.gpu_hours;
+        sum.gpu_wh += r.gpu_wh;
+        sum.co2e_g += r.co2e_g;
+        sum.embodied_g += r.embodied_g;
+    }
+    println!(
+        "{:<20} {:>8} {:>9} {:>10} {:>12} {:>12} {:>12}",
+        "total",
+        sum.jobs,
+        sum.measured_jobs,
+        num(sum.gpu_hours, 2),
+        num(sum.gpu_wh / 1000.0, 4),
+        mass(sum.co2e_g, imperial),
+        if sum.embodied_g > 0.0 {
+            mass(sum.embodied_g, imperial)
+        } else {
+            "-".into()
+        }
+    );
+    Ok(())
+}
