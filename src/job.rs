@@ -477,7 +477,7 @@ pub fn node_part(
     }
     let hours = (result.end_unix - result.start_unix).max(0.0) / 3600.0;
     let embodied_g = (config.embodied_kg_per_gpu_hour > 0.0)
-        .then(|| config.embodied_kg_per_gpu_hour * 1000.0 * result.measured as f64 * hours);
+        .then_some(config.embodied_kg_per_gpu_hour * 1000.0 * result.measured as f64 * hours);
     Some(
         NodePart {
             node: node.to_string(),
