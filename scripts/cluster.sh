@@ -255,7 +255,9 @@ PriorityWeightQOS=0
 PriorityCalcPeriod=1
 ReturnToService=2
 JobRequeue=0
-MinJobAge=5
+# Longer than PriorityCalcPeriod (60 s): a job purged before the priority decay pass
+# never has its usage counted, and fair-share tests need that usage.
+MinJobAge=120
 KillWait=2
 InactiveLimit=0
 Waittime=0

@@ -7,6 +7,7 @@
 pub mod accounting;
 pub mod config;
 pub mod energy;
+pub mod fairshare;
 pub mod gpu;
 pub mod gres;
 pub mod hostlist;

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
+mod fairshare_cli;
 mod measure;
 mod report_cli;
 
@@ -116,6 +117,22 @@ enum Cmd {
         #[arg(long, hide = true)]
         sacct_output: Option<PathBuf>,
     },
+    /// Energy-aware fair-share: scale accounts' shares by the CO2e budget they have
+    /// left (dry run unless --apply; --restore puts the operator's shares back).
+    Fairshare {
+        #[arg(long, default_value = "/etc/spank-carbon/fairshare.toml")]
+        config: PathBuf,
+        #[arg(long, conflicts_with = "restore")]
+        apply: bool,
+        #[arg(long)]
+        restore: bool,
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value = "/usr/bin/sacct")]
+        sacct: PathBuf,
+        #[arg(long, default_value = "/usr/bin/sacctmgr")]
+        sacctmgr: PathBuf,
+    },
     /// Print the Slurm version this build targets.
     SlurmVersion,
 }
@@ -164,6 +181,21 @@ fn main() -> ExitCode {
             },
             sacct,
             sacct_output,
+        }),
+        Cmd::Fairshare {
+            config,
+            apply,
+            restore,
+            json,
+            sacct,
+            sacctmgr,
+        } => fairshare_cli::run(fairshare_cli::Options {
+            config,
+            apply,
+            restore,
+            json,
+            sacct,
+            sacctmgr,
         }),
         Cmd::SlurmVersion => {
             println!("{}", spank_carbon::SLURM_VERSION);

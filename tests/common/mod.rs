@@ -335,6 +335,7 @@ pub fn parse_rec(field: &str) -> Option<Rec> {
             "nodes",
             "of",
             "method",
+            "embodied_g",
         ];
         if let Some(node) = k.strip_prefix("node.") {
             let fields = v

@@ -1,0 +1,227 @@
+//! `spank-carbon fairshare`: prints the plan (dry run); `--apply` sets the shares;
+//! `--restore` puts the operator's shares back.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use spank_carbon::accounting::run_tool;
+use spank_carbon::fairshare::{plan, Owned, PlanRow, Policy, State};
+use spank_carbon::record::num;
+use spank_carbon::report::{self, FIELDS};
+use spank_carbon::sampler::unix_now;
+use spank_carbon::state;
+
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+pub struct Options {
+    pub config: PathBuf,
+    pub apply: bool,
+    pub restore: bool,
+    pub json: bool,
+    pub sacct: PathBuf,
+    pub sacctmgr: PathBuf,
+}
+
+fn field_name(f: &str) -> &'static str {
+    match f {
+        "admin" => "AdminComment",
+        "job" => "Comment",
+        _ => "SystemComment",
+    }
+}
+
+/// Account-level shares, from `sacctmgr show assoc`.
+fn current_shares(o: &Options, accounts: &[&String]) -> Result<BTreeMap<String, u32>, String> {
+    let list = accounts
+        .iter()
+        .map(|a| a.as_str())
+        .collect::<Vec<_>>()
+        .join(",");
+    let cond = format!("account={list}");
+    let out = run_tool(
+        &o.sacctmgr,
+        &[
+            "-n",
+            "-P",
+            "show",
+            "assoc",
+            "where",
+            &cond,
+            "format=Account,User,Fairshare",
+        ],
+        TIMEOUT,
+    )
+    .map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(format!(
+            "sacctmgr show assoc: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    let mut shares = BTreeMap::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let f: Vec<&str> = line.split('|').collect();
+        if let [account, "", share] = f.as_slice() {
+            if let Ok(n) = share.parse::<u32>() {
+                shares.insert(account.to_string(), n);
+            }
+        }
+    }
+    Ok(shares)
+}
+
+/// Each account's decayed CO2e (g), streamed from sacct.
+fn usage(o: &Options, policy: &Policy) -> Result<BTreeMap<String, f64>, String> {
+    // sacct's relative times count seconds by default.
+    let start = format!("now-{}", (policy.lookback_days * 86_400.0).ceil() as u64);
+    let format = format!("{FIELDS},{}", field_name(&policy.field));
+    let out = run_tool(
+        &o.sacct,
+        &["-a", "-X", "-n", "-P", "-S", &start, "-o", &format],
+        TIMEOUT,
+    )
+    .map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(format!(
+            "sacct: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    let now = unix_now();
+    let mut usage: BTreeMap<String, f64> = BTreeMap::new();
+    report::stream(out.stdout.as_slice(), |row| {
+        if let Some(seg) = row.record() {
+            let end = seg.parts.values().map(|p| p.end).fold(0.0, f64::max);
+            *usage.entry(row.account.clone()).or_default() +=
+                seg.co2e_g() * policy.decay(now - end);
+        }
+    })
+    .map_err(|e| e.to_string())?;
+    Ok(usage)
+}
+
+fn set_shares(o: &Options, account: &str, shares: u32) -> Result<(), String> {
+    let cond = format!("name={account}");
+    let set = format!("fairshare={shares}");
+    let out = run_tool(
+        &o.sacctmgr,
+        &["-i", "modify", "account", "where", &cond, "set", &set],
+        TIMEOUT,
+    )
+    .map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "sacctmgr modify account {account}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+fn load_state(path: &Path) -> Result<State, String> {
+    state::read_json(path)
+        .map(|s| s.unwrap_or_default())
+        .map_err(|e| e.to_string())
+}
+
+fn save_state(path: &Path, s: &State) -> Result<(), String> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    state::write_json(path, s).map_err(|e| e.to_string())
+}
+
+pub fn run(o: Options) -> ExitCode {
+    match run_inner(&o) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("spank-carbon fairshare: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_inner(o: &Options) -> Result<(), String> {
+    let text =
+        std::fs::read_to_string(&o.config).map_err(|e| format!("{}: {e}", o.config.display()))?;
+    let policy = Policy::parse(&text, &o.config).map_err(|e| e.to_string())?;
+    let mut st = load_state(&policy.state)?;
+    if o.restore {
+        let accounts: Vec<&String> = st.accounts.keys().collect();
+        let current = if accounts.is_empty() {
+            BTreeMap::new()
+        } else {
+            current_shares(o, &accounts)?
+        };
+        for (account, owned) in &st.accounts {
+            match current.get(account) {
+                Some(&now) if now == owned.set => {
+                    set_shares(o, account, owned.base)?;
+                    println!("{account}: shares {now} -> {} (restored)", owned.base);
+                }
+                Some(&now) => {
+                    println!("{account}: shares {now} were set by someone else; left as they are")
+                }
+                None => println!("{account}: no longer in accounting"),
+            }
+        }
+        st.accounts.clear();
+        return save_state(&policy.state, &st);
+    }
+    let accounts: Vec<&String> = policy.budget_kg.keys().collect();
+    let current = current_shares(o, &accounts)?;
+    let usage = usage(o, &policy)?;
+    let rows: Vec<PlanRow> = plan(&policy, &st, &current, &usage);
+    if o.json {
+        println!("{}", serde_json::to_string_pretty(&rows).expect("json"));
+    } else {
+        println!(
+            "{:<16} {:>8} {:>8} {:>12} {:>12} {:>7} {:>8}  note",
+            "account", "base", "current", "CO2e kg", "budget kg", "factor", "new"
+        );
+        for r in &rows {
+            println!(
+                "{:<16} {:>8} {:>8} {:>12} {:>12} {:>7} {:>8}  {}",
+                r.account,
+                r.base,
+                r.current,
+                num(r.usage_kg, 6),
+                num(r.budget_kg, 6),
+                num(r.factor, 3),
+                r.new,
+                r.note.as_deref().unwrap_or("")
+            );
+        }
+        for a in &accounts {
+            if !current.contains_key(*a) {
+                println!("{a}: not in accounting; skipped");
+            }
+        }
+    }
+    if !o.apply {
+        if !o.json {
+            println!("(dry run: nothing changed; --apply to set these shares)");
+        }
+        return Ok(());
+    }
+    for r in &rows {
+        if r.new != r.current {
+            set_shares(o, &r.account, r.new)?;
+        }
+        st.accounts.insert(
+            r.account.clone(),
+            Owned {
+                base: r.base,
+                set: r.new,
+            },
+        );
+        save_state(&policy.state, &st)?;
+    }
+    if !o.json {
+        println!("applied");
+    }
+    Ok(())
+}
