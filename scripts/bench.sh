@@ -9,6 +9,7 @@
 #   3. job throughput with and without the plugin (hundreds of short GPU jobs)
 #   4. srun start-up with and without the plugin loaded
 #   5. a long fuzz run of the parsers (property tests)
+#   6. the report over 100,000 job records
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH=$HOME/.cargo/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
@@ -173,6 +174,32 @@ scripts/cluster.sh restart-slurmd >/dev/null
     echo "|---|---|"
     echo "| without | ${srun_ms[without]} |"
     echo "| with | ${srun_ms[with]} |"
+    echo
+} >>"$res"
+
+# --- 6. report over 100,000 records -----------------------------------------------------------
+python3 - "$out/sacct-100k.txt" <<'PY'
+import random, sys
+random.seed(1)
+with open(sys.argv[1], "w") as f:
+    for i in range(100_000):
+        nodes = random.choice([1, 1, 1, 2, 4])
+        parts = []
+        total = co2e = 0.0
+        for n in range(nodes):
+            wh = random.uniform(1, 5000)
+            total += wh; co2e += wh * 0.75
+            parts.append(f"node.n{n:04d}=wh:{wh:.4f},gpus:4,co2e:{wh*0.75:.4f},m:counter,t:1795300000.0-1795303600.0,cov:1,pk:1400,src:fixed")
+        rec = f"spank-carbon/1 gpu_wh={total:.4f} co2e_g={co2e:.4f} intensity=475 pue=1.58 gpus={4*nodes} nodes={nodes} of={nodes} method=counter " + " ".join(parts)
+        f.write(f"{1000+i}|user{i%500}|acct{i%40}|gpu|COMPLETED|3600|billing=4,cpu=4,gres/gpu={4*nodes},node={nodes}|n0001|{rec}\n")
+PY
+hyperfine -N -w 1 -r 5 --export-json "$out/report-100k.json" \
+    "spank-carbon report --by account --sacct-output $out/sacct-100k.txt" >/dev/null
+rep_ms=$(python3 -c "import json;print(f\"{json.load(open('$out/report-100k.json'))['results'][0]['median']*1000:.0f}\")")
+{
+    echo "## 6. Report: totals per account over 100,000 job records (sacct's output from a file, $(du -m "$out/sacct-100k.txt" | cut -f1) MB)"
+    echo
+    echo "median of 5 runs: $rep_ms ms"
     echo
 } >>"$res"
 

@@ -49,7 +49,8 @@ MYSQL_SOCK=/run/mysqld/mysqld.sock
 read -r -a GPU_MINORS <<<"${SC_GPU_MINORS:-2 0 3 1}"
 [[ ${#GPU_MINORS[@]} -eq 4 && "${GPU_MINORS[*]}" =~ ^[0-9]+( [0-9]+){3}$ ]] ||
     { echo "[cluster] ERROR: SC_GPU_MINORS must be four numbers, not '${SC_GPU_MINORS:-}'" >&2; exit 2; }
-PACKAGES=(slurm-wlm slurmdbd mariadb-server mariadb-client munge libslurm-dev procps passwd util-linux coreutils)
+# libclang-dev: bindgen needs it to build the plugin; gcc builds the fake libnvidia-ml.
+PACKAGES=(slurm-wlm slurmdbd mariadb-server mariadb-client munge libslurm-dev libclang-dev gcc libc6-dev procps passwd util-linux coreutils)
 
 msg() { echo "[cluster] $*"; }
 warn() { echo "[cluster] WARNING: $*" >&2; }

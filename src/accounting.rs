@@ -131,8 +131,9 @@ fn detail(out: &CmdOutput) -> String {
     )
 }
 
-/// Job states sacct shows once slurmctld's completion record is in the database.
-const ENDED: [&str; 9] = [
+/// Job states of a job that has ended (sacct once slurmctld's completion record is in
+/// the database; squeue while slurmctld still remembers the job).
+pub const ENDED: [&str; 9] = [
     "COMPLETED",
     "CANCELLED",
     "FAILED",

@@ -344,19 +344,8 @@ fn job_still_running(squeue: &std::path::Path, job: &str) -> bool {
         // "Invalid job id specified": slurmctld no longer knows the job.
         return !String::from_utf8_lossy(&out.stderr).contains("Invalid job id");
     }
-    const ENDED: [&str; 9] = [
-        "COMPLETED",
-        "CANCELLED",
-        "FAILED",
-        "TIMEOUT",
-        "NODE_FAIL",
-        "PREEMPTED",
-        "BOOT_FAIL",
-        "DEADLINE",
-        "OUT_OF_MEMORY",
-    ];
     let state = text.trim();
-    !(state.is_empty() || ENDED.contains(&state))
+    !(state.is_empty() || accounting::ENDED.contains(&state))
 }
 
 /// Why a record was not delivered.

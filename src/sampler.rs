@@ -52,6 +52,22 @@ impl Series {
         }
         self.mj[idx] += mj;
     }
+
+    /// Adds `mj` drawn evenly over [t0, t1], split across the buckets it spans.
+    pub fn add_interval(&mut self, t0: f64, t1: f64, mj: f64) {
+        if t1 <= t0 {
+            self.add(t1, mj);
+            return;
+        }
+        let mut a = t0;
+        while a < t1 {
+            let edge = ((a / self.bucket_s).floor() + 1.0) * self.bucket_s;
+            let b = edge.min(t1);
+            // A point inside [a, b): its bucket, even after the buckets widen.
+            self.add((a + b) / 2.0, mj * (b - a) / (t1 - t0));
+            a = b;
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -283,7 +299,7 @@ fn sample(
         if let Some((t_prev, p_prev)) = *last_node {
             state
                 .series
-                .add(t_s, (p_prev + node_mw) / 2.0 * (t_s - t_prev));
+                .add_interval(t_prev, t_s, (p_prev + node_mw) / 2.0 * (t_s - t_prev));
         }
         *last_node = Some((t_s, node_mw));
     }
@@ -556,5 +572,21 @@ mod tests {
         assert!(s.mj.len() <= MAX_BUCKETS);
         assert_eq!(s.mj.iter().sum::<f64>(), 7.0);
         assert!(s.bucket_s > 10.0);
+    }
+
+    #[test]
+    fn intervals_split_across_bucket_edges() {
+        let mut s = Series::default();
+        s.add_interval(9.8, 10.2, 4.0);
+        assert_eq!(s.mj.len(), 2);
+        assert!(
+            (s.mj[0] - 2.0).abs() < 1e-9 && (s.mj[1] - 2.0).abs() < 1e-9,
+            "{:?}",
+            s.mj
+        );
+        s.add_interval(0.0, 25.0, 25.0);
+        assert!((s.mj[0] - 12.0).abs() < 1e-9, "{:?}", s.mj);
+        assert!((s.mj[2] - 5.0).abs() < 1e-9, "{:?}", s.mj);
+        assert!((s.mj.iter().sum::<f64>() - 29.0).abs() < 1e-9);
     }
 }
