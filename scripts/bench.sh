@@ -136,6 +136,10 @@ kill "${pids[@]}" 2>/dev/null || true
 sleep 1; rm -rf "$bstate"
 
 # --- 3. throughput and 4. srun start-up, with and without the plugin ---------------------------
+quiet() { # waits until no spank-carbon process (samplers, deliverers) is left
+    local end=$((SECONDS + 600))
+    while pgrep -x spank-carbon >/dev/null && ((SECONDS < end)); do sleep 1; done
+}
 throughput() { # -> seconds for N_JOBS short GPU jobs
     local t0 t1
     t0=$(date +%s.%N)
@@ -144,15 +148,18 @@ throughput() { # -> seconds for N_JOBS short GPU jobs
     done
     while squeue -h | grep -q .; do sleep 0.2; done
     t1=$(date +%s.%N)
-    python3 -c "print(f'{$t1 - $t0:.2f}')"
+    quiet
+    t2=$(date +%s.%N)
+    python3 -c "print(f'{$t1 - $t0:.2f} {$t2 - $t0:.2f}')"
 }
 with_line="optional $plugin nvml_lib=$fake/libnvidia-ml.so.1 state_dir=$SC_CLUSTER_DIR/state"
-declare -A tput srun_ms
+declare -A tput srun_ms done_s
 for mode in without with without with; do
     if [[ $mode == with ]]; then echo "$with_line" >/etc/slurm/plugstack.conf; else : >/etc/slurm/plugstack.conf; fi
     scripts/cluster.sh restart-slurmd >/dev/null
-    t=$(throughput)
+    read -r t d <<<"$(throughput)"
     tput[$mode]="${tput[$mode]:-} $t"
+    done_s[$mode]="${done_s[$mode]:-} $d"
     scripts/cluster.sh wait-idle >/dev/null
     hyperfine -N -w 3 -r 30 --export-json "$out/srun-$mode.json" 'srun -N1 -w node2 true' >/dev/null
     srun_ms[$mode]="${srun_ms[$mode]:-} $(python3 -c "import json;print(f\"{json.load(open('$out/srun-$mode.json'))['results'][0]['median']*1000:.1f}\")")"
@@ -162,10 +169,10 @@ scripts/cluster.sh restart-slurmd >/dev/null
 {
     echo "## 3. Throughput: $N_JOBS jobs (--gres=gpu:1, 'true'), submit to last completion; two rounds each, alternated"
     echo
-    echo "| plugin | seconds (round 1, round 2) | jobs/s (best) |"
-    echo "|---|---|---|"
+    echo "| plugin | seconds to last job end (round 1, round 2) | jobs/s (best) | seconds until every record was delivered |"
+    echo "|---|---|---|---|"
     for mode in without with; do
-        python3 -c "v=[float(x) for x in '${tput[$mode]}'.split()]; print(f'| $mode | {v[0]:.2f}, {v[1]:.2f} | {$N_JOBS/min(v):.2f} |')"
+        python3 -c "v=[float(x) for x in '${tput[$mode]}'.split()]; d='${done_s[$mode]}'.split(); print(f'| $mode | {v[0]:.2f}, {v[1]:.2f} | {$N_JOBS/min(v):.2f} | {\", \".join(d) if \"$mode\" == \"with\" else \"-\"} |')"
     done
     python3 -c "a=min(float(x) for x in '${tput[without]}'.split()); b=min(float(x) for x in '${tput[with]}'.split()); print(f'\nThroughput with the plugin: {100*a/b:.1f}% of without.\n')"
     echo "## 4. srun start-up: \`srun -N1 -w node2 true\`, hyperfine median of 30 runs, two rounds each"

@@ -200,8 +200,8 @@ fn intensity_series_a_job_straddling_a_step() {
     // Constant power: the energy before and after the step is proportional to time.
     let effective = (100.0 * (step - a) + 900.0 * (b - step)) / (b - a);
     let want = rec.num("gpu_wh") / 1000.0 * 1.2 * effective;
-    assert_close("co2e across the step", rec.num("co2e_g"), want, 0.02);
-    assert_close("shown intensity", rec.num("intensity"), effective, 0.02);
+    assert_close("co2e across the step", rec.num("co2e_g"), want, 0.01);
+    assert_close("shown intensity", rec.num("intensity"), effective, 0.01);
 
     // A stale series (last point long before the job) falls back to the fixed value.
     fs::write(&csv, format!("{:.3},100\n", now() - 86_400.0)).unwrap();
