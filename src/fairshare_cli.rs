@@ -131,7 +131,7 @@ fn save_state(path: &Path, s: &State) -> Result<(), String> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     }
-    state::write_json(path, s).map_err(|e| e.to_string())
+    state::write_json_durable(path, s).map_err(|e| e.to_string())
 }
 
 pub fn run(o: Options) -> ExitCode {

@@ -177,7 +177,6 @@ pub fn prolog(
         prolog_unix: unix_now(),
         sampler_pid: None,
     };
-    state::write_json(&info_path, &info)?;
     let minors_arg = minors
         .iter()
         .map(u32::to_string)
@@ -614,7 +613,7 @@ pub fn epilog(
         meta,
         nodes: info.nodes.clone(),
     };
-    state::write_json(&state.pending_path(&key), &delivery)?;
+    state::write_json_durable(&state.pending_path(&key), &delivery)?;
     let _ = fs::remove_dir_all(&dir);
     let mut argv = vec![
         "deliver".to_string(),

@@ -463,6 +463,10 @@ fn keep_retrying(state: &StateDir, config: &Config, mut stuck: std::collections:
 }
 
 fn deliver(key: Option<&str>, foreground: bool, args: &[String]) -> ExitCode {
+    if !foreground {
+        // Background work: let the job and Slurm's daemons go first.
+        let _ = rustix::process::setpriority_process(None, 19);
+    }
     let config = match config_or_exit(args) {
         Ok(c) => c,
         Err(code) => return code,

@@ -189,8 +189,18 @@ pub fn keys_in(dir: &Path) -> Vec<JobKey> {
 }
 
 /// Writes a file so that readers see the old or the new content, never a mix:
-/// a temporary file in the same directory, synced, then renamed over the target.
+/// a temporary file in the same directory, renamed over the target.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
+    write_file(path, bytes, false)
+}
+
+/// Like `write_atomic`, and the data is on disk before the rename: for what must
+/// survive a crash of the node (records waiting for delivery, fair-share state).
+pub fn write_durable(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
+    write_file(path, bytes, true)
+}
+
+fn write_file(path: &Path, bytes: &[u8], durable: bool) -> Result<(), StateError> {
     let dir = path.parent().unwrap_or(Path::new("/"));
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
@@ -202,7 +212,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
             .mode(0o600)
             .open(&tmp)?;
         f.write_all(bytes)?;
-        f.sync_data()?;
+        if durable {
+            f.sync_data()?;
+        }
         fs::rename(&tmp, path)
     })();
     if result.is_err() {
@@ -214,6 +226,11 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
 pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), StateError> {
     let bytes = serde_json::to_vec_pretty(value).expect("state types always serialise");
     write_atomic(path, &bytes)
+}
+
+pub fn write_json_durable<T: Serialize>(path: &Path, value: &T) -> Result<(), StateError> {
+    let bytes = serde_json::to_vec_pretty(value).expect("state types always serialise");
+    write_durable(path, &bytes)
 }
 
 /// Reads a JSON state file; `Ok(None)` when it does not exist.
