@@ -20,22 +20,37 @@ pub struct Options {
     pub sacct_output: Option<PathBuf>,
 }
 
-fn sacct_reader(o: &Options, args: Vec<String>) -> Result<Box<dyn BufRead>, String> {
+/// Runs `read` over sacct's output (or a file's), streamed; a failed sacct is an error,
+/// never an empty report.
+fn with_sacct<T>(
+    o: &Options,
+    args: Vec<String>,
+    read: impl FnOnce(Box<dyn BufRead>) -> Result<T, String>,
+) -> Result<T, String> {
     if let Some(path) = &o.sacct_output {
         let f = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        return Ok(Box::new(BufReader::with_capacity(1 << 16, f)));
+        return read(Box::new(BufReader::with_capacity(1 << 16, f)));
     }
     let mut child = Command::new(&o.sacct)
         .args(&args)
         .env("LC_ALL", "C")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| format!("{}: {e}", o.sacct.display()))?;
     let out = child.stdout.take().expect("piped");
-    // The child is reaped when the process exits; its output is read as it comes.
-    std::mem::forget(child);
-    Ok(Box::new(BufReader::with_capacity(1 << 16, out)))
+    let result = read(Box::new(BufReader::with_capacity(1 << 16, out)));
+    let mut stderr = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        use std::io::Read;
+        let _ = e.read_to_string(&mut stderr);
+    }
+    let status = child.wait().map_err(|e| e.to_string())?;
+    if !status.success() {
+        return Err(format!("sacct failed ({status}): {}", stderr.trim()));
+    }
+    result
 }
 
 pub fn run(o: Options) -> ExitCode {
@@ -51,7 +66,12 @@ pub fn run(o: Options) -> ExitCode {
                 "-o".into(),
                 format,
             ];
-            sacct_reader(&o, args).and_then(|r| one_job(&o, job, r))
+            with_sacct(&o, args, |r| {
+                let mut rows: Vec<JobRow> = Vec::new();
+                report::stream(r, |row| rows.push(row)).map_err(|e| e.to_string())?;
+                Ok(rows)
+            })
+            .and_then(|rows| one_job(&o, job, rows))
         }
         (None, by) => {
             let mut args: Vec<String> = vec!["-a".into(), "-n".into(), "-P".into(), "-X".into()];
@@ -62,7 +82,11 @@ pub fn run(o: Options) -> ExitCode {
                 args.extend(["-E".into(), e.clone()]);
             }
             args.extend(["-o".into(), format]);
-            sacct_reader(&o, args).and_then(|r| totals(&o, by.unwrap_or(GroupBy::User), r))
+            let by = by.unwrap_or(GroupBy::User);
+            with_sacct(&o, args, |r| {
+                report::totals(r, by).map_err(|e| e.to_string())
+            })
+            .and_then(|t| totals(&o, by, t))
         }
     };
     match result {
@@ -74,9 +98,7 @@ pub fn run(o: Options) -> ExitCode {
     }
 }
 
-fn one_job(o: &Options, job: u32, input: Box<dyn BufRead>) -> Result<(), String> {
-    let mut rows: Vec<JobRow> = Vec::new();
-    report::stream(input, |r| rows.push(r)).map_err(|e| e.to_string())?;
+fn one_job(o: &Options, job: u32, rows: Vec<JobRow>) -> Result<(), String> {
     let row = rows
         .into_iter()
         .find(|r| r.job == job)
@@ -204,8 +226,7 @@ fn hms(s: u64) -> String {
     format!("{:02}:{:02}:{:02}", s / 3600, (s / 60) % 60, s % 60)
 }
 
-fn totals(o: &Options, by: GroupBy, input: Box<dyn BufRead>) -> Result<(), String> {
-    let t: Vec<Totals> = report::totals(input, by).map_err(|e| e.to_string())?;
+fn totals(o: &Options, by: GroupBy, t: Vec<Totals>) -> Result<(), String> {
     let label = match by {
         GroupBy::User => "user",
         GroupBy::Account => "account",

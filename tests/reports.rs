@@ -13,15 +13,30 @@ use common::*;
 const BIN: &str = "/usr/local/sbin/spank-carbon";
 
 fn report(args: &[&str], env: &[(&str, &str)]) -> String {
-    let out = Command::new(BIN)
-        .arg("report")
-        .args(args)
-        .env_remove("LC_ALL")
-        .env_remove("LC_MEASUREMENT")
-        .env_remove("LANG")
-        .envs(env.iter().copied())
-        .output()
-        .unwrap();
+    let attempt = || {
+        Command::new(BIN)
+            .arg("report")
+            .args(args)
+            .env_remove("LC_ALL")
+            .env_remove("LC_MEASUREMENT")
+            .env_remove("LANG")
+            .envs(env.iter().copied())
+            .output()
+            .unwrap()
+    };
+    // sacct itself may fail for a moment (slurmdbd busy); the report then says so.
+    let mut out = attempt();
+    for _ in 0..3 {
+        if out.status.success() {
+            break;
+        }
+        eprintln!(
+            "report failed, retrying: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_secs(2));
+        out = attempt();
+    }
     assert!(
         out.status.success(),
         "report {args:?}: {}",
@@ -53,8 +68,18 @@ fn report_of_one_job_matches_the_truth() {
     check_record(job, &rec, &["node1", "node2"], 2);
     let j: serde_json::Value =
         serde_json::from_str(&report(&["-j", &job.to_string(), "--json"], &[])).unwrap();
-    assert_eq!(j["gpu_wh"].as_f64().unwrap(), rec.num("gpu_wh"));
-    assert_eq!(j["co2e_g"].as_f64().unwrap(), rec.num("co2e_g"));
+    assert_close(
+        "report gpu_wh",
+        j["gpu_wh"].as_f64().unwrap(),
+        rec.num("gpu_wh"),
+        1e-9,
+    );
+    assert_close(
+        "report co2e_g",
+        j["co2e_g"].as_f64().unwrap(),
+        rec.num("co2e_g"),
+        1e-9,
+    );
     for node in ["node1", "node2"] {
         let n = j["nodes"]
             .as_array()
@@ -133,13 +158,49 @@ fn totals_per_account_and_partition_add_up() {
         e.1 += rec.num("co2e_g");
         e.2 += 1;
     }
-    let json = report(&["--by", "account", "-S", &since, "--json"], &[]);
-    let totals: Vec<serde_json::Value> = serde_json::from_str(&json).unwrap();
+    // sacct's view of a time window (-S/-E) was seen to lag a few seconds behind what
+    // `sacct -j` already shows: give it up to 20 s to list every job.
+    let until = run("/bin/date", &["-d", "+2 minutes", "+%Y-%m-%dT%H:%M:%S"])
+        .trim()
+        .to_string();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (json, totals) = loop {
+        let json = report(
+            &["--by", "account", "-S", &since, "-E", &until, "--json"],
+            &[],
+        );
+        let totals: Vec<serde_json::Value> = serde_json::from_str(&json).unwrap();
+        let listed: u64 = totals
+            .iter()
+            .map(|t| t["measured_jobs"].as_u64().unwrap())
+            .sum();
+        if listed >= jobs.len() as u64 || Instant::now() > deadline {
+            break (json, totals);
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    };
     for (account, (wh, co2e, n)) in &want {
         let t = totals
             .iter()
             .find(|t| t["name"] == *account)
-            .unwrap_or_else(|| panic!("{json}"));
+            .unwrap_or_else(|| {
+                panic!(
+                    "{json}\nsince {since}, jobs {jobs:?}\nsacct: {:?}",
+                    try_run(
+                        "/usr/bin/sacct",
+                        &[
+                            "-a",
+                            "-n",
+                            "-P",
+                            "-X",
+                            "-S",
+                            &since,
+                            "-o",
+                            "JobIDRaw,Account,Submit"
+                        ]
+                    )
+                )
+            });
         assert_eq!(t["measured_jobs"].as_u64().unwrap(), *n as u64, "{json}");
         assert_close(
             &format!("{account} wh"),
@@ -156,9 +217,9 @@ fn totals_per_account_and_partition_add_up() {
     }
     // Sorted by CO2e, largest first; heavy used more GPUs.
     assert_eq!(totals[0]["name"], "heavy", "{json}");
-    let table = report(&["--by", "partition", "-S", &since], &[]);
+    let table = report(&["--by", "partition", "-S", &since, "-E", &until], &[]);
     assert!(table.lines().any(|l| l.starts_with("gpu ")), "{table}");
-    let csv = report(&["--by", "user", "-S", &since, "--csv"], &[]);
+    let csv = report(&["--by", "user", "-S", &since, "-E", &until, "--csv"], &[]);
     assert!(
         csv.starts_with("user,jobs,measured_jobs,gpu_hours,gpu_kwh,co2e_kg,embodied_kg\n"),
         "{csv}"
