@@ -43,7 +43,13 @@ for _ in $(seq 60); do
     printf .; sleep 1
 done
 echo
-echo "=== sacct -j $job -X -o JobID,State,Elapsed,AllocTRES%30,SystemComment%400"
-sacct -j "$job" -X -o JobID,State,Elapsed,AllocTRES%30,SystemComment%400
+echo "=== sacct -j $job -X -o JobID,Account,State,Elapsed,AllocTRES%36"
+sacct -j "$job" -X -o JobID,Account,State,Elapsed,AllocTRES%36
 echo
-echo "Users read their own: sacct -j $job -X -n -P -o SystemComment"
+echo "=== sacct -j $job -X -n -P -o SystemComment      (the record spank-carbon wrote)"
+sacct -j "$job" -X -n -P -o SystemComment
+echo
+echo "=== spank-carbon report -j $job"
+spank-carbon report -j "$job"
+echo
+echo "The cluster keeps running: scripts/cluster.sh stop"
