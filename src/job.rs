@@ -418,27 +418,18 @@ pub enum EpilogOutcome {
 /// fixed intensity used (the record then says `src:fallback`).
 fn load_series(config: &Config) -> Option<intensity::Series> {
     let path = config.intensity_series.as_ref()?;
-    match fs::read_to_string(path) {
-        Ok(text) => match intensity::Series::parse(&text) {
-            Ok(s) => Some(s),
-            Err(e) => {
-                log::error!(
-                    "intensity_series {}: {e}; using intensity={}",
-                    path.display(),
-                    config.intensity.0
-                );
-                None
-            }
-        },
-        Err(e) => {
+    let parsed = fs::read_to_string(path)
+        .map_err(|e| e.to_string())
+        .and_then(|text| intensity::Series::parse(&text).map_err(|e| e.to_string()));
+    parsed
+        .map_err(|e| {
             log::error!(
                 "intensity_series {}: {e}; using intensity={}",
                 path.display(),
                 config.intensity.0
-            );
-            None
-        }
-    }
+            )
+        })
+        .ok()
 }
 
 pub fn node_part(
