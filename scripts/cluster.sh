@@ -256,8 +256,8 @@ PriorityWeightQOS=0
 PriorityCalcPeriod=1
 ReturnToService=2
 JobRequeue=0
-# Longer than PriorityCalcPeriod (60 s): a job purged before the priority decay pass
-# never has its usage counted, and fair-share tests need that usage.
+# Longer than PriorityCalcPeriod (60 s), so that a completed job is still known to
+# slurmctld at the next priority decay pass.
 MinJobAge=120
 KillWait=2
 InactiveLimit=0
