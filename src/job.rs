@@ -133,12 +133,6 @@ pub enum PrologOutcome {
     AlreadyRunning,
 }
 
-/// The plugstack arguments handed on to the spank-carbon binary, so that it reads the
-/// same configuration as the plugin.
-fn passthrough_args(args: &[String]) -> impl Iterator<Item = String> + '_ {
-    args.iter().cloned()
-}
-
 pub fn prolog(
     config: &Config,
     args: &[String],
@@ -190,7 +184,8 @@ pub fn prolog(
         minors_arg,
         "--".into(),
     ];
-    argv.extend(passthrough_args(args));
+    // The plugstack arguments, so that the binary reads the plugin's configuration.
+    argv.extend(args.iter().cloned());
     let child_env = vec![
         ("SLURMD_NODENAME".to_string(), env.node.clone()),
         ("SLURM_JOB_ID".to_string(), env.job.to_string()),
@@ -360,7 +355,7 @@ pub fn redeliver_stale(config: &Config, state: &StateDir, args: &[String], spawn
     });
     if stale {
         let mut argv = vec!["deliver".to_string(), "--".into()];
-        argv.extend(passthrough_args(args));
+        argv.extend(args.iter().cloned());
         if let Err(e) = spawner.spawn_detached(&config.bin, &argv, &[]) {
             log::error!("could not start delivery of pending records: {e}");
         }
@@ -612,7 +607,7 @@ pub fn epilog(
         key.to_string(),
         "--".into(),
     ];
-    argv.extend(passthrough_args(args));
+    argv.extend(args.iter().cloned());
     redeliver_stale(config, &state, args, spawner);
     let deliverer = match spawner.spawn_detached(&config.bin, &argv, &[]) {
         Ok(pid) => Some(pid),

@@ -257,8 +257,12 @@ fn totals(o: &Options, by: GroupBy, t: Vec<Totals>) -> Result<(), String> {
         "{:<20} {:>8} {:>9} {:>10} {:>12} {:>12} {:>12}",
         label, "jobs", "measured", "GPU-hours", "energy kWh", "CO2e", "embodied"
     );
-    let mut sum = Totals::default();
-    for r in &t {
+    let row = |r: &Totals| {
+        let embodied = if r.embodied_g > 0.0 {
+            mass(r.embodied_g, imperial)
+        } else {
+            "-".into()
+        };
         println!(
             "{:<20} {:>8} {:>9} {:>10} {:>12} {:>12} {:>12}",
             r.name,
@@ -267,12 +271,15 @@ fn totals(o: &Options, by: GroupBy, t: Vec<Totals>) -> Result<(), String> {
             num(r.gpu_hours, 2),
             num(r.gpu_wh / 1000.0, 4),
             mass(r.co2e_g, imperial),
-            if r.embodied_g > 0.0 {
-                mass(r.embodied_g, imperial)
-            } else {
-                "-".into()
-            }
+            embodied
         );
+    };
+    let mut sum = Totals {
+        name: "total".into(),
+        ..Totals::default()
+    };
+    for r in &t {
+        row(r);
         sum.jobs += r.jobs;
         sum.measured_jobs += r.measured_jobs;
         sum.gpu_hours += r.gpu_hours;
@@ -280,19 +287,6 @@ fn totals(o: &Options, by: GroupBy, t: Vec<Totals>) -> Result<(), String> {
         sum.co2e_g += r.co2e_g;
         sum.embodied_g += r.embodied_g;
     }
-    println!(
-        "{:<20} {:>8} {:>9} {:>10} {:>12} {:>12} {:>12}",
-        "total",
-        sum.jobs,
-        sum.measured_jobs,
-        num(sum.gpu_hours, 2),
-        num(sum.gpu_wh / 1000.0, 4),
-        mass(sum.co2e_g, imperial),
-        if sum.embodied_g > 0.0 {
-            mass(sum.embodied_g, imperial)
-        } else {
-            "-".into()
-        }
-    );
+    row(&sum);
     Ok(())
 }
