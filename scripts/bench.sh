@@ -69,19 +69,29 @@ SC_PLUGSTACK="optional $plugin nvml_lib=$fake/libnvidia-ml.so.1 state_dir=$SC_CL
 read -r pm pp pa pn <<<"$(stats "$out/calls.tsv" 1)"
 read -r em ep ea en <<<"$(stats "$out/calls.tsv" 2)"
 sleep 3; pkill -x spank-carbon || true; rm -rf "$bstate"
-# The accounting write: what a deliverer does for one node (read, merge, write).
+# The accounting write: what the courier does for one record (read, merge, write; one read
+# serves every record due in a round).
 job=$(sbatch --parsable -o /dev/null --wrap true)
 while squeue -h -j "$job" | grep -q .; do sleep 0.2; done
 sleep 2
 : >"$out/write.tsv"
 for i in $(seq 50); do
     t0=$(date +%s%N)
-    sacct -n -P -X -j "$job" -o JobIDRaw,SystemComment >/dev/null
+    sacct -n -P -X -j "$job" -o JobIDRaw,JobID,State,SystemComment >/dev/null
     t1=$(date +%s%N)
     sacctmgr -i modify job where jobid="$job" set SystemComment="spank-carbon/1 gpu_wh=$i.5" >/dev/null
     t2=$(date +%s%N)
     echo "$i $((t1 - t0)) $((t2 - t1)) $((t2 - t0))" >>"$out/write.tsv"
 done
+# Lone jobs, one after another: from the epilog to the record in accounting.
+since=$(date +%s)
+for i in $(seq 10); do
+    j=$(sbatch --parsable -o /dev/null --gres=gpu:1 --wrap true)
+    while squeue -h -j "$j" 2>/dev/null | grep -q . || [[ -n $(ls -A "$SC_CLUSTER_DIR/state/pending") ]]; do
+        sleep 0.1
+    done
+done
+read -r lm lp lx ln <<<"$(python3 scripts/bench/latency.py "$since" "$SC_CLUSTER_DIR"/log/node?.log -- "$SC_CLUSTER_DIR/state/spank-carbon.log")"
 read -r rm_ rp ra rn <<<"$(stats "$out/write.tsv" 1)"
 read -r wm wp wa wn <<<"$(stats "$out/write.tsv" 2)"
 read -r tm tp ta tn <<<"$(stats "$out/write.tsv" 3)"
@@ -91,11 +101,12 @@ read -r tm tp ta tn <<<"$(stats "$out/write.tsv" 3)"
     echo "| | median ms | p99 ms | mean ms |"
     echo "|---|---|---|---|"
     echo "| prolog (gres mapping, state, start sampler) | $pm | $pp | $pa |"
-    echo "| epilog (stop sampler, total, local record, queue, start deliverer) | $em | $ep | $ea |"
+    echo "| epilog (stop sampler, total, local record, queue for the courier) | $em | $ep | $ea |"
     echo "| accounting read (sacct) | $rm_ | $rp | $ra |"
     echo "| accounting write (sacctmgr) | $wm | $wp | $wa |"
     echo "| read + write, one round ($tn rounds) | $tm | $tp | $ta |"
     echo "| epilog + one read-write round | $(python3 -c "print(f'{$em+$tm:.2f}')") | | |"
+    echo "| record in accounting after the epilog ($ln lone jobs, from the logs) | $(python3 -c "print(f'{1000*$lm:.0f}')") | $(python3 -c "print(f'{1000*$lp:.0f}')") (max) | |"
     echo
 } >>"$res"
 
@@ -136,30 +147,42 @@ kill "${pids[@]}" 2>/dev/null || true
 sleep 1; rm -rf "$bstate"
 
 # --- 3. throughput and 4. srun start-up, with and without the plugin ---------------------------
-quiet() { # waits until no spank-carbon process (samplers, deliverers) is left
+delivered() { # waits until no record is pending and no job state is left
     local end=$((SECONDS + 600))
-    while pgrep -x spank-carbon >/dev/null && ((SECONDS < end)); do sleep 1; done
-}
-throughput() { # -> seconds for N_JOBS short GPU jobs
-    local t0 t1
-    t0=$(date +%s.%N)
-    for i in $(seq "$N_JOBS"); do
-        sbatch -o /dev/null --gres=gpu:1 --wrap true >/dev/null
+    while { [[ -n $(ls -A "$SC_CLUSTER_DIR/state/pending" 2>/dev/null) ]] ||
+        [[ -n $(ls -A "$SC_CLUSTER_DIR/state/jobs" 2>/dev/null) ]]; } && ((SECONDS < end)); do
+        sleep 0.2
     done
-    while squeue -h | grep -q .; do sleep 0.2; done
+}
+throughput() { # -> "seconds to the last job's end, seconds until every record was delivered"
+    local t0 t1 t2 array
+    # One held array of N_JOBS tasks, released at once: the time is the cluster's, not
+    # sbatch's (a loop of sbatch calls mostly measures submission).
+    array=$(sbatch --parsable -H -o /dev/null --array=1-"$N_JOBS" --gres=gpu:1 --wrap true)
+    sleep 2
+    t0=$(date +%s.%N)
+    scontrol release "$array"
+    while squeue -h | grep -q .; do sleep 0.1; done
     t1=$(date +%s.%N)
-    quiet
+    delivered
     t2=$(date +%s.%N)
     python3 -c "print(f'{$t1 - $t0:.2f} {$t2 - $t0:.2f}')"
 }
 with_line="optional $plugin nvml_lib=$fake/libnvidia-ml.so.1 state_dir=$SC_CLUSTER_DIR/state"
-declare -A tput srun_ms done_s
-for mode in without with without with; do
+declare -A tput srun_ms done_s lat
+for mode in without with without with without with; do
     if [[ $mode == with ]]; then echo "$with_line" >/etc/slurm/plugstack.conf; else : >/etc/slurm/plugstack.conf; fi
     scripts/cluster.sh restart-slurmd >/dev/null
+    scripts/cluster.sh wait-idle >/dev/null
+    since=$(date +%s)
     read -r t d <<<"$(throughput)"
+    if [[ $mode == with ]]; then
+        lat[with]="${lat[with]:-}$(python3 scripts/bench/latency.py "$since" "$SC_CLUSTER_DIR"/log/node?.log -- "$SC_CLUSTER_DIR/state/spank-carbon.log");"
+    fi
     tput[$mode]="${tput[$mode]:-} $t"
     done_s[$mode]="${done_s[$mode]:-} $d"
+    # The courier leaves 10 s after its last record; srun is timed on a quiet node.
+    while pgrep -x spank-carbon >/dev/null; do sleep 1; done
     scripts/cluster.sh wait-idle >/dev/null
     hyperfine -N -w 3 -r 30 --export-json "$out/srun-$mode.json" 'srun -N1 -w node2 true' >/dev/null
     srun_ms[$mode]="${srun_ms[$mode]:-} $(python3 -c "import json;print(f\"{json.load(open('$out/srun-$mode.json'))['results'][0]['median']*1000:.1f}\")")"
@@ -167,17 +190,22 @@ done
 echo "$with_line" >/etc/slurm/plugstack.conf
 scripts/cluster.sh restart-slurmd >/dev/null
 {
-    echo "## 3. Throughput: $N_JOBS jobs (--gres=gpu:1, 'true'), submit to last completion; two rounds each, alternated"
+    echo "## 3. Throughput: $N_JOBS jobs (one held array, --gres=gpu:1, 'true'), release to last job end; three rounds each, alternated"
     echo
-    echo "| plugin | seconds to last job end (round 1, round 2) | jobs/s (best) | seconds until every record was delivered |"
-    echo "|---|---|---|---|"
+    echo "| plugin | seconds to the last job's end (rounds) | median | jobs/s (median) | seconds until every record was delivered (rounds) |"
+    echo "|---|---|---|---|---|"
     for mode in without with; do
-        python3 -c "v=[float(x) for x in '${tput[$mode]}'.split()]; d='${done_s[$mode]}'.split(); print(f'| $mode | {v[0]:.2f}, {v[1]:.2f} | {$N_JOBS/min(v):.2f} | {\", \".join(d) if \"$mode\" == \"with\" else \"-\"} |')"
+        python3 -c "import statistics as st; v=[float(x) for x in '${tput[$mode]}'.split()]; d='${done_s[$mode]}'.split(); m=st.median(v); print(f'| $mode | {\", \".join(f\"{x:.2f}\" for x in v)} | {m:.2f} | {$N_JOBS/m:.1f} | {\", \".join(d) if \"$mode\" == \"with\" else \"-\"} |')"
     done
-    python3 -c "a=min(float(x) for x in '${tput[without]}'.split()); b=min(float(x) for x in '${tput[with]}'.split()); print(f'\nThroughput with the plugin: {100*a/b:.1f}% of without.\n')"
-    echo "## 4. srun start-up: \`srun -N1 -w node2 true\`, hyperfine median of 30 runs, two rounds each"
+    python3 -c "import statistics as st; a=st.median(float(x) for x in '${tput[without]}'.split()); b=st.median(float(x) for x in '${tput[with]}'.split()); print(f'\nThroughput with the plugin (medians): {100*a/b:.1f}% of without.\n')"
+    echo "Time from each job's epilog to its record in accounting (epilog line in slurmd's log to the"
+    echo "courier's line in the state log), per round with the plugin: median, p99, max seconds, records:"
     echo
-    echo "| plugin | median ms (round 1, round 2) |"
+    echo "${lat[with]}" | tr ';' '\n' | sed '/^$/d; s/^/    /'
+    echo
+    echo "## 4. srun start-up: \`srun -N1 -w node2 true\`, hyperfine median of 30 runs, three rounds each"
+    echo
+    echo "| plugin | median ms (rounds) |"
     echo "|---|---|"
     echo "| without | ${srun_ms[without]} |"
     echo "| with | ${srun_ms[with]} |"

@@ -10,6 +10,7 @@
 //! also start at staggered times (by their rank in the job's node list), which makes
 //! such collisions rare in the first place.
 
+use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -45,11 +46,36 @@ impl AcctError {
     }
 }
 
+/// A job's row in accounting, as sacct printed it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    /// The job as sacct names it (`JobID`): `123`, `120_7` for an array task, `130+1` for
+    /// a heterogeneous job's component. sacctmgr's `jobid=` must be given this form: a
+    /// bare id also selects every task of the array (and every component of the het job)
+    /// that bears it, so writing by `JobIDRaw` would put one task's record on all of them.
+    pub id: String,
+    /// Whether slurmctld's completion record is in (a final state).
+    pub ended: bool,
+    pub value: String,
+}
+
+/// What a read found for each job asked for (by `JobIDRaw`); a job that accounting does
+/// not know yet is absent, a job whose row cannot be told apart from another is an error.
+pub type Rows = BTreeMap<u32, Result<Row, String>>;
+
 /// The job accounting database, as far as this plugin uses it.
 pub trait Accounting {
-    /// The field's current text; `None` while the job is not (yet) in accounting.
-    fn read(&self, job: u32, field: Field) -> Result<Option<String>, AcctError>;
-    fn write(&self, job: u32, field: Field, value: &str) -> Result<(), AcctError>;
+    /// The field of each of `jobs`, in one query.
+    fn read(&self, jobs: &[u32], field: Field) -> Result<Rows, AcctError>;
+    /// Sets the field of the job sacct names `id` (see [`Row::id`]).
+    fn write(&self, id: &str, field: Field, value: &str) -> Result<(), AcctError>;
+    /// Several writes (`(id, value)`), in any order; one result for each.
+    fn write_all(&self, writes: &[(&str, &str)], field: Field) -> Vec<Result<(), AcctError>> {
+        writes
+            .iter()
+            .map(|(id, value)| self.write(id, field, value))
+            .collect()
+    }
 }
 
 /// Slurm's own tools, run by absolute path with an argument vector and a time limit.
@@ -145,41 +171,115 @@ pub const ENDED: [&str; 9] = [
     "OUT_OF_MEMORY",
 ];
 
-/// Parses `sacct -n -P -X -o JobIDRaw,State,<field>` output for `job`: the field's text
-/// once the job's completion record is in the database, `None` before. Waiting for it
-/// matters for AdminComment and Comment, which the completion record rewrites.
-pub fn parse_sacct_field(job: u32, stdout: &[u8]) -> Result<Option<String>, AcctError> {
-    let text = std::str::from_utf8(stdout).map_err(|_| AcctError::NotUtf8)?;
-    let text = text.strip_suffix('\n').unwrap_or(text);
-    if text.is_empty() {
-        return Ok(None);
+/// Whether `line` starts a row of `sacct -n -P -o JobIDRaw,JobID,State,<field>`:
+/// `<digits>|<jobid>|<STATE>[ by <uid>]|`. Returns the raw id, the JobID, the state and
+/// the start of the field. Other lines continue the previous row's field (a comment can
+/// hold newlines).
+fn row_start(line: &str) -> Option<(u32, &str, &str, &str)> {
+    let mut it = line.splitn(4, '|');
+    let raw = it.next()?;
+    let id = it.next()?;
+    let state = it.next()?;
+    let value = it.next()?;
+    let raw_ok = !raw.is_empty() && raw.len() <= 10 && raw.bytes().all(|b| b.is_ascii_digit());
+    let (word, by) = match state.split_once(" by ") {
+        Some((w, uid)) => (w, Some(uid)),
+        None => (state, None),
+    };
+    let state_ok = !word.is_empty()
+        && word.bytes().all(|b| b.is_ascii_uppercase() || b == b'_')
+        && by.map_or(true, |u| {
+            !u.is_empty() && u.bytes().all(|b| b.is_ascii_digit())
+        });
+    let id_ok = !id.is_empty() && id.bytes().all(|b| b.is_ascii_graphic());
+    if !(raw_ok && state_ok && id_ok) {
+        return None;
     }
-    let prefix = format!("{job}|");
-    match text
-        .strip_prefix(&prefix)
-        .and_then(|rest| rest.split_once('|'))
-    {
-        Some((state, value)) => Ok(ENDED
-            .iter()
-            .any(|s| state.starts_with(s))
-            .then(|| value.to_string())),
-        None => Err(AcctError::Failed {
-            tool: "sacct".into(),
-            detail: format!(
-                "unexpected output `{}`",
-                text.chars().take(80).collect::<String>()
-            ),
-        }),
+    Some((raw.parse().ok()?, id, word, value))
+}
+
+/// Whether sacct's `JobID` is a form sacctmgr selects exactly one job by: `N`, `N_T`
+/// or `N+O`.
+pub fn valid_job_selector(id: &str) -> bool {
+    let digits = |s: &str| !s.is_empty() && s.len() <= 10 && s.bytes().all(|b| b.is_ascii_digit());
+    match id.split_once(['_', '+']) {
+        Some((a, b)) => digits(a) && digits(b),
+        None => digits(id),
     }
 }
 
+/// Parses `sacct -n -P -X -o JobIDRaw,JobID,State,<field>` output, keeping the rows of
+/// `jobs`. A field is only trusted once the job's completion record is in the database
+/// ([`Row::ended`]); that matters for AdminComment and Comment, which it rewrites.
+pub fn parse_sacct_rows(jobs: &[u32], stdout: &[u8]) -> Result<Rows, AcctError> {
+    let text = std::str::from_utf8(stdout).map_err(|_| AcctError::NotUtf8)?;
+    let text = text.strip_suffix('\n').unwrap_or(text);
+    let mut rows: Vec<(u32, String, bool, String)> = Vec::new();
+    if !text.is_empty() {
+        for line in text.split('\n') {
+            match row_start(line) {
+                Some((raw, id, state, value)) => rows.push((
+                    raw,
+                    id.to_string(),
+                    ENDED.contains(&state),
+                    value.to_string(),
+                )),
+                None => match rows.last_mut() {
+                    Some(last) => {
+                        last.3.push('\n');
+                        last.3.push_str(line);
+                    }
+                    None => {
+                        return Err(AcctError::Failed {
+                            tool: "sacct".into(),
+                            detail: format!(
+                                "unexpected output `{}`",
+                                line.chars().take(80).collect::<String>()
+                            ),
+                        })
+                    }
+                },
+            }
+        }
+    }
+    let mut out = Rows::new();
+    let mut twice = Vec::new();
+    for (raw, id, ended, value) in rows {
+        if !jobs.contains(&raw) {
+            continue;
+        }
+        let entry = if valid_job_selector(&id) {
+            Ok(Row { id, ended, value })
+        } else {
+            Err(format!("sacct names job {raw} `{id}`, not a single job"))
+        };
+        if out.insert(raw, entry).is_some() {
+            twice.push(raw);
+        }
+    }
+    for raw in twice {
+        out.insert(
+            raw,
+            Err(format!("sacct printed more than one row for job {raw}")),
+        );
+    }
+    Ok(out)
+}
+
 impl Accounting for SlurmTools {
-    fn read(&self, job: u32, field: Field) -> Result<Option<String>, AcctError> {
-        let job_s = job.to_string();
-        let format = format!("JobIDRaw,State,{}", field.slurm_name());
+    fn read(&self, jobs: &[u32], field: Field) -> Result<Rows, AcctError> {
+        if jobs.is_empty() {
+            return Ok(Rows::new());
+        }
+        let list = jobs
+            .iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        let format = format!("JobIDRaw,JobID,State,{}", field.slurm_name());
         let out = run_tool(
             &self.sacct,
-            &["-n", "-P", "-X", "-j", &job_s, "-o", &format],
+            &["-n", "-P", "-X", "-j", &list, "-o", &format],
             self.timeout,
         )?;
         if !out.status.success() {
@@ -188,11 +288,17 @@ impl Accounting for SlurmTools {
                 detail: detail(&out),
             });
         }
-        parse_sacct_field(job, &out.stdout)
+        parse_sacct_rows(jobs, &out.stdout)
     }
 
-    fn write(&self, job: u32, field: Field, value: &str) -> Result<(), AcctError> {
-        let cond = format!("jobid={job}");
+    fn write(&self, id: &str, field: Field, value: &str) -> Result<(), AcctError> {
+        if !valid_job_selector(id) {
+            return Err(AcctError::Failed {
+                tool: "sacctmgr".into(),
+                detail: format!("`{id}` is not a job"),
+            });
+        }
+        let cond = format!("jobid={id}");
         let set = format!("{}={}", field.slurm_name(), value);
         let out = run_tool(
             &self.sacctmgr,
@@ -209,7 +315,34 @@ impl Accounting for SlurmTools {
             })
         }
     }
+
+    /// Up to [`PARALLEL_WRITES`] sacctmgr at a time: each waits about a quarter of a
+    /// second on slurmdbd while costing almost no CPU, so a burst of records goes out
+    /// several times faster than one after the other.
+    fn write_all(&self, writes: &[(&str, &str)], field: Field) -> Vec<Result<(), AcctError>> {
+        let mut results = Vec::with_capacity(writes.len());
+        for chunk in writes.chunks(PARALLEL_WRITES) {
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = chunk
+                    .iter()
+                    .map(|(id, value)| scope.spawn(move || self.write(id, field, value)))
+                    .collect();
+                for h in handles {
+                    results.push(h.join().unwrap_or_else(|_| {
+                        Err(AcctError::Failed {
+                            tool: "sacctmgr".into(),
+                            detail: "the writer thread panicked".into(),
+                        })
+                    }));
+                }
+            });
+        }
+        results
+    }
 }
+
+/// How many sacctmgr a courier runs at once.
+pub const PARALLEL_WRITES: usize = 4;
 
 /// What one node delivers.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -230,7 +363,9 @@ pub struct Timing {
 }
 
 impl Timing {
-    fn poll(&self) -> Duration {
+    /// How often a record waiting for its job's completion record, or for its field to
+    /// settle, is read again.
+    pub fn poll(&self) -> Duration {
         (self.settle / 6).clamp(Duration::from_millis(100), Duration::from_secs(1))
     }
 }
@@ -242,8 +377,205 @@ pub struct Delivered {
     pub record: String,
 }
 
-/// Merges `d.part` into the job's field and stays until the field has held it,
-/// unchanged, for `timing.settle`. See the module's documentation.
+/// One record on its way: the delivery and where its merge protocol stands.
+#[derive(Debug, Clone)]
+pub struct Item {
+    pub delivery: Delivery,
+    /// Not to be read before this (stagger, polling, back-off).
+    pub not_before: Instant,
+    /// Given up on after this.
+    pub deadline: Instant,
+    last_seen: Option<String>,
+    stable_since: Instant,
+    writes: u32,
+    reads: u32,
+    backoff: Duration,
+    last_error: String,
+}
+
+impl Item {
+    /// A record whose delivery starts now, after its node's stagger (its rank in the
+    /// job's node list).
+    pub fn new(delivery: Delivery, timing: &Timing) -> Item {
+        let now = Instant::now();
+        let rank = delivery
+            .nodes
+            .iter()
+            .position(|n| *n == delivery.part.node)
+            .unwrap_or(0) as u32;
+        Item {
+            delivery,
+            not_before: now + timing.stagger * rank,
+            deadline: now + timing.give_up,
+            last_seen: None,
+            stable_since: now,
+            writes: 0,
+            reads: 0,
+            backoff: timing.poll(),
+            last_error: String::from("the job is not in accounting yet"),
+        }
+    }
+
+    /// Starts over (a retry after giving up): due now, a new deadline.
+    pub fn restart(&mut self, timing: &Timing) {
+        let now = Instant::now();
+        self.not_before = now;
+        self.deadline = now + timing.give_up;
+        self.last_seen = None;
+        self.backoff = timing.poll();
+    }
+
+    pub fn is_due(&self, now: Instant) -> bool {
+        self.not_before <= now
+    }
+
+    fn failed(&mut self, e: String, cap: Duration) {
+        self.last_error = e;
+        self.not_before = Instant::now() + self.backoff;
+        self.backoff = (self.backoff * 2).min(cap);
+    }
+}
+
+/// Where a record stands after a round.
+#[derive(Debug)]
+pub enum Step {
+    /// Not due, or due again later.
+    Wait,
+    Done(Delivered),
+    /// Only a change of the field's content can help: retrying on a timer is pointless.
+    Refused(AcctError),
+    GaveUp(AcctError),
+}
+
+/// One round of delivery for every due item: one read of all their jobs (per field),
+/// then a merge, and a write where the field lacks the node's part. A record of a
+/// one-node job is done when sacctmgr confirms its write (the completion record, the
+/// other writer of AdminComment and Comment, is waited for before the first read); a
+/// part of a multi-node job is done once the field has held it, unchanged, for
+/// `timing.settle` (see the module's documentation). Returns one step per item and
+/// whether accounting answered a read.
+pub fn round(
+    acct: &dyn Accounting,
+    items: &mut [Item],
+    timing: &Timing,
+    lowercases: bool,
+) -> (Vec<Step>, bool) {
+    let now = Instant::now();
+    let mut steps: Vec<Step> = items.iter().map(|_| Step::Wait).collect();
+    let mut answered = false;
+    for field in [Field::System, Field::Admin, Field::Job] {
+        let due: Vec<usize> = (0..items.len())
+            .filter(|&i| items[i].delivery.field == field && items[i].is_due(now))
+            .collect();
+        if due.is_empty() {
+            continue;
+        }
+        let mut jobs: Vec<u32> = due.iter().map(|&i| items[i].delivery.job).collect();
+        jobs.sort_unstable();
+        jobs.dedup();
+        let rows = acct.read(&jobs, field);
+        answered |= rows.is_ok();
+        // Merge first, then write every field that lacks its part in one go.
+        let mut writes: Vec<(usize, String, String)> = Vec::new();
+        for i in due {
+            let item = &mut items[i];
+            item.reads += 1;
+            let row = match &rows {
+                Err(e) => Err(e.to_string()),
+                Ok(rows) => match rows.get(&item.delivery.job) {
+                    Some(Ok(row)) if row.ended => Ok(Some(row)),
+                    None | Some(Ok(_)) => Ok(None),
+                    Some(Err(e)) => Err(e.clone()),
+                },
+            };
+            steps[i] = match row {
+                Err(e) => {
+                    item.failed(e, Duration::from_secs(30));
+                    Step::Wait
+                }
+                Ok(None) => {
+                    item.not_before = Instant::now() + timing.poll();
+                    Step::Wait
+                }
+                Ok(Some(row)) => {
+                    item.backoff = timing.poll();
+                    match examine(item, row, timing, lowercases) {
+                        Ok(step) => step,
+                        Err(merged) => {
+                            writes.push((i, row.id.clone(), merged));
+                            Step::Wait
+                        }
+                    }
+                }
+            };
+        }
+        let requests: Vec<(&str, &str)> = writes
+            .iter()
+            .map(|(_, id, v)| (id.as_str(), v.as_str()))
+            .collect();
+        let results = acct.write_all(&requests, field);
+        for ((i, _, merged), result) in writes.into_iter().zip(results) {
+            let item = &mut items[i];
+            steps[i] = match result {
+                Ok(()) if item.delivery.nodes.len() <= 1 => Step::Done(Delivered {
+                    writes: item.writes + 1,
+                    reads: item.reads,
+                    record: merged,
+                }),
+                Ok(()) => {
+                    item.writes += 1;
+                    item.last_seen = None;
+                    item.not_before = Instant::now() + timing.poll();
+                    Step::Wait
+                }
+                Err(e) => {
+                    item.failed(e.to_string(), Duration::from_secs(30));
+                    Step::Wait
+                }
+            };
+        }
+    }
+    let now = Instant::now();
+    for (item, step) in items.iter().zip(steps.iter_mut()) {
+        if matches!(step, Step::Wait) && item.reads > 0 && now > item.deadline {
+            *step = Step::GaveUp(AcctError::GaveUp {
+                secs: timing.give_up.as_secs(),
+                last: item.last_error.clone(),
+            });
+        }
+    }
+    (steps, answered)
+}
+
+/// The merge protocol's step for one record whose job's row was read: done, waiting, or
+/// (`Err`) the field to write.
+fn examine(item: &mut Item, row: &Row, timing: &Timing, lowercases: bool) -> Result<Step, String> {
+    let d = &item.delivery;
+    let single = d.nodes.len() <= 1;
+    let current = &row.value;
+    if item.last_seen.as_deref() != Some(current.as_str()) {
+        item.stable_since = Instant::now();
+        item.last_seen = Some(current.clone());
+    }
+    let merged = record::merge(current, &d.part, &d.meta, Some(&d.nodes));
+    if merged != *current {
+        return match check_writable(&merged, lowercases) {
+            Ok(()) => Err(merged),
+            Err(e) => Ok(Step::Refused(e.into())),
+        };
+    }
+    if single || item.stable_since.elapsed() >= timing.settle {
+        return Ok(Step::Done(Delivered {
+            writes: item.writes,
+            reads: item.reads,
+            record: current.clone(),
+        }));
+    }
+    item.not_before = Instant::now() + timing.poll();
+    Ok(Step::Wait)
+}
+
+/// Delivers one record, rounds until it is done: what [`round`] does for many.
 pub fn deliver(
     acct: &dyn Accounting,
     d: &Delivery,
@@ -251,82 +583,20 @@ pub fn deliver(
     lowercases: bool,
     sleep: &dyn Fn(Duration),
 ) -> Result<Delivered, AcctError> {
-    let rank = d.nodes.iter().position(|n| *n == d.part.node).unwrap_or(0) as u32;
-    sleep(timing.stagger * rank);
-    // A one-node job has no other writer of its record (the completion record, the
-    // other writer of AdminComment and Comment, is waited for before the first read):
-    // one verifying read after the write is enough.
-    let settle = if d.nodes.len() > 1 {
-        timing.settle
-    } else {
-        Duration::ZERO
-    };
-    let started = Instant::now();
-    let poll = timing.poll();
-    let mut backoff = poll;
-    let mut last_seen: Option<String> = None;
-    let mut stable_since = Instant::now();
-    let mut writes = 0;
-    let mut reads = 0;
-    let mut last_error = String::from("the job is not in accounting yet");
+    let mut items = [Item::new(d.clone(), timing)];
     loop {
-        if started.elapsed() > timing.give_up {
-            return Err(AcctError::GaveUp {
-                secs: timing.give_up.as_secs(),
-                last: last_error,
-            });
+        let wait = items[0]
+            .not_before
+            .saturating_duration_since(Instant::now());
+        if !wait.is_zero() {
+            sleep(wait);
         }
-        reads += 1;
-        let current = match acct.read(d.job, d.field) {
-            Ok(Some(text)) => text,
-            Ok(None) => {
-                sleep(poll);
-                continue;
-            }
-            Err(e) => {
-                last_error = e.to_string();
-                sleep(backoff);
-                backoff = (backoff * 2).min(Duration::from_secs(30));
-                continue;
-            }
-        };
-        backoff = poll;
-        if last_seen.as_deref() != Some(current.as_str()) {
-            stable_since = Instant::now();
-            last_seen = Some(current.clone());
+        let (mut steps, _) = round(acct, &mut items, timing, lowercases);
+        match steps.pop() {
+            Some(Step::Done(done)) => return Ok(done),
+            Some(Step::Refused(e)) | Some(Step::GaveUp(e)) => return Err(e),
+            Some(Step::Wait) | None => {}
         }
-        let merged = record::merge(&current, &d.part, &d.meta, Some(&d.nodes));
-        if merged != current {
-            check_writable(&merged, lowercases)?;
-            match acct.write(d.job, d.field, &merged) {
-                Ok(()) if settle.is_zero() => {
-                    // One writer: sacctmgr's "Modified" is the confirmation.
-                    return Ok(Delivered {
-                        writes: writes + 1,
-                        reads,
-                        record: merged,
-                    });
-                }
-                Ok(()) => writes += 1,
-                Err(e) => {
-                    last_error = e.to_string();
-                    sleep(backoff);
-                    backoff = (backoff * 2).min(Duration::from_secs(30));
-                    continue;
-                }
-            }
-            last_seen = None;
-            sleep(poll);
-            continue;
-        }
-        if stable_since.elapsed() >= settle {
-            return Ok(Delivered {
-                writes,
-                reads,
-                record: current,
-            });
-        }
-        sleep(poll);
     }
 }
 
@@ -369,6 +639,23 @@ mod tests {
         }
     }
 
+    /// Every job asked for has `value` (ended), or none is in accounting yet.
+    fn rows(jobs: &[u32], value: Option<String>) -> Rows {
+        jobs.iter()
+            .filter_map(|&j| {
+                let v = value.clone()?;
+                Some((
+                    j,
+                    Ok(Row {
+                        id: j.to_string(),
+                        ended: true,
+                        value: v,
+                    }),
+                ))
+            })
+            .collect()
+    }
+
     struct Db {
         value: RefCell<Option<String>>,
         writes: RefCell<u32>,
@@ -376,7 +663,7 @@ mod tests {
     }
 
     impl Accounting for Db {
-        fn read(&self, _: u32, _: Field) -> Result<Option<String>, AcctError> {
+        fn read(&self, jobs: &[u32], _: Field) -> Result<Rows, AcctError> {
             if *self.fail_reads.borrow() > 0 {
                 *self.fail_reads.borrow_mut() -= 1;
                 return Err(AcctError::Timeout {
@@ -384,9 +671,9 @@ mod tests {
                     secs: 1,
                 });
             }
-            Ok(self.value.borrow().clone())
+            Ok(rows(jobs, self.value.borrow().clone()))
         }
-        fn write(&self, _: u32, _: Field, v: &str) -> Result<(), AcctError> {
+        fn write(&self, _: &str, _: Field, v: &str) -> Result<(), AcctError> {
             *self.writes.borrow_mut() += 1;
             *self.value.borrow_mut() = Some(v.to_string());
             Ok(())
@@ -470,10 +757,10 @@ mod tests {
     }
 
     impl Accounting for Arc<SlowDb> {
-        fn read(&self, _: u32, _: Field) -> Result<Option<String>, AcctError> {
-            Ok(Some(self.value.lock().unwrap().clone()))
+        fn read(&self, jobs: &[u32], _: Field) -> Result<Rows, AcctError> {
+            Ok(rows(jobs, Some(self.value.lock().unwrap().clone())))
         }
-        fn write(&self, _: u32, _: Field, v: &str) -> Result<(), AcctError> {
+        fn write(&self, _: &str, _: Field, v: &str) -> Result<(), AcctError> {
             std::thread::sleep(self.latency);
             *self.value.lock().unwrap() = v.to_string();
             Ok(())
@@ -515,19 +802,85 @@ mod tests {
 
     #[test]
     fn sacct_output_parsing() {
-        assert_eq!(parse_sacct_field(5, b"").unwrap(), None);
+        let one = |out: &[u8]| parse_sacct_rows(&[5], out).unwrap().remove(&5);
+        assert_eq!(one(b""), None);
         assert_eq!(
-            parse_sacct_field(5, b"5|COMPLETED|\n").unwrap(),
-            Some(String::new())
+            one(b"5|5|COMPLETED|\n"),
+            Some(Ok(Row {
+                id: "5".into(),
+                ended: true,
+                value: String::new()
+            }))
         );
+        // A field with '|' and a newline in it; the state with its "by <uid>".
         assert_eq!(
-            parse_sacct_field(5, b"5|CANCELLED by 0|a|b\nc\n").unwrap(),
-            Some("a|b\nc".into())
+            one(b"5|5|CANCELLED by 0|a|b\nc\n").unwrap().unwrap().value,
+            "a|b\nc"
         );
         // Still running in the database: the completion record has not arrived.
-        assert_eq!(parse_sacct_field(5, b"5|RUNNING|x\n").unwrap(), None);
-        assert!(parse_sacct_field(5, b"6|COMPLETED|x\n").is_err());
-        assert!(parse_sacct_field(5, b"5|x\n").is_err());
-        assert!(parse_sacct_field(5, b"5|COMPLETED|\xff\n").is_err());
+        assert!(!one(b"5|5|RUNNING|x\n").unwrap().unwrap().ended);
+        assert_eq!(one(b"6|6|COMPLETED|x\n"), None);
+        assert!(parse_sacct_rows(&[5], b"5|x\n").is_err());
+        assert!(parse_sacct_rows(&[5], b"5|5|COMPLETED|\xff\n").is_err());
+    }
+
+    #[test]
+    fn array_and_het_jobs_are_selected_exactly() {
+        // `sacct -j 9024` for the array whose id 9024 also is the last task's: every
+        // task comes back. Only 9024's own row counts, and it is written as 9024_3.
+        let out = b"9025|9024_1|COMPLETED|a\n9026|9024_2|COMPLETED|b\n9024|9024_3|COMPLETED|c\n";
+        let rows = parse_sacct_rows(&[9024], out).unwrap();
+        assert_eq!(rows.len(), 1);
+        let row = rows[&9024].as_ref().unwrap();
+        assert_eq!((row.id.as_str(), row.value.as_str()), ("9024_3", "c"));
+        let rows =
+            parse_sacct_rows(&[130, 131], b"130|130+0|FAILED|\n131|130+1|COMPLETED|x\n").unwrap();
+        assert_eq!(rows[&131].as_ref().unwrap().id, "130+1");
+        assert!(
+            valid_job_selector("9024_3") && valid_job_selector("130+1") && valid_job_selector("7")
+        );
+        for bad in ["", "9024_[1-3]", "1_2_3", "a", "1;2", "1 2", "_1", "1+"] {
+            assert!(!valid_job_selector(bad), "{bad}");
+        }
+        // A field that forges a second row for the job: neither row is trusted.
+        let forged = b"9024|9024_3|COMPLETED|x\n9024|9024_3|COMPLETED|evil\n";
+        assert!(parse_sacct_rows(&[9024], forged).unwrap()[&9024].is_err());
+        // A pending array's row (its JobID is a range) cannot be written to.
+        let rows = parse_sacct_rows(&[77], b"77|77_[1-5]|PENDING|\n").unwrap();
+        assert!(rows[&77].is_err());
+    }
+
+    #[test]
+    fn one_round_reads_every_due_record_at_once() {
+        struct Count {
+            reads: RefCell<Vec<Vec<u32>>>,
+            writes: RefCell<Vec<String>>,
+        }
+        impl Accounting for Count {
+            fn read(&self, jobs: &[u32], _: Field) -> Result<Rows, AcctError> {
+                self.reads.borrow_mut().push(jobs.to_vec());
+                Ok(rows(jobs, Some(String::new())))
+            }
+            fn write(&self, id: &str, _: Field, _: &str) -> Result<(), AcctError> {
+                self.writes.borrow_mut().push(id.to_string());
+                Ok(())
+            }
+        }
+        let acct = Count {
+            reads: RefCell::new(vec![]),
+            writes: RefCell::new(vec![]),
+        };
+        let mut items: Vec<Item> = (1..=5)
+            .map(|j| {
+                let mut d = delivery("n1", 1.0, &["n1"]);
+                d.job = j;
+                Item::new(d, &timing())
+            })
+            .collect();
+        let (steps, answered) = round(&acct, &mut items, &timing(), true);
+        assert!(answered);
+        assert!(steps.iter().all(|s| matches!(s, Step::Done(_))));
+        assert_eq!(*acct.reads.borrow(), vec![vec![1, 2, 3, 4, 5]]);
+        assert_eq!(acct.writes.borrow().len(), 5);
     }
 }

@@ -3,6 +3,7 @@
 //! end total the node's energy, keep a local record and hand it to delivery.
 
 use std::fs;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -198,7 +199,7 @@ pub fn prolog(
         })?;
     info.sampler_pid = Some(pid);
     state::write_json(&info_path, &info)?;
-    redeliver_stale(config, &state, args, spawner);
+    ensure_courier(config, &state, args, spawner, true);
     sweep_stale_jobs(config, &state);
     Ok(PrologOutcome::Started { minors, pid })
 }
@@ -339,25 +340,61 @@ pub fn finish_orphan(
     Ok(())
 }
 
-/// Starts `spank-carbon deliver` for records whose own deliverer gave up (accounting was
-/// unreachable for longer than `deliver_timeout_s`): called from every prolog and
-/// epilog, so records go out once slurmdbd answers again, with no manual step.
-pub fn redeliver_stale(config: &Config, state: &StateDir, args: &[String], spawner: &dyn Spawner) {
+/// The lock file the node's courier (`spank-carbon deliver`) holds while it runs.
+pub const COURIER_LOCK: &str = "courier.lock";
+
+/// The node's courier lock, if no courier holds it (dropping the file releases it).
+pub fn try_courier_lock(state: &StateDir) -> Option<fs::File> {
+    let lock = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(state.root().join(COURIER_LOCK))
+        .ok()?;
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).ok()?;
+    Some(lock)
+}
+
+/// Whether a courier holds the node's lock (taken and released at once: this only looks).
+pub fn courier_running(state: &StateDir) -> bool {
+    try_courier_lock(state).is_none()
+}
+
+/// Starts the node's courier (`spank-carbon deliver`) unless one runs: by every epilog
+/// that leaves a record (`stale_only` false), and by every prolog for records older than
+/// `deliver_timeout_s` + `settle_ms` (a courier that was killed, a node rebooted while
+/// records waited), so that records go out once slurmdbd answers, with no manual step.
+/// Returns the courier's pid if one was started.
+pub fn ensure_courier(
+    config: &Config,
+    state: &StateDir,
+    args: &[String],
+    spawner: &dyn Spawner,
+    stale_only: bool,
+) -> Option<u32> {
     let stale_after =
         Duration::from_secs(config.deliver_timeout_s) + Duration::from_millis(config.settle_ms);
-    let Ok(entries) = fs::read_dir(state.pending_dir()) else {
-        return;
-    };
-    let stale = entries.filter_map(|e| e.ok()).any(|e| {
-        e.metadata()
-            .and_then(|m| m.modified())
-            .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > stale_after))
+    let entries = fs::read_dir(state.pending_dir()).ok()?;
+    let wanted = entries.filter_map(|e| e.ok()).any(|e| {
+        !stale_only
+            || e.metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > stale_after))
     });
-    if stale {
-        let mut argv = vec!["deliver".to_string(), "--".into()];
-        argv.extend(args.iter().cloned());
-        if let Err(e) = spawner.spawn_detached(&config.bin, &argv, &[]) {
-            log::error!("could not start delivery of pending records: {e}");
+    if !wanted || courier_running(state) {
+        return None;
+    }
+    let mut argv = vec!["deliver".to_string(), "--".into()];
+    argv.extend(args.iter().cloned());
+    match spawner.spawn_detached(&config.bin, &argv, &[]) {
+        Ok(pid) => Some(pid),
+        Err(e) => {
+            log::error!(
+                "could not start delivery; records wait in {}: {e}",
+                state.pending_dir().display()
+            );
+            None
         }
     }
 }
@@ -404,6 +441,7 @@ pub enum EpilogOutcome {
     NothingMeasured,
     Recorded {
         part: NodePart,
+        /// The courier started for it; `None` where the node's courier already ran.
         deliverer: Option<u32>,
     },
 }
@@ -601,24 +639,8 @@ pub fn epilog(
     };
     state::write_json_durable(&state.pending_path(&key), &delivery)?;
     let _ = fs::remove_dir_all(&dir);
-    let mut argv = vec![
-        "deliver".to_string(),
-        "--key".into(),
-        key.to_string(),
-        "--".into(),
-    ];
-    argv.extend(args.iter().cloned());
-    redeliver_stale(config, &state, args, spawner);
-    let deliverer = match spawner.spawn_detached(&config.bin, &argv, &[]) {
-        Ok(pid) => Some(pid),
-        Err(e) => {
-            log::error!(
-                "job {key}: could not start delivery ({e}); the record waits in {}",
-                state.pending_path(&key).display()
-            );
-            None
-        }
-    };
+    // The node's courier takes it from here; it starts one if none runs.
+    let deliverer = ensure_courier(config, &state, args, spawner, false);
     Ok(EpilogOutcome::Recorded { part, deliverer })
 }
 

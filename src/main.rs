@@ -1,12 +1,13 @@
 //! `spank-carbon`: the sampler the plugin starts, record delivery, and tools.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::OpenOptions;
 use std::io::Read;
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 
@@ -14,7 +15,7 @@ mod fairshare_cli;
 mod measure;
 mod report_cli;
 
-use spank_carbon::accounting::{self, Delivery, SlurmTools, Timing};
+use spank_carbon::accounting::{self, Delivery, Item, SlurmTools, Step, Timing};
 use spank_carbon::config::Config;
 use spank_carbon::gpu::NvmlHost;
 use spank_carbon::logging::{self, chain};
@@ -348,32 +349,20 @@ fn job_still_running(squeue: &std::path::Path, job: &str) -> bool {
     !(state.is_empty() || accounting::ENDED.contains(&state))
 }
 
-/// Why a record was not delivered.
-enum NotYet {
-    /// Accounting did not answer in time: try again later.
-    Later(String),
-    /// Only a change of the field's content can help (text sacctmgr would alter), or
-    /// the pending file is unreadable: retrying on a timer is pointless.
-    Stuck(String),
-}
+/// How long a courier with nothing left to deliver stays for the next record.
+const COURIER_LINGER: Duration = Duration::from_secs(10);
 
-/// Delivers one pending record, holding an exclusive lock on its file so that two
-/// deliverers never work on the same record. `Ok(false)`: nothing to do here.
-fn deliver_one(state: &StateDir, key: &JobKey, config: &Config) -> Result<bool, NotYet> {
-    let path = state.pending_path(key);
-    let file = match OpenOptions::new().read(true).open(&path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
-        Err(e) => return Err(NotYet::Stuck(format!("{}: {e}", path.display()))),
-    };
-    if rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err() {
-        return Ok(false); // another deliverer has it
-    }
-    let delivery: Delivery = match state::read_json(&path) {
-        Ok(Some(d)) => d,
-        Ok(None) => return Ok(false),
-        Err(e) => return Err(NotYet::Stuck(chain(&e))),
-    };
+/// The most records one round of a courier reads and writes.
+const ROUND_MAX: usize = 200;
+
+/// The node's courier: delivers every pending record of the state directory (or only
+/// `only`) in rounds, one sacct read for all the records due in a round, until none is
+/// left. In the background (started by an epilog) it is the node's only courier (a
+/// lock in the state directory decides), picks up records that later epilogs leave, and
+/// keeps retrying those it gave up on every `retry_s`; in the foreground (the operator's
+/// `spank-carbon deliver`) it stops when each record is delivered or given up on.
+/// Returns the number of records not delivered.
+fn courier(state: &StateDir, config: &Config, only: Option<&JobKey>, foreground: bool) -> usize {
     let tools = SlurmTools {
         sacct: config.sacct.clone(),
         sacctmgr: config.sacctmgr.clone(),
@@ -384,82 +373,161 @@ fn deliver_one(state: &StateDir, key: &JobKey, config: &Config) -> Result<bool, 
         settle: Duration::from_millis(config.settle_ms),
         give_up: Duration::from_secs(config.deliver_timeout_s),
     };
-    match accounting::deliver(
-        &tools,
-        &delivery,
-        &timing,
-        spank_carbon::SACCTMGR_LOWERCASES,
-        &std::thread::sleep,
-    ) {
-        Ok(done) => {
-            let _ = std::fs::remove_file(&path);
-            log::info!(
-                "job {key}: record in {} ({} write(s), {} read(s))",
-                delivery.field.slurm_name(),
-                done.writes,
-                done.reads
-            );
-            Ok(true)
-        }
-        Err(e) => {
-            let text = format!(
-                "job {key}: not delivered yet, kept in {}: {}",
-                path.display(),
-                chain(&e)
-            );
-            Err(if e.is_permanent() {
-                NotYet::Stuck(text)
-            } else {
-                NotYet::Later(text)
-            })
+    let retry = Duration::from_secs(config.retry_s);
+    let mut lock = None;
+    if !foreground {
+        lock = spank_carbon::job::try_courier_lock(state);
+        if lock.is_none() {
+            return 0; // the node's courier runs and will pick the records up
         }
     }
-}
-
-/// After a delivery left records pending because accounting did not answer, the
-/// process becomes the node's one keeper (a lock in the state directory decides) and
-/// retries every `retry_s` until nothing deliverable is left; if a keeper already
-/// runs, it will pick these records up.
-fn keep_retrying(state: &StateDir, config: &Config, mut stuck: std::collections::BTreeSet<JobKey>) {
-    let lock_path = state.root().join("keeper.lock");
-    let Ok(lock) = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o600)
-        .open(&lock_path)
-    else {
-        return;
-    };
-    if rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err() {
-        return;
-    }
-    log::info!(
-        "keeper: retrying pending records every {} s",
-        config.retry_s
-    );
+    let mut items: BTreeMap<JobKey, Item> = BTreeMap::new();
+    // Records only a change of the field's content can help, and unreadable files.
+    let mut stuck: BTreeSet<JobKey> = BTreeSet::new();
+    let mut failed = 0;
+    let mut idle_since = Instant::now();
     loop {
-        std::thread::sleep(Duration::from_secs(config.retry_s));
-        let keys: Vec<JobKey> = state
-            .pending_keys()
-            .into_iter()
-            .filter(|k| !stuck.contains(k))
-            .collect();
-        if keys.is_empty() {
-            log::info!("keeper: nothing left to deliver");
-            return;
-        }
+        let keys: BTreeSet<JobKey> = match only {
+            Some(k) => BTreeSet::from([k.clone()]),
+            None => state.pending_keys().into_iter().collect(),
+        };
+        items.retain(|k, _| keys.contains(k));
         for key in keys {
-            match deliver_one(state, &key, config) {
-                Ok(_) => {}
-                Err(NotYet::Later(e)) => log::warn!("{e}"),
-                Err(NotYet::Stuck(e)) => {
-                    log::error!("{e}");
+            if items.contains_key(&key) || stuck.contains(&key) {
+                continue;
+            }
+            match state::read_json::<Delivery>(&state.pending_path(&key)) {
+                Ok(Some(d)) => {
+                    items.insert(key, Item::new(d, &timing));
+                }
+                Ok(None) => {} // delivered meanwhile
+                Err(e) => {
+                    log::error!("job {key}: not delivered: {}", chain(&e));
                     stuck.insert(key);
+                    failed += 1;
                 }
             }
         }
+        if items.is_empty() {
+            if foreground {
+                return failed;
+            }
+            if idle_since.elapsed() < COURIER_LINGER {
+                std::thread::sleep(Duration::from_millis(500));
+                continue;
+            }
+            // Leave, unless a record arrived after the last look: the epilog that left
+            // it saw the lock held and counted on this courier.
+            drop(lock.take());
+            let fresh = state.pending_keys().iter().any(|k| !stuck.contains(k));
+            if fresh {
+                lock = spank_carbon::job::try_courier_lock(state);
+                if lock.is_some() {
+                    idle_since = Instant::now();
+                    continue;
+                }
+            }
+            log::info!("courier: nothing left to deliver");
+            return failed;
+        }
+        idle_since = Instant::now();
+        let now = Instant::now();
+        // Claim the due records' files, so that an operator's `spank-carbon deliver`
+        // and this courier never work on one record at once.
+        // A round takes at most ROUND_MAX records, to keep its read and writes short.
+        let mut claims = Vec::new();
+        for (key, item) in items.iter_mut() {
+            if !item.is_due(now) {
+                continue;
+            }
+            match (claims.len() < ROUND_MAX)
+                .then(|| claim(&state.pending_path(key)))
+                .flatten()
+            {
+                Some(file) => claims.push(file),
+                None => item.not_before = now + timing.poll(),
+            }
+        }
+        let keys: Vec<JobKey> = items.keys().cloned().collect();
+        let mut list: Vec<Item> = items.values().cloned().collect();
+        let (steps, answered) = accounting::round(
+            &tools,
+            &mut list,
+            &timing,
+            spank_carbon::SACCTMGR_LOWERCASES,
+        );
+        for ((key, item), step) in keys.into_iter().zip(list).zip(steps) {
+            let path = state.pending_path(&key);
+            match step {
+                Step::Wait => {
+                    items.insert(key, item);
+                }
+                Step::Done(done) => {
+                    let _ = std::fs::remove_file(&path);
+                    items.remove(&key);
+                    log::info!(
+                        "job {key}: record in {} ({} write(s), {} read(s))",
+                        item.delivery.field.slurm_name(),
+                        done.writes,
+                        done.reads
+                    );
+                }
+                Step::Refused(e) => {
+                    log::error!(
+                        "job {key}: not delivered yet, kept in {}: {}",
+                        path.display(),
+                        chain(&e)
+                    );
+                    items.remove(&key);
+                    stuck.insert(key);
+                    failed += 1;
+                }
+                Step::GaveUp(e) => {
+                    log::error!(
+                        "job {key}: not delivered yet, kept in {}: {}",
+                        path.display(),
+                        chain(&e)
+                    );
+                    if foreground {
+                        items.remove(&key);
+                        stuck.insert(key);
+                        failed += 1;
+                    } else {
+                        let mut item = item;
+                        item.restart(&timing);
+                        item.not_before += retry;
+                        item.deadline += retry;
+                        items.insert(key, item);
+                    }
+                }
+            }
+        }
+        drop(claims);
+        if answered {
+            // Accounting answers again: records waiting for their retry go now.
+            let now = Instant::now();
+            for item in items.values_mut() {
+                if item.not_before > now + timing.poll() * 2 {
+                    item.restart(&timing);
+                }
+            }
+        }
+        let next = items
+            .values()
+            .map(|i| i.not_before)
+            .min()
+            .unwrap_or(now)
+            .saturating_duration_since(Instant::now());
+        // At most two rounds a second: records that end close together share a read.
+        std::thread::sleep(next.clamp(Duration::from_millis(500), Duration::from_secs(1)));
     }
+}
+
+/// An exclusive lock on a pending record's file; `None` if it is gone or taken.
+fn claim(path: &std::path::Path) -> Option<std::fs::File> {
+    let file = OpenOptions::new().read(true).open(path).ok()?;
+    rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).ok()?;
+    Some(file)
 }
 
 fn deliver(key: Option<&str>, foreground: bool, args: &[String]) -> ExitCode {
@@ -483,38 +551,15 @@ fn deliver(key: Option<&str>, foreground: bool, args: &[String]) -> ExitCode {
         );
         return ExitCode::SUCCESS;
     };
-    let keys = match key {
-        Some(k) => match JobKey::parse(k) {
-            Ok(k) => vec![k],
-            Err(e) => {
-                log::error!("deliver: {e}");
-                return ExitCode::from(2);
-            }
-        },
-        None => state.pending_keys(),
-    };
-    let mut failed = 0;
-    let mut later = false;
-    let mut stuck = std::collections::BTreeSet::new();
-    for key in &keys {
-        match deliver_one(&state, key, &config) {
-            Ok(_) => {}
-            Err(NotYet::Later(e)) => {
-                log::error!("{e}");
-                later = true;
-                failed += 1;
-            }
-            Err(NotYet::Stuck(e)) => {
-                log::error!("{e}");
-                stuck.insert(key.clone());
-                failed += 1;
-            }
+    let only = match key.map(JobKey::parse) {
+        Some(Ok(k)) => Some(k),
+        Some(Err(e)) => {
+            log::error!("deliver: {e}");
+            return ExitCode::from(2);
         }
-    }
-    if later && !foreground {
-        keep_retrying(&state, &config, stuck);
-    }
-    if failed > 0 {
+        None => None,
+    };
+    if courier(&state, &config, only.as_ref(), foreground) > 0 {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS

@@ -258,11 +258,7 @@ fn text_sacctmgr_would_alter_is_never_rewritten() {
         &["update", &format!("JobId={job}"), "AdminComment=Site-Tag"],
     );
     assert_eq!(wait_job(job), "COMPLETED");
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while deliverer_running(job) || pending_of(job).is_empty() {
-        assert!(std::time::Instant::now() < deadline, "no pending record");
-        std::thread::sleep(Duration::from_millis(250));
-    }
+    wait_given_up(job);
     set_plugstack(&[]);
     assert_eq!(field(job, "AdminComment"), "Site-Tag");
     assert_eq!(pending_of(job), [format!("{job}.node4.json")]);
@@ -273,4 +269,48 @@ fn text_sacctmgr_would_alter_is_never_rewritten() {
             .join(format!("{job}.node4.json")),
     )
     .unwrap();
+}
+
+#[test]
+#[ignore = "needs the local Slurm cluster: run scripts/test.sh"]
+fn array_tasks_each_get_their_own_record() {
+    // `sacct -j N` and `sacctmgr modify job where jobid=N` select every task of array N
+    // when N is the array's id, which is also the id of one of its tasks. That task's
+    // record must land on it alone, and every task must get its own.
+    standard_setup();
+    let array = submit(&["-N1", "--array=1-4", "--gres=gpu:1"], 1.0);
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let tasks: Vec<u32> = loop {
+        let out = run(
+            "/usr/bin/sacct",
+            &[
+                "-n",
+                "-P",
+                "-X",
+                "-j",
+                &array.to_string(),
+                "-o",
+                "JobIDRaw,State",
+            ],
+        );
+        let rows: Vec<(u32, String)> = out
+            .lines()
+            .filter_map(|l| l.split_once('|'))
+            .map(|(id, st)| (id.parse().unwrap(), st.to_string()))
+            .collect();
+        if rows.len() == 4 && rows.iter().all(|(_, st)| st == "COMPLETED") {
+            break rows.into_iter().map(|(id, _)| id).collect();
+        }
+        assert!(std::time::Instant::now() < deadline, "array {array}: {out}");
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert!(tasks.contains(&array), "{tasks:?}");
+    for task in tasks {
+        let text = wait_delivered(task, "SystemComment", Duration::from_secs(60));
+        let rec = parse_rec(&text).unwrap_or_else(|| panic!("task {task}: {text:?}"));
+        let nodes: Vec<String> = allocated_minors(task).keys().cloned().collect();
+        let nodes: Vec<&str> = nodes.iter().map(String::as_str).collect();
+        // Against the fake GPUs' truth for this task's own GPU and window.
+        check_record(task, &rec, &nodes, 1);
+    }
 }

@@ -53,24 +53,6 @@ fn slurmdbd_down_while_jobs_end_every_record_arrives() {
     assert_no_node_drained();
 }
 
-/// Waits until `job` has ended and its deliverer gave up, leaving the record pending.
-fn wait_given_up(job: u32) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let line = format!("job {job}.");
-    while in_queue(job)
-        || pending_of(job).is_empty()
-        || !spank_log()
-            .lines()
-            .any(|l| l.contains(&line) && l.contains("not delivered yet"))
-    {
-        assert!(
-            Instant::now() < deadline,
-            "job {job}: deliverer did not give up"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 fn in_accounting(job: u32) {
     let deadline = Instant::now() + Duration::from_secs(120);
     while job_state(job).is_empty() {
@@ -99,8 +81,8 @@ fn deliver_args(extra: &[&str]) -> Vec<String> {
 #[ignore = "needs the local Slurm cluster: run scripts/test.sh"]
 fn records_given_up_on_arrive_by_the_keeper_a_later_prolog_or_on_demand() {
     standard_setup();
-    // 1. The keeper: the deliverer gives up after 2 s, becomes the node's keeper and
-    //    retries every 2 s; once slurmdbd is back, the record arrives with no job running.
+    // 1. The courier gives up after 2 s and retries every 2 s; once slurmdbd is back,
+    //    the record arrives with no job running, and the courier leaves.
     set_plugstack(&["deliver_timeout_s=2", "retry_s=2"]);
     cluster(&["stop-dbd"], &[]);
     let a = submit(&["-N1", "-w", "node1", "--gres=gpu:1"], 0.5);
@@ -113,13 +95,14 @@ fn records_given_up_on_arrive_by_the_keeper_a_later_prolog_or_on_demand() {
     while !processes_named("spank-carbon").is_empty() {
         assert!(
             Instant::now() < deadline,
-            "the keeper did not exit when done"
+            "the courier did not exit when done"
         );
         std::thread::sleep(Duration::from_millis(200));
     }
 
-    // 2. A keeper that sleeps long (retry_s=600): the operator's command, and the next
-    //    job's prolog, send what is pending.
+    // 2. A courier that retries seldom (retry_s=600): the operator's command, and the
+    //    courier itself once a later job's record shows accounting answers, send what
+    //    is pending.
     set_plugstack(&["deliver_timeout_s=2", "retry_s=600"]);
     cluster(&["stop-dbd"], &[]);
     let b = submit(&["-N1", "-w", "node2", "--gres=gpu:1"], 0.5);
@@ -448,11 +431,7 @@ fn hostile_comments_no_injection_and_foreign_text_kept() {
         0.5,
     );
     ends_well(job2);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while deliverer_running(job2) || pending_of(job2).is_empty() {
-        assert!(Instant::now() < deadline);
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_given_up(job2);
     set_plugstack(&[]);
     let stored = field(job2, "Comment");
     assert!(!stored.contains("spank-carbon"), "{stored}");

@@ -5,7 +5,7 @@
 
 use proptest::prelude::*;
 
-use spank_carbon::accounting::{parse_sacct_field, Delivery};
+use spank_carbon::accounting::{parse_sacct_rows, Delivery};
 use spank_carbon::config::Config;
 use spank_carbon::record::{self, Meta, Method, NodePart, MARKER};
 use spank_carbon::sampler::SamplerState;
@@ -129,7 +129,7 @@ proptest! {
 
     #[test]
     fn sacct_output_never_panics(job in 1u32..1000, bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
-        let _ = parse_sacct_field(job, &bytes);
+        let _ = parse_sacct_rows(&[job], &bytes);
     }
 }
 

@@ -189,13 +189,43 @@ pub fn submit(args: &[&str], secs: f64) -> u32 {
 }
 
 pub fn job_state(job: u32) -> String {
-    try_run(
+    let out = try_run(
         "/usr/bin/sacct",
-        &["-n", "-P", "-X", "-j", &job.to_string(), "-o", "State"],
+        &[
+            "-n",
+            "-P",
+            "-X",
+            "-j",
+            &job.to_string(),
+            "-o",
+            "JobIDRaw,State",
+        ],
     )
-    .unwrap_or_default()
-    .trim()
-    .to_string()
+    .unwrap_or_default();
+    own_row(job, &out).trim().to_string()
+}
+
+/// The job's own row of `sacct -n -P -o JobIDRaw,...` output, without the id: `sacct -j N`
+/// also lists every task of an array whose id is N.
+pub fn own_row(job: u32, out: &str) -> String {
+    let prefix = format!("{job}|");
+    let mut rows = out.split('\n').skip_while(|l| !l.starts_with(&prefix));
+    let Some(first) = rows.next() else {
+        return String::new();
+    };
+    // A field may hold newlines: lines that do not start another job's row are its own.
+    let mut text = first[prefix.len()..].to_string();
+    for line in rows {
+        let starts_row = line
+            .split_once('|')
+            .is_some_and(|(id, _)| !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()));
+        if starts_row {
+            break;
+        }
+        text.push('\n');
+        text.push_str(line);
+    }
+    text.strip_suffix('\n').map(str::to_string).unwrap_or(text)
 }
 
 /// Whether slurmctld still has the job queued, running or completing.
@@ -248,10 +278,7 @@ pub fn field(job: u32, name: &str) -> String {
             &format!("JobIDRaw,{name}"),
         ],
     );
-    let out = out.strip_suffix('\n').unwrap_or(&out);
-    out.split_once('|')
-        .map(|(_, v)| v.to_string())
-        .unwrap_or_default()
+    own_row(job, &out)
 }
 
 /// Waits until the job's nodes have finished delivering (no pending record, no
@@ -271,6 +298,24 @@ pub fn wait_delivered(job: u32, field_name: &str, timeout: Duration) -> String {
             return field(job, field_name);
         }
         sleep(Duration::from_millis(250));
+    }
+}
+
+/// Waits until `job` has ended and delivery gave up on it (or refused it), leaving the record pending.
+pub fn wait_given_up(job: u32) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let line = format!("job {job}.");
+    while in_queue(job)
+        || pending_of(job).is_empty()
+        || !spank_log()
+            .lines()
+            .any(|l| l.contains(&line) && l.contains("not delivered yet"))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "job {job}: delivery did not give up"
+        );
+        std::thread::sleep(Duration::from_millis(200));
     }
 }
 
@@ -406,8 +451,15 @@ pub fn truth(job: u32) -> BTreeMap<String, BTreeMap<u32, (Reading, Reading)>> {
 /// job -d` recorded by the job itself (GRES=gpu:2(IDX:0-1)) and the cluster's files.
 pub fn allocated_minors(job: u32) -> BTreeMap<String, Vec<u32>> {
     let text = fs::read_to_string(dir("jobs").join(format!("{job}.show"))).unwrap();
+    // `scontrol show job N` shows every task of array N, and N is also one task's id:
+    // only the job's own block counts.
+    let own = format!("JobId={job} ");
+    let block = text
+        .split("\n\n")
+        .find(|b| b.trim_start().starts_with(&own))
+        .unwrap_or_else(|| panic!("job {job}: not in its own scontrol output"));
     let mut out = BTreeMap::new();
-    for line in text.lines() {
+    for line in block.lines() {
         let line = line.trim();
         let (Some(nodes), Some(idx)) = (
             line.strip_prefix("Nodes=")
