@@ -79,7 +79,7 @@ fn deliver_args(extra: &[&str]) -> Vec<String> {
 
 #[test]
 #[ignore = "needs the local Slurm cluster: run scripts/test.sh"]
-fn records_given_up_on_arrive_by_the_keeper_a_later_prolog_or_on_demand() {
+fn records_given_up_on_arrive_by_the_courier_a_later_job_or_on_demand() {
     standard_setup();
     // 1. The courier gives up after 2 s and retries every 2 s; once slurmdbd is back,
     //    the record arrives with no job running, and the courier leaves.
