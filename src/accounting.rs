@@ -378,7 +378,7 @@ pub struct Delivered {
 }
 
 /// One record on its way: the delivery and where its merge protocol stands.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Item {
     pub delivery: Delivery,
     /// Not to be read before this (stagger, polling, back-off).
@@ -429,10 +429,10 @@ impl Item {
         self.not_before <= now
     }
 
-    fn failed(&mut self, e: String, cap: Duration) {
+    fn failed(&mut self, e: String) {
         self.last_error = e;
         self.not_before = Instant::now() + self.backoff;
-        self.backoff = (self.backoff * 2).min(cap);
+        self.backoff = (self.backoff * 2).min(Duration::from_secs(30));
     }
 }
 
@@ -452,17 +452,15 @@ pub enum Step {
 /// one-node job is done when sacctmgr confirms its write (the completion record, the
 /// other writer of AdminComment and Comment, is waited for before the first read); a
 /// part of a multi-node job is done once the field has held it, unchanged, for
-/// `timing.settle` (see the module's documentation). Returns one step per item and
-/// whether accounting answered a read.
+/// `timing.settle` (see the module's documentation). Returns one step per item.
 pub fn round(
     acct: &dyn Accounting,
-    items: &mut [Item],
+    items: &mut [&mut Item],
     timing: &Timing,
     lowercases: bool,
-) -> (Vec<Step>, bool) {
+) -> Vec<Step> {
     let now = Instant::now();
     let mut steps: Vec<Step> = items.iter().map(|_| Step::Wait).collect();
-    let mut answered = false;
     for field in [Field::System, Field::Admin, Field::Job] {
         let due: Vec<usize> = (0..items.len())
             .filter(|&i| items[i].delivery.field == field && items[i].is_due(now))
@@ -474,7 +472,6 @@ pub fn round(
         jobs.sort_unstable();
         jobs.dedup();
         let rows = acct.read(&jobs, field);
-        answered |= rows.is_ok();
         // Merge first, then write every field that lacks its part in one go.
         let mut writes: Vec<(usize, String, String)> = Vec::new();
         for i in due {
@@ -490,7 +487,7 @@ pub fn round(
             };
             steps[i] = match row {
                 Err(e) => {
-                    item.failed(e, Duration::from_secs(30));
+                    item.failed(e);
                     Step::Wait
                 }
                 Ok(None) => {
@@ -529,7 +526,7 @@ pub fn round(
                     Step::Wait
                 }
                 Err(e) => {
-                    item.failed(e.to_string(), Duration::from_secs(30));
+                    item.failed(e.to_string());
                     Step::Wait
                 }
             };
@@ -544,7 +541,7 @@ pub fn round(
             });
         }
     }
-    (steps, answered)
+    steps
 }
 
 /// The merge protocol's step for one record whose job's row was read: done, waiting, or
@@ -583,15 +580,13 @@ pub fn deliver(
     lowercases: bool,
     sleep: &dyn Fn(Duration),
 ) -> Result<Delivered, AcctError> {
-    let mut items = [Item::new(d.clone(), timing)];
+    let mut item = Item::new(d.clone(), timing);
     loop {
-        let wait = items[0]
-            .not_before
-            .saturating_duration_since(Instant::now());
+        let wait = item.not_before.saturating_duration_since(Instant::now());
         if !wait.is_zero() {
             sleep(wait);
         }
-        let (mut steps, _) = round(acct, &mut items, timing, lowercases);
+        let mut steps = round(acct, &mut [&mut item], timing, lowercases);
         match steps.pop() {
             Some(Step::Done(done)) => return Ok(done),
             Some(Step::Refused(e)) | Some(Step::GaveUp(e)) => return Err(e),
@@ -877,8 +872,8 @@ mod tests {
                 Item::new(d, &timing())
             })
             .collect();
-        let (steps, answered) = round(&acct, &mut items, &timing(), true);
-        assert!(answered);
+        let mut refs: Vec<&mut Item> = items.iter_mut().collect();
+        let steps = round(&acct, &mut refs, &timing(), true);
         assert!(steps.iter().all(|s| matches!(s, Step::Done(_))));
         assert_eq!(*acct.reads.borrow(), vec![vec![1, 2, 3, 4, 5]]);
         assert_eq!(acct.writes.borrow().len(), 5);

@@ -365,38 +365,37 @@ pub fn courier_running(state: &StateDir) -> bool {
 /// that leaves a record (`stale_only` false), and by every prolog for records older than
 /// `deliver_timeout_s` + `settle_ms` (a courier that was killed, a node rebooted while
 /// records waited), so that records go out once slurmdbd answers, with no manual step.
-/// Returns the courier's pid if one was started.
 pub fn ensure_courier(
     config: &Config,
     state: &StateDir,
     args: &[String],
     spawner: &dyn Spawner,
     stale_only: bool,
-) -> Option<u32> {
-    let stale_after =
-        Duration::from_secs(config.deliver_timeout_s) + Duration::from_millis(config.settle_ms);
-    let entries = fs::read_dir(state.pending_dir()).ok()?;
-    let wanted = entries.filter_map(|e| e.ok()).any(|e| {
-        !stale_only
-            || e.metadata()
-                .and_then(|m| m.modified())
-                .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > stale_after))
-    });
-    if !wanted || courier_running(state) {
-        return None;
+) {
+    if (stale_only && !has_stale_pending(config, state)) || courier_running(state) {
+        return;
     }
     let mut argv = vec!["deliver".to_string(), "--".into()];
     argv.extend(args.iter().cloned());
-    match spawner.spawn_detached(&config.bin, &argv, &[]) {
-        Ok(pid) => Some(pid),
-        Err(e) => {
-            log::error!(
-                "could not start delivery; records wait in {}: {e}",
-                state.pending_dir().display()
-            );
-            None
-        }
+    if let Err(e) = spawner.spawn_detached(&config.bin, &argv, &[]) {
+        log::error!(
+            "could not start delivery; records wait in {}: {e}",
+            state.pending_dir().display()
+        );
     }
+}
+
+/// Whether a record has waited longer than its courier would have tried for.
+fn has_stale_pending(config: &Config, state: &StateDir) -> bool {
+    let stale_after =
+        Duration::from_secs(config.deliver_timeout_s) + Duration::from_millis(config.settle_ms);
+    fs::read_dir(state.pending_dir()).is_ok_and(|entries| {
+        entries.filter_map(|e| e.ok()).any(|e| {
+            e.metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > stale_after))
+        })
+    })
 }
 
 /// Removes job directories whose sampler is gone and that are older than `max_job_s`:
@@ -441,8 +440,6 @@ pub enum EpilogOutcome {
     NothingMeasured,
     Recorded {
         part: NodePart,
-        /// The courier started for it; `None` where the node's courier already ran.
-        deliverer: Option<u32>,
     },
 }
 
@@ -639,9 +636,9 @@ pub fn epilog(
     };
     state::write_json_durable(&state.pending_path(&key), &delivery)?;
     let _ = fs::remove_dir_all(&dir);
-    // The node's courier takes it from here; it starts one if none runs.
-    let deliverer = ensure_courier(config, &state, args, spawner, false);
-    Ok(EpilogOutcome::Recorded { part, deliverer })
+    // The node's courier takes it from here; start one if none runs.
+    ensure_courier(config, &state, args, spawner, false);
+    Ok(EpilogOutcome::Recorded { part })
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ mod fairshare_cli;
 mod measure;
 mod report_cli;
 
-use spank_carbon::accounting::{self, Delivery, Item, SlurmTools, Step, Timing};
+use spank_carbon::accounting::{self, AcctError, Delivery, Item, SlurmTools, Step, Timing};
 use spank_carbon::config::Config;
 use spank_carbon::gpu::NvmlHost;
 use spank_carbon::logging::{self, chain};
@@ -384,6 +384,8 @@ fn courier(state: &StateDir, config: &Config, only: Option<&JobKey>, foreground:
     let mut items: BTreeMap<JobKey, Item> = BTreeMap::new();
     // Records only a change of the field's content can help, and unreadable files.
     let mut stuck: BTreeSet<JobKey> = BTreeSet::new();
+    // Records given up on, waiting `retry_s` for their next try.
+    let mut given_up: BTreeSet<JobKey> = BTreeSet::new();
     let mut failed = 0;
     let mut idle_since = Instant::now();
     loop {
@@ -392,6 +394,7 @@ fn courier(state: &StateDir, config: &Config, only: Option<&JobKey>, foreground:
             None => state.pending_keys().into_iter().collect(),
         };
         items.retain(|k, _| keys.contains(k));
+        given_up.retain(|k| keys.contains(k));
         for key in keys {
             if items.contains_key(&key) || stuck.contains(&key) {
                 continue;
@@ -449,65 +452,60 @@ fn courier(state: &StateDir, config: &Config, only: Option<&JobKey>, foreground:
             }
         }
         let keys: Vec<JobKey> = items.keys().cloned().collect();
-        let mut list: Vec<Item> = items.values().cloned().collect();
-        let (steps, answered) = accounting::round(
-            &tools,
-            &mut list,
-            &timing,
-            spank_carbon::SACCTMGR_LOWERCASES,
-        );
-        for ((key, item), step) in keys.into_iter().zip(list).zip(steps) {
+        let steps = {
+            let mut refs: Vec<&mut Item> = items.values_mut().collect();
+            accounting::round(
+                &tools,
+                &mut refs,
+                &timing,
+                spank_carbon::SACCTMGR_LOWERCASES,
+            )
+        };
+        let mut delivered_any = false;
+        for (key, step) in keys.into_iter().zip(steps) {
             let path = state.pending_path(&key);
             match step {
-                Step::Wait => {
-                    items.insert(key, item);
-                }
+                Step::Wait => {}
                 Step::Done(done) => {
                     let _ = std::fs::remove_file(&path);
-                    items.remove(&key);
-                    log::info!(
-                        "job {key}: record in {} ({} write(s), {} read(s))",
-                        item.delivery.field.slurm_name(),
-                        done.writes,
-                        done.reads
-                    );
+                    if let Some(item) = items.remove(&key) {
+                        log::info!(
+                            "job {key}: record in {} ({} write(s), {} read(s))",
+                            item.delivery.field.slurm_name(),
+                            done.writes,
+                            done.reads
+                        );
+                    }
+                    delivered_any = true;
                 }
-                Step::Refused(e) => {
+                Step::Refused(e) | Step::GaveUp(e) => {
                     log::error!(
                         "job {key}: not delivered yet, kept in {}: {}",
                         path.display(),
                         chain(&e)
                     );
-                    items.remove(&key);
-                    stuck.insert(key);
-                    failed += 1;
-                }
-                Step::GaveUp(e) => {
-                    log::error!(
-                        "job {key}: not delivered yet, kept in {}: {}",
-                        path.display(),
-                        chain(&e)
-                    );
-                    if foreground {
-                        items.remove(&key);
-                        stuck.insert(key);
-                        failed += 1;
-                    } else {
-                        let mut item = item;
-                        item.restart(&timing);
-                        item.not_before += retry;
-                        item.deadline += retry;
-                        items.insert(key, item);
+                    let retry_later = matches!(e, AcctError::GaveUp { .. }) && !foreground;
+                    match items.get_mut(&key) {
+                        Some(item) if retry_later => {
+                            item.restart(&timing);
+                            item.not_before += retry;
+                            item.deadline += retry;
+                            given_up.insert(key);
+                        }
+                        _ => {
+                            items.remove(&key);
+                            stuck.insert(key);
+                            failed += 1;
+                        }
                     }
                 }
             }
         }
         drop(claims);
-        if answered {
-            // Accounting answers again: records waiting for their retry go now.
-            let now = Instant::now();
-            for item in items.values_mut() {
-                if item.not_before > now + timing.poll() * 2 {
+        if delivered_any {
+            // Accounting takes records again: those waiting for their retry go now.
+            for key in std::mem::take(&mut given_up) {
+                if let Some(item) = items.get_mut(&key) {
                     item.restart(&timing);
                 }
             }

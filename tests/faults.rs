@@ -495,7 +495,7 @@ fn burst_of_200_jobs_over_4_nodes_loses_nothing() {
         failures.len()
     );
     assert_no_node_drained();
-    // Nothing left behind: no sampler or deliverer, no job state, nothing pending.
+    // Nothing left behind: no sampler or courier, no job state, nothing pending.
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let procs = processes_named("spank-carbon");

@@ -132,7 +132,7 @@ pub fn standard_setup() {
     write_fake_config(&GpuOptions::new());
     set_plugstack(&[]);
     wait_cluster_idle();
-    // Nothing of an earlier test may act in this one: let deliverers finish, then stop
+    // Nothing of an earlier test may act in this one: let couriers finish, then stop
     // any courier and drop records an earlier test left pending on purpose.
     let deadline = Instant::now() + Duration::from_secs(15);
     while !processes_named("spank-carbon").is_empty() && Instant::now() < deadline {
@@ -189,25 +189,25 @@ pub fn submit(args: &[&str], secs: f64) -> u32 {
 }
 
 pub fn job_state(job: u32) -> String {
+    sacct_field(job, "State")
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+/// A field of the job's own accounting row; `None` if sacct fails.
+fn sacct_field(job: u32, name: &str) -> Option<String> {
+    let format = format!("JobIDRaw,{name}");
     let out = try_run(
         "/usr/bin/sacct",
-        &[
-            "-n",
-            "-P",
-            "-X",
-            "-j",
-            &job.to_string(),
-            "-o",
-            "JobIDRaw,State",
-        ],
-    )
-    .unwrap_or_default();
-    own_row(job, &out).trim().to_string()
+        &["-n", "-P", "-X", "-j", &job.to_string(), "-o", &format],
+    )?;
+    Some(own_row(job, &out))
 }
 
 /// The job's own row of `sacct -n -P -o JobIDRaw,...` output, without the id: `sacct -j N`
 /// also lists every task of an array whose id is N.
-pub fn own_row(job: u32, out: &str) -> String {
+fn own_row(job: u32, out: &str) -> String {
     let prefix = format!("{job}|");
     let mut rows = out.split('\n').skip_while(|l| !l.starts_with(&prefix));
     let Some(first) = rows.next() else {
@@ -266,28 +266,15 @@ pub fn pending_of(job: u32) -> Vec<String> {
 }
 
 pub fn field(job: u32, name: &str) -> String {
-    let out = run(
-        "/usr/bin/sacct",
-        &[
-            "-n",
-            "-P",
-            "-X",
-            "-j",
-            &job.to_string(),
-            "-o",
-            &format!("JobIDRaw,{name}"),
-        ],
-    );
-    own_row(job, &out)
+    sacct_field(job, name).unwrap_or_else(|| panic!("sacct failed for job {job}"))
 }
 
-/// Waits until the job's nodes have finished delivering (no pending record, no
-/// deliverer left), then returns the field.
+/// Waits until the job's nodes have finished delivering (no pending record left), then
+/// returns the field.
 pub fn wait_delivered(job: u32, field_name: &str, timeout: Duration) -> String {
     let deadline = Instant::now() + timeout;
     loop {
-        let busy = !pending_of(job).is_empty() || deliverer_running(job);
-        if !busy {
+        if pending_of(job).is_empty() {
             // The epilog may not have run yet on every node: wait for a record first.
             let v = field(job, field_name);
             if v.contains("spank-carbon/1") || Instant::now() >= deadline {
@@ -317,24 +304,6 @@ pub fn wait_given_up(job: u32) {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-}
-
-pub fn deliverer_running(job: u32) -> bool {
-    let prefix = format!("{job}.");
-    fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .filter_map(|e| fs::read(e.path().join("cmdline")).ok())
-        .any(|c| {
-            let args: Vec<String> = c
-                .split(|b| *b == 0)
-                .map(|a| String::from_utf8_lossy(a).into_owned())
-                .collect();
-            args.iter().any(|a| a == "deliver")
-                && args
-                    .windows(2)
-                    .any(|w| w[0] == "--key" && w[1].starts_with(&prefix))
-        })
 }
 
 /// A record as a test reads it: its own parse, independent of the crate's parser.
