@@ -634,7 +634,7 @@ pub fn epilog(
         meta,
         nodes: info.nodes.clone(),
     };
-    state::write_json_durable(&state.pending_path(&key), &delivery)?;
+    state::write_json_durable(&state.pending_path(&key.with_run(part.start)), &delivery)?;
     let _ = fs::remove_dir_all(&dir);
     // The node's courier takes it from here; start one if none runs.
     ensure_courier(config, &state, args, spawner, false);

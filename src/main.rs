@@ -13,6 +13,7 @@ use clap::{Parser, Subcommand};
 
 mod fairshare_cli;
 mod measure;
+mod pending_cli;
 mod report_cli;
 
 use spank_carbon::accounting::{self, AcctError, Delivery, Item, SlurmTools, Step, Timing};
@@ -70,6 +71,16 @@ enum Cmd {
         #[arg(long)]
         foreground: bool,
         /// The plugin's plugstack.conf arguments (key=value).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// List this node's records that wait for delivery, with the reason each is not
+    /// delivered yet (a job that never ended in accounting, a field that cannot be
+    /// rewritten, accounting down).
+    Pending {
+        #[arg(long)]
+        json: bool,
+        /// The plugin's plugstack.conf arguments (key=value), for its state_dir.
         #[arg(last = true)]
         args: Vec<String>,
     },
@@ -147,6 +158,10 @@ fn main() -> ExitCode {
             foreground,
             args,
         } => deliver(key.as_deref(), foreground, &args),
+        Cmd::Pending { json, args } => match config_or_exit(&args) {
+            Ok(config) => pending_cli::run(&config, json),
+            Err(code) => code,
+        },
         Cmd::Measure {
             interval_ms,
             seconds,
@@ -372,6 +387,8 @@ fn courier(state: &StateDir, config: &Config, only: Option<&JobKey>, foreground:
         stagger: Duration::from_millis(config.stagger_ms),
         settle: Duration::from_millis(config.settle_ms),
         give_up: Duration::from_secs(config.deliver_timeout_s),
+        flight: Duration::from_secs(config.write_timeout_s)
+            + Duration::from_millis(config.settle_ms / 2),
     };
     let retry = Duration::from_secs(config.retry_s);
     let mut lock = None;
@@ -437,12 +454,13 @@ fn courier(state: &StateDir, config: &Config, only: Option<&JobKey>, foreground:
         let now = Instant::now();
         // Claim the due records' files, so that an operator's `spank-carbon deliver`
         // and this courier never work on one record at once.
-        // A round takes at most ROUND_MAX records, to keep its read and writes short.
+        // A round takes at most ROUND_MAX records, oldest due first, to keep its read
+        // and writes short; the others stay due for the next round.
         let mut claims = Vec::new();
-        for (key, item) in items.iter_mut() {
-            if !item.is_due(now) {
-                continue;
-            }
+        let mut due: Vec<(&JobKey, &mut Item)> =
+            items.iter_mut().filter(|(_, i)| i.is_due(now)).collect();
+        due.sort_by_key(|(_, i)| i.not_before);
+        for (key, item) in due {
             match (claims.len() < ROUND_MAX)
                 .then(|| claim(&state.pending_path(key)))
                 .flatten()
@@ -468,6 +486,7 @@ fn courier(state: &StateDir, config: &Config, only: Option<&JobKey>, foreground:
                 Step::Wait => {}
                 Step::Done(done) => {
                     let _ = std::fs::remove_file(&path);
+                    state::clear_stuck(state, &key);
                     if let Some(item) = items.remove(&key) {
                         log::info!(
                             "job {key}: record in {} ({} write(s), {} read(s))",
@@ -484,13 +503,19 @@ fn courier(state: &StateDir, config: &Config, only: Option<&JobKey>, foreground:
                         path.display(),
                         chain(&e)
                     );
+                    state::note_stuck(state, &key, &chain(&e));
                     let retry_later = matches!(e, AcctError::GaveUp { .. }) && !foreground;
                     match items.get_mut(&key) {
                         Some(item) if retry_later => {
+                            // A record whose job accounting does not have (ended) is
+                            // not hurried by other deliveries: it would only be polled.
+                            let hurry = !item.waits_for_job;
                             item.restart(&timing);
                             item.not_before += retry;
                             item.deadline += retry;
-                            given_up.insert(key);
+                            if hurry {
+                                given_up.insert(key);
+                            }
                         }
                         _ => {
                             items.remove(&key);

@@ -245,6 +245,7 @@ const TOP_KEYS: &[&str] = &[
     "of",
     "method",
     "embodied_g",
+    "run",
 ];
 
 impl Segment {
@@ -321,6 +322,9 @@ pub struct Found {
     pub intensity: Option<f64>,
     pub pue: Option<f64>,
     pub expected_nodes: Option<u32>,
+    /// The job run the segment belongs to (`run=`: the run's start, unix seconds, as
+    /// accounting has it); `None` in records written before runs were told apart.
+    pub run: Option<u64>,
 }
 
 fn token_is_ours(token: &str) -> bool {
@@ -338,7 +342,36 @@ fn token_is_ours(token: &str) -> bool {
 /// Finds the first segment in `field`: the marker at the start or after whitespace,
 /// followed by the `key=value` tokens that belong to the record.
 pub fn find(field: &str) -> Option<Found> {
-    let mut search_from = 0;
+    find_from(field, 0)
+}
+
+/// Every segment in `field`, in order: one per job run (a requeued job's earlier runs
+/// have their own segments, see [`merge_in_run`]).
+pub fn find_all(field: &str) -> Vec<Found> {
+    let mut out: Vec<Found> = Vec::new();
+    let mut from = 0;
+    while let Some(f) = find_from(field, from) {
+        from = f.end.max(f.start + MARKER.len());
+        out.push(f);
+    }
+    out
+}
+
+/// The segment of job run `run` in `field`.
+pub fn find_run(field: &str, run: u64) -> Option<Found> {
+    find_all(field).into_iter().find(|f| f.run == Some(run))
+}
+
+/// Parses every segment of `field`, with the run each belongs to.
+pub fn parse_all(field: &str) -> Vec<(Option<u64>, Segment)> {
+    find_all(field)
+        .into_iter()
+        .map(|f| (f.run, segment_of(f)))
+        .collect()
+}
+
+fn find_from(field: &str, from: usize) -> Option<Found> {
+    let mut search_from = from;
     let start = loop {
         let at = search_from + field[search_from..].find(MARKER)?;
         let after = at + MARKER.len();
@@ -357,6 +390,7 @@ pub fn find(field: &str) -> Option<Found> {
         intensity: None,
         pue: None,
         expected_nodes: None,
+        run: None,
     };
     while field[end..].starts_with(' ') {
         let token_start = end + 1;
@@ -372,6 +406,7 @@ pub fn find(field: &str) -> Option<Found> {
             "intensity" => found.intensity = parse_nonneg(v),
             "pue" => found.pue = parse_nonneg(v),
             "of" => found.expected_nodes = v.parse().ok(),
+            "run" => found.run = v.parse().ok(),
             _ => {
                 if let Some(node) = k.strip_prefix("node.") {
                     if let Some(part) = NodePart::parse(node, v) {
@@ -388,15 +423,18 @@ pub fn find(field: &str) -> Option<Found> {
 
 /// Parses the segment in `field` into a record, if there is one.
 pub fn parse(field: &str) -> Option<Segment> {
-    let found = find(field)?;
-    Some(Segment {
+    Some(segment_of(find(field)?))
+}
+
+fn segment_of(found: Found) -> Segment {
+    Segment {
         meta: Meta {
             intensity: GramsPerKwh(found.intensity.unwrap_or(f64::NAN)),
             pue: found.pue.unwrap_or(f64::NAN),
             expected_nodes: found.expected_nodes.unwrap_or(found.parts.len() as u32),
         },
         parts: found.parts,
-    })
+    }
 }
 
 /// Returns `field` with `part` merged into its record: other nodes' parts are kept
@@ -404,7 +442,31 @@ pub fn parse(field: &str) -> Option<Segment> {
 /// replaced, totals recomputed, and every byte outside the segment left as it was.
 /// A field without a record gets one appended, after a space if it has text.
 pub fn merge(field: &str, part: &NodePart, meta: &Meta, allowed: Option<&[String]>) -> String {
-    let found = find(field);
+    merge_found(field, find(field), part, meta, allowed, None)
+}
+
+/// Like [`merge`], into the segment of job run `run` (`run=<start>`), which holds only
+/// that run's parts: a requeued job keeps one segment per run in its row, each bound to
+/// the run it measured, and other runs' segments are left byte for byte like any other
+/// text. A field without that run's segment gets one appended.
+pub fn merge_in_run(
+    field: &str,
+    part: &NodePart,
+    meta: &Meta,
+    allowed: Option<&[String]>,
+    run: u64,
+) -> String {
+    merge_found(field, find_run(field, run), part, meta, allowed, Some(run))
+}
+
+fn merge_found(
+    field: &str,
+    found: Option<Found>,
+    part: &NodePart,
+    meta: &Meta,
+    allowed: Option<&[String]>,
+    run: Option<u64>,
+) -> String {
     let mut parts = found.as_ref().map(|f| f.parts.clone()).unwrap_or_default();
     if let Some(allowed) = allowed {
         parts.retain(|node, _| allowed.iter().any(|a| a == node));
@@ -425,7 +487,10 @@ pub fn merge(field: &str, part: &NodePart, meta: &Meta, allowed: Option<&[String
         },
         _ => *meta,
     };
-    let segment = Segment { meta, parts }.format();
+    let mut segment = Segment { meta, parts }.format();
+    if let Some(run) = run {
+        segment.insert_str(MARKER.len(), &format!(" run={run}"));
+    }
     match found {
         Some(f) => format!("{}{}{}", &field[..f.start], segment, &field[f.end..]),
         None if field.is_empty() => segment,

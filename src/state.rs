@@ -57,11 +57,16 @@ pub fn parse_job_id(s: &str) -> Result<u32, StateError> {
     s.parse().map_err(|_| bad())
 }
 
-/// A job on a node: the key of every state file.
+/// A job on a node: the key of every state file. A pending record's key also names the
+/// run it measured (`<job>.<node>@<run>`, the measurement's start in tenths of a second),
+/// so that a requeued job's next run on the same node never replaces a record of the
+/// previous run that is still waiting for delivery.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize)]
 pub struct JobKey {
     pub job: u32,
     pub node: String,
+    #[serde(default)]
+    pub run: Option<u64>,
 }
 
 impl JobKey {
@@ -70,21 +75,50 @@ impl JobKey {
         if !valid_node_name(&node) {
             return Err(StateError::BadNode(node.chars().take(64).collect()));
         }
-        Ok(JobKey { job, node })
+        Ok(JobKey {
+            job,
+            node,
+            run: None,
+        })
     }
 
-    /// Parses `<job>.<node>` as written by `Display`.
+    /// The same job and node, for the run whose measurement started at `start_unix`.
+    pub fn with_run(&self, start_unix: f64) -> JobKey {
+        JobKey {
+            run: Some((start_unix.max(0.0) * 10.0).round() as u64),
+            ..self.clone()
+        }
+    }
+
+    /// Parses `<job>.<node>[@<run>]` as written by `Display`.
     pub fn parse(s: &str) -> Result<JobKey, StateError> {
-        let (job, node) = s
-            .split_once('.')
-            .ok_or_else(|| StateError::BadJobId(s.chars().take(32).collect()))?;
-        JobKey::new(parse_job_id(job)?, node)
+        let bad = || StateError::BadJobId(s.chars().take(32).collect());
+        let (job, rest) = s.split_once('.').ok_or_else(bad)?;
+        let (node, run) = match rest.split_once('@') {
+            Some((node, run))
+                if !run.is_empty()
+                    && run.len() <= 15
+                    && run.bytes().all(|b| b.is_ascii_digit()) =>
+            {
+                (node, Some(run.parse().map_err(|_| bad())?))
+            }
+            Some(_) => return Err(bad()),
+            None => (rest, None),
+        };
+        Ok(JobKey {
+            run,
+            ..JobKey::new(parse_job_id(job)?, node)?
+        })
     }
 }
 
 impl fmt::Display for JobKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{}", self.job, self.node)
+        write!(f, "{}.{}", self.job, self.node)?;
+        match self.run {
+            Some(run) => write!(f, "@{run}"),
+            None => Ok(()),
+        }
     }
 }
 
@@ -93,7 +127,7 @@ pub struct StateDir {
     root: PathBuf,
 }
 
-const SUBDIRS: [&str; 3] = ["jobs", "records", "pending"];
+const SUBDIRS: [&str; 4] = ["jobs", "records", "pending", "stuck"];
 
 impl StateDir {
     /// Opens the state directory, creating it (mode 0700) if needed, and refuses one
@@ -169,6 +203,26 @@ impl StateDir {
     pub fn pending_keys(&self) -> Vec<JobKey> {
         keys_in(&self.pending_dir())
     }
+}
+
+/// Notes why a pending record was not delivered (for `spank-carbon pending`); the
+/// record itself stays in `pending/`.
+pub fn note_stuck(state: &StateDir, key: &JobKey, why: &str) {
+    let dir = state.root().join("stuck");
+    if !dir.is_dir() {
+        let _ = fs::DirBuilder::new().mode(0o700).create(&dir);
+    }
+    let _ = write_atomic(&dir.join(format!("{key}.txt")), why.as_bytes());
+}
+
+/// Forgets the note of a record that was delivered.
+pub fn clear_stuck(state: &StateDir, key: &JobKey) {
+    let _ = fs::remove_file(state.root().join("stuck").join(format!("{key}.txt")));
+}
+
+/// Why a pending record was not delivered yet, if a courier said.
+pub fn stuck_reason(state: &StateDir, key: &JobKey) -> Option<String> {
+    fs::read_to_string(state.root().join("stuck").join(format!("{key}.txt"))).ok()
 }
 
 /// Keys named by the `<job>.<node>[.json]` entries of a directory; others are ignored.

@@ -129,7 +129,21 @@ proptest! {
 
     #[test]
     fn sacct_output_never_panics(job in 1u32..1000, bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
-        let _ = parse_sacct_rows(&[job], &bytes);
+        let _ = parse_sacct_rows(&[job], &bytes, "|");
+        let _ = parse_sacct_rows(&[job], &bytes, "#sc0123#");
+    }
+
+    /// Whatever a user writes into a field, with any guess of the delimiter but the real
+    /// one, sacct's output for one row is still one row with that text as its field.
+    #[test]
+    fn field_text_never_forges_a_row(text in "[ -~\n]{0,200}") {
+        let delim = spank_carbon::accounting::row_delimiter();
+        prop_assume!(!text.contains(&delim));
+        let out = format!("7{d}7{d}COMPLETED{d}10{d}11{d}20{d}{text}{d}\n", d = delim);
+        let rows = parse_sacct_rows(&[7], out.as_bytes(), &delim).unwrap();
+        let runs = &rows[&7].as_ref().unwrap().runs;
+        prop_assert_eq!(runs.len(), 1);
+        prop_assert_eq!(&runs[0].value, &text);
     }
 }
 

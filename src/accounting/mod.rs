@@ -10,7 +10,6 @@
 //! also start at staggered times (by their rank in the job's node list), which makes
 //! such collisions rare in the first place.
 
-use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -18,6 +17,9 @@ use std::time::{Duration, Instant};
 
 use crate::config::Field;
 use crate::record::{self, check_writable, Meta, NodePart, Unwritable};
+
+mod rows;
+pub use rows::{parse as parse_sacct_rows, target, valid_job_selector, JobRows, Row, Rows, Target};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AcctError {
@@ -37,37 +39,26 @@ pub enum AcctError {
     Unwritable(#[from] Unwritable),
     #[error("gave up after {secs} s; last error: {last}")]
     GaveUp { secs: u64, last: String },
+    /// The record can never go to its run's row (see [`rows::target`]).
+    #[error("{0}")]
+    NoRow(String),
 }
 
 impl AcctError {
     /// Errors that only a change of the field's content (not time) can cure.
     pub fn is_permanent(&self) -> bool {
-        matches!(self, AcctError::Unwritable(_) | AcctError::NotUtf8)
+        matches!(
+            self,
+            AcctError::Unwritable(_) | AcctError::NotUtf8 | AcctError::NoRow(_)
+        )
     }
 }
 
-/// A job's row in accounting, as sacct printed it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Row {
-    /// The job as sacct names it (`JobID`): `123`, `120_7` for an array task, `130+1` for
-    /// a heterogeneous job's component. sacctmgr's `jobid=` must be given this form: a
-    /// bare id also selects every task of the array (and every component of the het job)
-    /// that bears it, so writing by `JobIDRaw` would put one task's record on all of them.
-    pub id: String,
-    /// Whether slurmctld's completion record is in (a final state).
-    pub ended: bool,
-    pub value: String,
-}
-
-/// What a read found for each job asked for (by `JobIDRaw`); a job that accounting does
-/// not know yet is absent, a job whose row cannot be told apart from another is an error.
-pub type Rows = BTreeMap<u32, Result<Row, String>>;
-
 /// The job accounting database, as far as this plugin uses it.
 pub trait Accounting {
-    /// The field of each of `jobs`, in one query.
+    /// Every run's row and field of each of `jobs`, in one query.
     fn read(&self, jobs: &[u32], field: Field) -> Result<Rows, AcctError>;
-    /// Sets the field of the job sacct names `id` (see [`Row::id`]).
+    /// Sets the field of the job sacct names `id` (see [`Row::id`]): the latest run's row.
     fn write(&self, id: &str, field: Field, value: &str) -> Result<(), AcctError>;
     /// Several writes (`(id, value)`), in any order; one result for each.
     fn write_all(&self, writes: &[(&str, &str)], field: Field) -> Vec<Result<(), AcctError>> {
@@ -94,11 +85,22 @@ pub struct CmdOutput {
 /// Runs `path args`, without a shell and with a minimal environment, killing it after
 /// `timeout`.
 pub fn run_tool(path: &PathBuf, args: &[&str], timeout: Duration) -> Result<CmdOutput, AcctError> {
+    run_tool_env(path, args, &[], timeout)
+}
+
+/// [`run_tool`] with extra environment variables.
+pub fn run_tool_env(
+    path: &PathBuf,
+    args: &[&str],
+    env: &[(&str, &str)],
+    timeout: Duration,
+) -> Result<CmdOutput, AcctError> {
     let tool = path.display().to_string();
     let mut cmd = Command::new(path);
     cmd.args(args)
         .env_clear()
         .env("LC_ALL", "C")
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -171,101 +173,6 @@ pub const ENDED: [&str; 9] = [
     "OUT_OF_MEMORY",
 ];
 
-/// Whether `line` starts a row of `sacct -n -P -o JobIDRaw,JobID,State,<field>`:
-/// `<digits>|<jobid>|<STATE>[ by <uid>]|`. Returns the raw id, the JobID, the state and
-/// the start of the field. Other lines continue the previous row's field (a comment can
-/// hold newlines).
-fn row_start(line: &str) -> Option<(u32, &str, &str, &str)> {
-    let mut it = line.splitn(4, '|');
-    let raw = it.next()?;
-    let id = it.next()?;
-    let state = it.next()?;
-    let value = it.next()?;
-    let raw_ok = !raw.is_empty() && raw.len() <= 10 && raw.bytes().all(|b| b.is_ascii_digit());
-    let (word, by) = match state.split_once(" by ") {
-        Some((w, uid)) => (w, Some(uid)),
-        None => (state, None),
-    };
-    let state_ok = !word.is_empty()
-        && word.bytes().all(|b| b.is_ascii_uppercase() || b == b'_')
-        && by.map_or(true, |u| {
-            !u.is_empty() && u.bytes().all(|b| b.is_ascii_digit())
-        });
-    let id_ok = !id.is_empty() && id.bytes().all(|b| b.is_ascii_graphic());
-    if !(raw_ok && state_ok && id_ok) {
-        return None;
-    }
-    Some((raw.parse().ok()?, id, word, value))
-}
-
-/// Whether sacct's `JobID` is a form sacctmgr selects exactly one job by: `N`, `N_T`
-/// or `N+O`.
-pub fn valid_job_selector(id: &str) -> bool {
-    let digits = |s: &str| !s.is_empty() && s.len() <= 10 && s.bytes().all(|b| b.is_ascii_digit());
-    match id.split_once(['_', '+']) {
-        Some((a, b)) => digits(a) && digits(b),
-        None => digits(id),
-    }
-}
-
-/// Parses `sacct -n -P -X -o JobIDRaw,JobID,State,<field>` output, keeping the rows of
-/// `jobs`. A field is only trusted once the job's completion record is in the database
-/// ([`Row::ended`]); that matters for AdminComment and Comment, which it rewrites.
-pub fn parse_sacct_rows(jobs: &[u32], stdout: &[u8]) -> Result<Rows, AcctError> {
-    let text = std::str::from_utf8(stdout).map_err(|_| AcctError::NotUtf8)?;
-    let text = text.strip_suffix('\n').unwrap_or(text);
-    let mut rows: Vec<(u32, String, bool, String)> = Vec::new();
-    if !text.is_empty() {
-        for line in text.split('\n') {
-            match row_start(line) {
-                Some((raw, id, state, value)) => rows.push((
-                    raw,
-                    id.to_string(),
-                    ENDED.contains(&state),
-                    value.to_string(),
-                )),
-                None => match rows.last_mut() {
-                    Some(last) => {
-                        last.3.push('\n');
-                        last.3.push_str(line);
-                    }
-                    None => {
-                        return Err(AcctError::Failed {
-                            tool: "sacct".into(),
-                            detail: format!(
-                                "unexpected output `{}`",
-                                line.chars().take(80).collect::<String>()
-                            ),
-                        })
-                    }
-                },
-            }
-        }
-    }
-    let mut out = Rows::new();
-    let mut twice = Vec::new();
-    for (raw, id, ended, value) in rows {
-        if !jobs.contains(&raw) {
-            continue;
-        }
-        let entry = if valid_job_selector(&id) {
-            Ok(Row { id, ended, value })
-        } else {
-            Err(format!("sacct names job {raw} `{id}`, not a single job"))
-        };
-        if out.insert(raw, entry).is_some() {
-            twice.push(raw);
-        }
-    }
-    for raw in twice {
-        out.insert(
-            raw,
-            Err(format!("sacct printed more than one row for job {raw}")),
-        );
-    }
-    Ok(out)
-}
-
 impl Accounting for SlurmTools {
     fn read(&self, jobs: &[u32], field: Field) -> Result<Rows, AcctError> {
         if jobs.is_empty() {
@@ -276,10 +183,15 @@ impl Accounting for SlurmTools {
             .map(u32::to_string)
             .collect::<Vec<_>>()
             .join(",");
-        let format = format!("JobIDRaw,JobID,State,{}", field.slurm_name());
-        let out = run_tool(
+        let format = format!("{},{}", rows::COLUMNS, field.slurm_name());
+        let delim = row_delimiter();
+        let delim_arg = format!("--delimiter={delim}");
+        let out = run_tool_env(
             &self.sacct,
-            &["-n", "-P", "-X", "-j", &list, "-o", &format],
+            &[
+                "-n", "-p", &delim_arg, "-D", "-X", "-j", &list, "-o", &format,
+            ],
+            &[("SLURM_TIME_FORMAT", "%s")],
             self.timeout,
         )?;
         if !out.status.success() {
@@ -288,7 +200,7 @@ impl Accounting for SlurmTools {
                 detail: detail(&out),
             });
         }
-        parse_sacct_rows(jobs, &out.stdout)
+        rows::parse(jobs, &out.stdout, &delim)
     }
 
     fn write(&self, id: &str, field: Field, value: &str) -> Result<(), AcctError> {
@@ -306,7 +218,13 @@ impl Accounting for SlurmTools {
             self.timeout,
         )?;
         let stdout = String::from_utf8_lossy(&out.stdout);
-        if out.status.success() && stdout.contains("Modified") {
+        // sacctmgr lists each row it changed (`  <id> submitted at <time>`): one, or it
+        // changed rows it should not have (the read said there were none).
+        let changed = stdout
+            .lines()
+            .filter(|l| l.contains(" submitted at "))
+            .count();
+        if out.status.success() && stdout.contains("Modified") && changed == 1 {
             Ok(())
         } else {
             Err(AcctError::Failed {
@@ -341,6 +259,24 @@ impl Accounting for SlurmTools {
     }
 }
 
+/// A fresh delimiter for one sacct call: random, so that no text in a field can
+/// contain it and pass for a row boundary.
+pub fn row_delimiter() -> String {
+    let mut bytes = [0u8; 12];
+    let random = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes));
+    if random.is_err() {
+        // No urandom: the time and pid still make a delimiter no one wrote in advance.
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        bytes[..8].copy_from_slice(&(t as u64).to_le_bytes());
+        bytes[8..].copy_from_slice(&std::process::id().to_le_bytes());
+    }
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!("#sc{hex}#")
+}
+
 /// How many sacctmgr a courier runs at once.
 pub const PARALLEL_WRITES: usize = 4;
 
@@ -360,6 +296,11 @@ pub struct Timing {
     pub stagger: Duration,
     pub settle: Duration,
     pub give_up: Duration,
+    /// The longest a write can be in flight: from the read it was based on until
+    /// slurmdbd applied it (a write is issued within `settle / 2` of its read and
+    /// sacctmgr is killed after its time limit). A multi-writer part is checked once
+    /// more this long after it settled.
+    pub flight: Duration,
 }
 
 impl Timing {
@@ -369,6 +310,9 @@ impl Timing {
         (self.settle / 6).clamp(Duration::from_millis(100), Duration::from_secs(1))
     }
 }
+
+/// The longest a record whose job is not (yet) in accounting waits between reads.
+const MAX_WAIT: Duration = Duration::from_secs(300);
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Delivered {
@@ -387,10 +331,16 @@ pub struct Item {
     pub deadline: Instant,
     last_seen: Option<String>,
     stable_since: Instant,
+    /// When the settled part is checked the last time (see [`Timing::flight`]).
+    guard_at: Option<Instant>,
     writes: u32,
     reads: u32,
     backoff: Duration,
-    last_error: String,
+    /// Why the record is not delivered yet.
+    pub last_error: String,
+    /// Whether it waits for accounting to know the job's run (not for accounting to
+    /// answer): such a record is not hurried when other records go through.
+    pub waits_for_job: bool,
 }
 
 impl Item {
@@ -409,10 +359,12 @@ impl Item {
             deadline: now + timing.give_up,
             last_seen: None,
             stable_since: now,
+            guard_at: None,
             writes: 0,
             reads: 0,
             backoff: timing.poll(),
             last_error: String::from("the job is not in accounting yet"),
+            waits_for_job: true,
         }
     }
 
@@ -422,6 +374,7 @@ impl Item {
         self.not_before = now;
         self.deadline = now + timing.give_up;
         self.last_seen = None;
+        self.guard_at = None;
         self.backoff = timing.poll();
     }
 
@@ -431,8 +384,18 @@ impl Item {
 
     fn failed(&mut self, e: String) {
         self.last_error = e;
+        self.waits_for_job = false;
         self.not_before = Instant::now() + self.backoff;
         self.backoff = (self.backoff * 2).min(Duration::from_secs(30));
+    }
+
+    /// Accounting answered, but does not have the job's run (ended) yet: read again
+    /// later, less and less often, so that a job that never ends there costs little.
+    fn wait_for_job(&mut self, why: String, timing: &Timing) {
+        self.last_error = why;
+        self.waits_for_job = true;
+        self.not_before = Instant::now() + self.backoff;
+        self.backoff = (self.backoff * 2).clamp(timing.poll(), MAX_WAIT);
     }
 }
 
@@ -447,12 +410,15 @@ pub enum Step {
     GaveUp(AcctError),
 }
 
-/// One round of delivery for every due item: one read of all their jobs (per field),
-/// then a merge, and a write where the field lacks the node's part. A record of a
-/// one-node job is done when sacctmgr confirms its write (the completion record, the
-/// other writer of AdminComment and Comment, is waited for before the first read); a
-/// part of a multi-node job is done once the field has held it, unchanged, for
-/// `timing.settle` (see the module's documentation). Returns one step per item.
+/// One round of delivery for the due items, oldest due first: per field, one read of
+/// all their jobs' rows, a merge into the row each part belongs to ([`rows::target`]),
+/// and writes where the field lacks the node's part, issued in batches of
+/// [`PARALLEL_WRITES`] only while the read is younger than `settle / 2` (the rest wait
+/// for the next round's fresh read), so that no write lands long after the read it was
+/// based on. A part is done when sacctmgr confirms its write if it is the row's only
+/// writer (one node, one run), else once the field has held it unchanged for
+/// `timing.settle` and still holds it `timing.flight` later (see DESIGN-merge.md).
+/// Returns one step per item.
 pub fn round(
     acct: &dyn Accounting,
     items: &mut [&mut Item],
@@ -462,74 +428,97 @@ pub fn round(
     let now = Instant::now();
     let mut steps: Vec<Step> = items.iter().map(|_| Step::Wait).collect();
     for field in [Field::System, Field::Admin, Field::Job] {
-        let due: Vec<usize> = (0..items.len())
+        let mut due: Vec<usize> = (0..items.len())
             .filter(|&i| items[i].delivery.field == field && items[i].is_due(now))
             .collect();
         if due.is_empty() {
             continue;
         }
+        due.sort_by_key(|&i| items[i].not_before);
         let mut jobs: Vec<u32> = due.iter().map(|&i| items[i].delivery.job).collect();
         jobs.sort_unstable();
         jobs.dedup();
         let rows = acct.read(&jobs, field);
-        // Merge first, then write every field that lacks its part in one go.
-        let mut writes: Vec<(usize, String, String)> = Vec::new();
+        let read_at = Instant::now();
+        // Merge first, then write every field that lacks its part.
+        let mut writes: Vec<(usize, String, String, bool)> = Vec::new();
         for i in due {
             let item = &mut items[i];
             item.reads += 1;
-            let row = match &rows {
+            let job_rows = match &rows {
                 Err(e) => Err(e.to_string()),
                 Ok(rows) => match rows.get(&item.delivery.job) {
-                    Some(Ok(row)) if row.ended => Ok(Some(row)),
-                    None | Some(Ok(_)) => Ok(None),
+                    Some(Ok(r)) => Ok(Some(r)),
+                    None => Ok(None),
                     Some(Err(e)) => Err(e.clone()),
                 },
             };
-            steps[i] = match row {
+            steps[i] = match job_rows {
                 Err(e) => {
                     item.failed(e);
                     Step::Wait
                 }
                 Ok(None) => {
-                    item.not_before = Instant::now() + timing.poll();
+                    item.wait_for_job("the job is not in accounting yet".into(), timing);
                     Step::Wait
                 }
-                Ok(Some(row)) => {
-                    item.backoff = timing.poll();
-                    match examine(item, row, timing, lowercases) {
-                        Ok(step) => step,
-                        Err(merged) => {
-                            writes.push((i, row.id.clone(), merged));
+                Ok(Some(job_rows)) => {
+                    let system = field == Field::System;
+                    match rows::target(job_rows, item.delivery.part.start, system) {
+                        Target::Wait(why) => {
+                            item.wait_for_job(why, timing);
                             Step::Wait
+                        }
+                        Target::Refuse(why) => Step::Refused(AcctError::NoRow(why)),
+                        Target::Write { id, value, run } => {
+                            item.backoff = timing.poll();
+                            let single = item.delivery.nodes.len() <= 1 && job_rows.runs.len() <= 1;
+                            match examine(item, &value, run, single, timing, lowercases) {
+                                Ok(step) => step,
+                                Err(merged) => {
+                                    writes.push((i, id, merged, single));
+                                    Step::Wait
+                                }
+                            }
                         }
                     }
                 }
             };
         }
-        let requests: Vec<(&str, &str)> = writes
-            .iter()
-            .map(|(_, id, v)| (id.as_str(), v.as_str()))
-            .collect();
-        let results = acct.write_all(&requests, field);
-        for ((i, _, merged), result) in writes.into_iter().zip(results) {
-            let item = &mut items[i];
-            steps[i] = match result {
-                Ok(()) if item.delivery.nodes.len() <= 1 => Step::Done(Delivered {
-                    writes: item.writes + 1,
-                    reads: item.reads,
-                    record: merged,
-                }),
-                Ok(()) => {
-                    item.writes += 1;
-                    item.last_seen = None;
-                    item.not_before = Instant::now() + timing.poll();
-                    Step::Wait
+        for batch in writes.chunks(PARALLEL_WRITES) {
+            if read_at.elapsed() >= timing.settle / 2 {
+                // The read is too old to write from: read again first (next round).
+                for (i, ..) in batch {
+                    items[*i].not_before = Instant::now();
                 }
-                Err(e) => {
-                    item.failed(e.to_string());
-                    Step::Wait
-                }
-            };
+                continue;
+            }
+            let requests: Vec<(&str, &str)> = batch
+                .iter()
+                .map(|(_, id, v, _)| (id.as_str(), v.as_str()))
+                .collect();
+            let results = acct.write_all(&requests, field);
+            for ((i, _, merged, single), result) in batch.iter().zip(results) {
+                let item = &mut items[*i];
+                steps[*i] = match result {
+                    Ok(()) if *single => Step::Done(Delivered {
+                        writes: item.writes + 1,
+                        reads: item.reads,
+                        record: merged.clone(),
+                    }),
+                    Ok(()) => {
+                        item.writes += 1;
+                        item.last_seen = None;
+                        item.guard_at = None;
+                        item.not_before = Instant::now() + timing.poll();
+                        Step::Wait
+                    }
+                    Err(e) => {
+                        item.failed(e.to_string());
+                        Step::Wait
+                    }
+                };
+            }
         }
     }
     let now = Instant::now();
@@ -544,32 +533,57 @@ pub fn round(
     steps
 }
 
-/// The merge protocol's step for one record whose job's row was read: done, waiting, or
-/// (`Err`) the field to write.
-fn examine(item: &mut Item, row: &Row, timing: &Timing, lowercases: bool) -> Result<Step, String> {
+/// The merge protocol's step for one record whose row was read (`current`, to hold the
+/// segment of run `run`): done, waiting, or (`Err`) the field to write.
+fn examine(
+    item: &mut Item,
+    current: &str,
+    run: u64,
+    single: bool,
+    timing: &Timing,
+    lowercases: bool,
+) -> Result<Step, String> {
     let d = &item.delivery;
-    let single = d.nodes.len() <= 1;
-    let current = &row.value;
-    if item.last_seen.as_deref() != Some(current.as_str()) {
+    if item.last_seen.as_deref() != Some(current) {
         item.stable_since = Instant::now();
-        item.last_seen = Some(current.clone());
+        item.last_seen = Some(current.to_string());
     }
-    let merged = record::merge(current, &d.part, &d.meta, Some(&d.nodes));
+    let merged = record::merge_in_run(current, &d.part, &d.meta, Some(&d.nodes), run);
     if merged != *current {
+        item.guard_at = None;
         return match check_writable(&merged, lowercases) {
             Ok(()) => Err(merged),
             Err(e) => Ok(Step::Refused(e.into())),
         };
     }
-    if single || item.stable_since.elapsed() >= timing.settle {
-        return Ok(Step::Done(Delivered {
+    let done = || {
+        Step::Done(Delivered {
             writes: item.writes,
             reads: item.reads,
-            record: current.clone(),
-        }));
+            record: current.to_string(),
+        })
+    };
+    if single {
+        return Ok(done());
     }
-    item.not_before = Instant::now() + timing.poll();
-    Ok(Step::Wait)
+    if item.stable_since.elapsed() < timing.settle {
+        item.not_before = Instant::now() + timing.poll();
+        return Ok(Step::Wait);
+    }
+    match item.guard_at {
+        Some(at) if Instant::now() >= at => Ok(done()),
+        Some(at) => {
+            item.not_before = at;
+            Ok(Step::Wait)
+        }
+        None => {
+            // Settled: one more look once any write based on an older read has landed.
+            let at = Instant::now() + timing.flight;
+            item.guard_at = Some(at);
+            item.not_before = at;
+            Ok(Step::Wait)
+        }
+    }
 }
 
 /// Delivers one record, rounds until it is done: what [`round`] does for many.
@@ -634,17 +648,24 @@ mod tests {
         }
     }
 
-    /// Every job asked for has `value` (ended), or none is in accounting yet.
+    /// Every job asked for has `value` (one run, ended), or none is in accounting yet.
     fn rows(jobs: &[u32], value: Option<String>) -> Rows {
         jobs.iter()
             .filter_map(|&j| {
                 let v = value.clone()?;
                 Some((
                     j,
-                    Ok(Row {
-                        id: j.to_string(),
-                        ended: true,
-                        value: v,
+                    Ok(JobRows {
+                        runs: vec![Row {
+                            id: j.to_string(),
+                            state: "COMPLETED".into(),
+                            ended: true,
+                            submit: 0,
+                            start: Some(0),
+                            end: Some(3),
+                            value: v,
+                        }],
+                        selects_others: false,
                     }),
                 ))
             })
@@ -680,6 +701,7 @@ mod tests {
             stagger: Duration::ZERO,
             settle: Duration::from_millis(30),
             give_up: Duration::from_secs(5),
+            flight: Duration::from_millis(20),
         }
     }
 
@@ -696,7 +718,7 @@ mod tests {
         // Two failed reads, one to merge and write: a lone writer needs nothing more.
         assert_eq!(r.reads, 3);
         assert!(
-            r.record.starts_with("site-tag=1 spank-carbon/1 gpu_wh=2 "),
+            r.record.starts_with("site-tag=1 spank-carbon/1 run=0 gpu_wh=2 "),
             "{}",
             r.record
         );
@@ -781,6 +803,7 @@ mod tests {
                             stagger: Duration::ZERO, // worst case: everyone at once
                             settle: Duration::from_millis(60),
                             give_up: Duration::from_secs(20),
+                            flight: Duration::from_millis(40),
                         };
                         deliver(&db, &d, &t, true, &std::thread::sleep).unwrap()
                     })
@@ -793,56 +816,6 @@ mod tests {
             assert_eq!(seg.parts.len(), 5, "round {round}: {:?}", seg.parts.keys());
             assert_eq!(seg.gpu_wh(), 15.0);
         }
-    }
-
-    #[test]
-    fn sacct_output_parsing() {
-        let one = |out: &[u8]| parse_sacct_rows(&[5], out).unwrap().remove(&5);
-        assert_eq!(one(b""), None);
-        assert_eq!(
-            one(b"5|5|COMPLETED|\n"),
-            Some(Ok(Row {
-                id: "5".into(),
-                ended: true,
-                value: String::new()
-            }))
-        );
-        // A field with '|' and a newline in it; the state with its "by <uid>".
-        assert_eq!(
-            one(b"5|5|CANCELLED by 0|a|b\nc\n").unwrap().unwrap().value,
-            "a|b\nc"
-        );
-        // Still running in the database: the completion record has not arrived.
-        assert!(!one(b"5|5|RUNNING|x\n").unwrap().unwrap().ended);
-        assert_eq!(one(b"6|6|COMPLETED|x\n"), None);
-        assert!(parse_sacct_rows(&[5], b"5|x\n").is_err());
-        assert!(parse_sacct_rows(&[5], b"5|5|COMPLETED|\xff\n").is_err());
-    }
-
-    #[test]
-    fn array_and_het_jobs_are_selected_exactly() {
-        // `sacct -j 9024` for the array whose id 9024 also is the last task's: every
-        // task comes back. Only 9024's own row counts, and it is written as 9024_3.
-        let out = b"9025|9024_1|COMPLETED|a\n9026|9024_2|COMPLETED|b\n9024|9024_3|COMPLETED|c\n";
-        let rows = parse_sacct_rows(&[9024], out).unwrap();
-        assert_eq!(rows.len(), 1);
-        let row = rows[&9024].as_ref().unwrap();
-        assert_eq!((row.id.as_str(), row.value.as_str()), ("9024_3", "c"));
-        let rows =
-            parse_sacct_rows(&[130, 131], b"130|130+0|FAILED|\n131|130+1|COMPLETED|x\n").unwrap();
-        assert_eq!(rows[&131].as_ref().unwrap().id, "130+1");
-        assert!(
-            valid_job_selector("9024_3") && valid_job_selector("130+1") && valid_job_selector("7")
-        );
-        for bad in ["", "9024_[1-3]", "1_2_3", "a", "1;2", "1 2", "_1", "1+"] {
-            assert!(!valid_job_selector(bad), "{bad}");
-        }
-        // A field that forges a second row for the job: neither row is trusted.
-        let forged = b"9024|9024_3|COMPLETED|x\n9024|9024_3|COMPLETED|evil\n";
-        assert!(parse_sacct_rows(&[9024], forged).unwrap()[&9024].is_err());
-        // A pending array's row (its JobID is a range) cannot be written to.
-        let rows = parse_sacct_rows(&[77], b"77|77_[1-5]|PENDING|\n").unwrap();
-        assert!(rows[&77].is_err());
     }
 
     #[test]

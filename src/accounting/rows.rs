@@ -1,0 +1,429 @@
+//! What sacct says about a job's runs, and which accounting row a node's part belongs in.
+//!
+//! A job id does not name one run. A requeued job keeps its id and gets a new row per
+//! run (`sacct -D` shows them all); ids start again after a controller lost its state or
+//! passed MaxJobId, so the same id can also name an older, unrelated job; and sacctmgr's
+//! `jobid=N` selects the latest row of every job whose id, array id or het job id is N.
+//! A part is therefore bound to the run it measured: the run whose row started before
+//! the part's window and had not ended when it began. It is written into that run's row
+//! when that row is the one sacctmgr addresses (the job's latest), into the latest run of
+//! the same job (as a segment of its own, `run=<start>`) when the job was requeued since
+//! (sacctmgr cannot address an earlier run's row), and nowhere when the id now names
+//! another job or the write would also change other jobs' rows.
+
+use std::collections::BTreeMap;
+
+use super::{AcctError, ENDED};
+
+/// One row of `sacct -D -X`: one run of a job.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    /// The job as sacct names it (`JobID`): `123`, `120_7` for an array task, `130+1` for
+    /// a heterogeneous job's component. sacctmgr's `jobid=` must be given this form.
+    pub id: String,
+    pub state: String,
+    /// Whether slurmctld's completion record is in (a final state, REQUEUED included).
+    pub ended: bool,
+    /// Unix seconds.
+    pub submit: u64,
+    pub start: Option<u64>,
+    pub end: Option<u64>,
+    pub value: String,
+}
+
+/// Every row sacct printed for one job id (`JobIDRaw`), oldest submission first.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct JobRows {
+    pub runs: Vec<Row>,
+    /// Whether a plain `jobid=<id>` would also select rows of other jobs (tasks of an
+    /// array, components of a het job, whose array or het id is this id).
+    pub selects_others: bool,
+}
+
+impl JobRows {
+    /// The row sacctmgr's `jobid=` addresses: the latest submission.
+    pub fn latest(&self) -> Option<&Row> {
+        self.runs.iter().max_by_key(|r| r.submit)
+    }
+}
+
+/// What a read found for each job asked for (by `JobIDRaw`); a job that accounting does
+/// not know yet is absent.
+pub type Rows = BTreeMap<u32, Result<JobRows, String>>;
+
+/// sacct's columns, in this order; the field comes last because text in it may hold
+/// anything, newlines included.
+pub const COLUMNS: &str = "JobIDRaw,JobID,State,Submit,Start,End";
+
+/// How far a node's clock may be ahead of slurmctld's, seconds.
+pub const CLOCK_SLACK_S: u64 = 30;
+
+/// Whether sacct's `JobID` is a form sacctmgr selects exactly one job by: `N`, `N_T`
+/// or `N+O`.
+pub fn valid_job_selector(id: &str) -> bool {
+    let digits = |s: &str| !s.is_empty() && s.len() <= 10 && s.bytes().all(|b| b.is_ascii_digit());
+    match id.split_once(['_', '+']) {
+        Some((a, b)) => digits(a) && digits(b),
+        None => digits(id),
+    }
+}
+
+/// The array or het job id in a `N_T` / `N+O` JobID.
+fn group_of(id: &str) -> Option<u32> {
+    id.split_once(['_', '+']).and_then(|(a, _)| a.parse().ok())
+}
+
+fn time(s: &str) -> Option<Option<u64>> {
+    match s {
+        "Unknown" | "None" | "" => Some(None),
+        _ if s.len() <= 12 && s.bytes().all(|b| b.is_ascii_digit()) => Some(s.parse().ok()),
+        _ => None,
+    }
+}
+
+/// Parses `sacct -D -X -n -p --delimiter=<delim> -o COLUMNS,<field>` output (times as
+/// unix seconds: SLURM_TIME_FORMAT=%s), keeping the rows of `jobs`. `delim` is a fresh
+/// random string per call: text in the field cannot guess it, so a line starts a row only
+/// where sacct started one, and every other line continues the previous row's field.
+pub fn parse(jobs: &[u32], stdout: &[u8], delim: &str) -> Result<Rows, AcctError> {
+    let bad = |line: &str| AcctError::Failed {
+        tool: "sacct".into(),
+        detail: format!(
+            "unexpected output `{}`",
+            line.chars().take(80).collect::<String>()
+        ),
+    };
+    let text = std::str::from_utf8(stdout).map_err(|_| AcctError::NotUtf8)?;
+    let text = text.strip_suffix('\n').unwrap_or(text);
+    // -p ends each row with the delimiter too: strip it from the field.
+    let mut rows: Vec<(u32, Row)> = Vec::new();
+    if !text.is_empty() {
+        for line in text.split('\n') {
+            let cols: Vec<&str> = line.splitn(7, delim).collect();
+            if cols.len() == 7 {
+                let (raw, id, state) = (cols[0], cols[1], cols[2]);
+                let raw: u32 = match raw.parse() {
+                    Ok(r) if raw.bytes().all(|b| b.is_ascii_digit()) => r,
+                    _ => return Err(bad(line)),
+                };
+                let word = state.split(" by ").next().unwrap_or_default();
+                let submit = time(cols[3]).flatten().ok_or_else(|| bad(line))?;
+                let start = time(cols[4]).ok_or_else(|| bad(line))?;
+                let end = time(cols[5]).ok_or_else(|| bad(line))?;
+                rows.push((
+                    raw,
+                    Row {
+                        id: id.to_string(),
+                        state: word.to_string(),
+                        ended: ENDED.contains(&word) || word == "REQUEUED",
+                        submit,
+                        start,
+                        end,
+                        value: cols[6].to_string(),
+                    },
+                ));
+            } else {
+                match rows.last_mut() {
+                    Some((_, last)) => {
+                        last.value.push('\n');
+                        last.value.push_str(line);
+                    }
+                    None => return Err(bad(line)),
+                }
+            }
+        }
+    }
+    for (_, row) in rows.iter_mut() {
+        match row.value.strip_suffix(delim) {
+            Some(v) => row.value.truncate(v.len()),
+            None => return Err(bad(&row.value)),
+        }
+    }
+    let mut out = Rows::new();
+    for &job in jobs {
+        let mine: Vec<Row> = rows
+            .iter()
+            .filter(|(raw, _)| *raw == job)
+            .map(|(_, r)| r.clone())
+            .collect();
+        if mine.is_empty() {
+            continue;
+        }
+        let selects_others = rows
+            .iter()
+            .any(|(raw, r)| *raw != job && group_of(&r.id) == Some(job));
+        let mut runs = mine;
+        runs.sort_by_key(|r| r.submit);
+        out.insert(
+            job,
+            Ok(JobRows {
+                runs,
+                selects_others,
+            }),
+        );
+    }
+    Ok(out)
+}
+
+/// Where a node's part goes, given its job's rows.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Target {
+    /// Not yet: the run is not in accounting, or has not ended there (why).
+    Wait(String),
+    /// Merge into `row` (sacct's JobID form `id`, current field `value`), in the segment of
+    /// the run that started at `run`.
+    Write { id: String, value: String, run: u64 },
+    /// Never: the record is kept and listed (why).
+    Refuse(String),
+}
+
+/// The run a part measured in `[start, end]` (unix seconds, the node's clock) belongs to,
+/// and the row to merge it into. `system_field`: the field slurmctld's completion record
+/// never rewrites, so a later run's row may be written before that run ends.
+pub fn target(rows: &JobRows, start: f64, system_field: bool) -> Target {
+    let Some(latest) = rows.latest() else {
+        return Target::Wait("the job is not in accounting yet".into());
+    };
+    // The run: the last one that started before the window began (give or take the
+    // clocks) and had not ended by then.
+    let own = rows
+        .runs
+        .iter()
+        .filter(|r| {
+            r.start
+                .is_some_and(|s| s as f64 <= start + CLOCK_SLACK_S as f64)
+                && r.end.map_or(true, |e| start < e as f64 + 1.0)
+        })
+        .max_by_key(|r| (r.start, r.submit));
+    let Some(own) = own else {
+        return Target::Wait("the job's run is not in accounting yet".into());
+    };
+    if !own.ended {
+        return Target::Wait("the run's completion record is not in accounting yet".into());
+    }
+    let run = own.start.unwrap_or_default();
+    if !valid_job_selector(&latest.id) {
+        return Target::Refuse(format!(
+            "sacct names the job `{}`, not a single job",
+            latest.id
+        ));
+    }
+    if std::ptr::eq(own, latest) {
+        if rows.selects_others && !latest.id.contains(['_', '+']) {
+            return Target::Refuse(format!(
+                "sacctmgr's jobid={} would also change other jobs' rows (tasks of an older array, or a het job, with that id); the record is kept",
+                latest.id
+            ));
+        }
+        return Target::Write {
+            id: latest.id.clone(),
+            value: latest.value.clone(),
+            run,
+        };
+    }
+    // A later row: another run of this job only if each run since was requeued and the
+    // next submitted as it ended; else the id now names another job.
+    let chain: Vec<&Row> = rows
+        .runs
+        .iter()
+        .filter(|r| r.submit >= own.submit)
+        .collect();
+    let requeued = chain.windows(2).all(|w| {
+        w[0].id == w[1].id
+            && w[0].state == "REQUEUED"
+            && w[0]
+                .end
+                .is_some_and(|e| w[1].submit.abs_diff(e) <= CLOCK_SLACK_S)
+    });
+    if !requeued {
+        return Target::Refuse(format!(
+            "job id {} now names another job (submitted at {}); this record is of a run that started at {run}, and is kept",
+            latest.id, latest.submit
+        ));
+    }
+    if !latest.ended && !system_field {
+        return Target::Wait(
+            "the job was requeued: waiting for its latest run's completion record".into(),
+        );
+    }
+    if rows.selects_others && !latest.id.contains(['_', '+']) {
+        return Target::Refuse(format!(
+            "sacctmgr's jobid={} would also change other jobs' rows; the record is kept",
+            latest.id
+        ));
+    }
+    Target::Write {
+        id: latest.id.clone(),
+        value: latest.value.clone(),
+        run,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const D: &str = "@k3y";
+
+    fn out(lines: &[&str]) -> Vec<u8> {
+        let mut s = String::new();
+        for l in lines {
+            // The first six '|' separate columns; the rest is the field's own text.
+            s.push_str(&l.replacen('|', D, 6));
+            s.push_str(D);
+            s.push('\n');
+        }
+        s.into_bytes()
+    }
+
+    fn rows(job: u32, lines: &[&str]) -> JobRows {
+        parse(&[job], &out(lines), D)
+            .unwrap()
+            .remove(&job)
+            .unwrap()
+            .unwrap()
+    }
+
+    #[test]
+    fn parses_runs_and_keeps_field_text_whole() {
+        let r = rows(
+            5,
+            &[
+                "5|5|REQUEUED|100|100|200|a|b\nfake|5|COMPLETED|1|1|1|x",
+                "5|5|COMPLETED by 0|200|300|400|",
+            ],
+        );
+        assert_eq!(r.runs.len(), 2);
+        assert_eq!(r.runs[0].value, "a|b\nfake|5|COMPLETED|1|1|1|x");
+        assert_eq!(r.runs[1].state, "COMPLETED");
+        assert!(r.runs[0].ended && r.runs[1].ended);
+        assert_eq!(r.runs[1].start, Some(300));
+        let pending = rows(6, &["6|6|PENDING|100|Unknown|Unknown|"]);
+        assert_eq!(
+            (pending.runs[0].start, pending.runs[0].ended),
+            (None, false)
+        );
+        assert!(parse(&[5], b"5|5|x\n", D).is_err());
+        assert!(parse(&[5], b"\xff\n", D).is_err());
+        assert_eq!(
+            parse(&[7], &out(&["5|5|COMPLETED|1|1|2|"]), D)
+                .unwrap()
+                .len(),
+            0
+        );
+    }
+
+    #[test]
+    fn a_forged_row_in_the_field_stays_text() {
+        // The field's owner writes what a '|'-separated row would look like: with an
+        // unguessable delimiter it is only text.
+        let r = rows(9, &["9|9|COMPLETED|1|1|2|x\n9|9|COMPLETED|1|1|2|evil"]);
+        assert_eq!(r.runs.len(), 1);
+        assert!(r.runs[0].value.ends_with("evil"));
+    }
+
+    #[test]
+    fn own_run_is_written_in_place() {
+        let r = rows(5, &["5|5|COMPLETED|100|110|200|site"]);
+        assert_eq!(
+            target(&r, 111.0, true),
+            Target::Write {
+                id: "5".into(),
+                value: "site".into(),
+                run: 110
+            }
+        );
+        let running = rows(5, &["5|5|RUNNING|100|110|Unknown|"]);
+        assert!(matches!(target(&running, 111.0, true), Target::Wait(_)));
+    }
+
+    #[test]
+    fn requeued_run_goes_to_the_latest_row_in_its_own_segment() {
+        let r = rows(
+            5,
+            &[
+                "5|5|REQUEUED|100|110|200|",
+                "5|5|PENDING|200|Unknown|Unknown|",
+            ],
+        );
+        // Run 1 (window from 111): into the pending run's row, bound to run 110.
+        assert_eq!(
+            target(&r, 111.0, true),
+            Target::Write {
+                id: "5".into(),
+                value: String::new(),
+                run: 110
+            }
+        );
+        // AdminComment/Comment: the completion record would rewrite it; wait.
+        assert!(matches!(target(&r, 111.0, false), Target::Wait(_)));
+        // Run 2 measured from 300: its row has not started yet in accounting.
+        assert!(matches!(target(&r, 300.0, true), Target::Wait(_)));
+        let r2 = rows(
+            5,
+            &["5|5|REQUEUED|100|110|200|", "5|5|COMPLETED|200|290|400|x"],
+        );
+        assert_eq!(
+            target(&r2, 291.0, true),
+            Target::Write {
+                id: "5".into(),
+                value: "x".into(),
+                run: 290
+            }
+        );
+    }
+
+    #[test]
+    fn a_reused_id_never_gets_an_older_jobs_record() {
+        // The old job (run from 110 to 200) is not the latest row any more: another job
+        // got the id, submitted long after.
+        let r = rows(
+            5,
+            &[
+                "5|5|COMPLETED|100|110|200|",
+                "5|5|COMPLETED|9000|9010|9100|",
+            ],
+        );
+        assert!(matches!(target(&r, 111.0, true), Target::Refuse(_)));
+        // The new job's record goes to the new job's row.
+        assert!(matches!(
+            target(&r, 9011.0, true),
+            Target::Write { run: 9010, .. }
+        ));
+        // A record from before any row of this id: wait (its run may not be in yet).
+        assert!(matches!(target(&r, 50.0, true), Target::Wait(_)));
+    }
+
+    #[test]
+    fn a_plain_id_that_also_selects_array_tasks_is_refused() {
+        // Ids restarted: job 1 is new, and the old array 1 has tasks 1_0..1_2.
+        let text = out(&[
+            "2|1_0|COMPLETED|10|11|20|a",
+            "3|1_1|COMPLETED|10|11|20|b",
+            "1|1|COMPLETED|900|910|990|",
+        ]);
+        let all = parse(&[1], &text, D).unwrap();
+        let r = all[&1].as_ref().unwrap();
+        assert!(r.selects_others);
+        assert!(matches!(target(r, 911.0, true), Target::Refuse(_)));
+        // An array task's own selector addresses it alone.
+        let text = out(&["3|1_1|COMPLETED|10|11|20|b"]);
+        let all = parse(&[3], &text, D).unwrap();
+        assert!(matches!(
+            target(all[&3].as_ref().unwrap(), 12.0, true),
+            Target::Write { .. }
+        ));
+    }
+
+    #[test]
+    fn selectors() {
+        assert!(
+            valid_job_selector("9024_3") && valid_job_selector("130+1") && valid_job_selector("7")
+        );
+        for bad in ["", "9024_[1-3]", "1_2_3", "a", "1;2", "1 2", "_1", "1+"] {
+            assert!(!valid_job_selector(bad), "{bad}");
+        }
+        let r = rows(77, &["77|77_[1-5]|PENDING|1|Unknown|Unknown|"]);
+        assert!(matches!(target(&r, 1.0, true), Target::Wait(_)));
+    }
+}
