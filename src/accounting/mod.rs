@@ -718,7 +718,8 @@ mod tests {
         // Two failed reads, one to merge and write: a lone writer needs nothing more.
         assert_eq!(r.reads, 3);
         assert!(
-            r.record.starts_with("site-tag=1 spank-carbon/1 run=0 gpu_wh=2 "),
+            r.record
+                .starts_with("site-tag=1 spank-carbon/1 run=0 gpu_wh=2 "),
             "{}",
             r.record
         );
