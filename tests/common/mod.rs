@@ -350,6 +350,7 @@ pub fn parse_rec(field: &str) -> Option<Rec> {
             "of",
             "method",
             "embodied_g",
+            "run",
         ];
         if let Some(node) = k.strip_prefix("node.") {
             let fields = v

@@ -1,0 +1,188 @@
+//! Each run its own record, on the local Slurm cluster: a job its user requeues gets one
+//! segment per run, each bound to its run and matching what the fake GPUs did in that
+//! run. Run by scripts/test.sh (ignored by a plain `cargo test`: they need the cluster).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// One row of `sacct -D -X`: (state, start, end) in unix seconds.
+fn runs_of(job: u32) -> Vec<(String, u64, u64)> {
+    let out = std::process::Command::new("/usr/bin/sacct")
+        .env("SLURM_TIME_FORMAT", "%s")
+        .args([
+            "-n",
+            "-P",
+            "-D",
+            "-X",
+            "-j",
+            &job.to_string(),
+            "-o",
+            "JobIDRaw,State,Start,End",
+        ])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split('|').collect();
+            (f.len() == 4 && f[0] == job.to_string()).then(|| {
+                (
+                    f[1].split(' ').next().unwrap().to_string(),
+                    f[2].parse().unwrap_or(0),
+                    f[3].parse().unwrap_or(0),
+                )
+            })
+        })
+        .collect()
+}
+
+/// Every segment of a field, by run.
+fn segments(field: &str) -> Vec<Rec> {
+    let mut out = Vec::new();
+    let mut rest = field;
+    while let Some(at) = rest.find("spank-carbon/1 ") {
+        let rec = parse_rec(&rest[at..]).unwrap();
+        rest = &rest[at + "spank-carbon/1 ".len()..];
+        out.push(rec);
+    }
+    out.sort_by_key(|r| r.top["run"].parse::<u64>().unwrap());
+    out
+}
+
+/// Energy the fake GPUs of `node` counted for `job` between two instants (unix s).
+fn truth_wh_between(job: u32, node: &str, from: f64, to: f64) -> f64 {
+    let job_s = job.to_string();
+    let mut per_minor: std::collections::BTreeMap<u32, (u64, u64)> = Default::default();
+    for r in readings() {
+        let t = r.ns as f64 / 1e9;
+        if r.job != job_s || r.node != node || t < from || t >= to {
+            continue;
+        }
+        let e = per_minor.entry(r.minor).or_insert((r.mj, r.mj));
+        e.0 = e.0.min(r.mj);
+        e.1 = e.1.max(r.mj);
+    }
+    per_minor
+        .values()
+        .map(|(a, b)| (b - a) as f64 / 3.6e6)
+        .sum()
+}
+
+fn requeue_by_user(first: &str, second: &str) {
+    standard_setup();
+    // Run 1 is long (the user requeues it after a few seconds); run 2 is short.
+    let script = "if [ \"${SLURM_RESTART_COUNT:-0}\" = 0 ]; then sleep 60; else sleep 4; fi";
+    let out = run(
+        "/usr/sbin/runuser",
+        &[
+            "-u",
+            "scuser",
+            "--",
+            "/usr/bin/sbatch",
+            "--parsable",
+            "--requeue",
+            "-o",
+            "/dev/null",
+            "-e",
+            "/dev/null",
+            "-A",
+            "research",
+            "-N1",
+            "-w",
+            first,
+            "--gres=gpu:2",
+            "--wrap",
+            script,
+        ],
+    );
+    let job: u32 = out.trim().parse().unwrap();
+    wait_running(job);
+    std::thread::sleep(Duration::from_secs(5));
+    run(
+        "/usr/sbin/runuser",
+        &[
+            "-u",
+            "scuser",
+            "--",
+            "/usr/bin/scontrol",
+            "requeue",
+            &job.to_string(),
+        ],
+    );
+    // Slurm holds a requeued job back for a while: let it go at once, where the test says.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let q = run(
+            "/usr/bin/squeue",
+            &["-h", "-j", &job.to_string(), "-o", "%T"],
+        );
+        if q.trim() == "PENDING" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "job {job} not requeued: {q}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let id = format!("jobid={job}");
+    let nodes = format!("ReqNodeList={second}");
+    run("/usr/bin/scontrol", &["update", &id, &nodes]);
+    run("/usr/bin/scontrol", &["update", &id, "StartTime=now"]);
+    assert_eq!(wait_job(job), "COMPLETED");
+    // Both runs' records are delivered into the row sacctmgr addresses, the job's latest.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let text = loop {
+        let text = field(job, "SystemComment");
+        if pending_of(job).is_empty() && segments(&text).len() == 2 {
+            break text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "job {job}: no two run segments: {text:?} pending {:?}",
+            pending_of(job)
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    let runs = runs_of(job);
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    assert_eq!(runs[0].0, "REQUEUED", "{runs:?}");
+    let segs = segments(&text);
+    for (i, (seg, node)) in segs.iter().zip([first, second]).enumerate() {
+        // Bound to its own run, measured on that run's node, and right.
+        assert_eq!(seg.num("run") as u64, runs[i].1, "segment {i} of {text}");
+        assert_eq!(seg.nodes.keys().collect::<Vec<_>>(), [node], "{text}");
+        let (from, to) = if i == 0 {
+            (runs[0].1 as f64 - 5.0, runs[1].1 as f64)
+        } else {
+            (runs[1].1 as f64 - 1.0, f64::INFINITY)
+        };
+        let want = truth_wh_between(job, node, from, to);
+        assert!(
+            want > 0.0001,
+            "run {i}: the GPUs did not run (truth {want} Wh)"
+        );
+        assert_close(
+            &format!("job {job} run {i} wh"),
+            seg.num("gpu_wh"),
+            want,
+            0.01,
+        );
+        assert_eq!(seg.num("gpus"), 2.0);
+    }
+    // Run 1 ran longer than run 2: the heavier run is not hidden by the requeue.
+    assert!(segs[0].num("gpu_wh") > segs[1].num("gpu_wh"), "{text}");
+    assert_no_node_drained();
+}
+
+#[test]
+#[ignore = "needs the local Slurm cluster: run scripts/test.sh"]
+fn requeued_by_its_user_on_the_same_node_each_run_gets_its_record() {
+    requeue_by_user("node2", "node2");
+}
+
+#[test]
+#[ignore = "needs the local Slurm cluster: run scripts/test.sh"]
+fn requeued_by_its_user_onto_another_node_each_run_gets_its_record() {
+    requeue_by_user("node1", "node3");
+}
