@@ -528,7 +528,7 @@ pub fn epilog(
     open_gpus: &OpenGpus,
 ) -> Result<EpilogOutcome, JobError> {
     let key = JobKey::new(env.job, &env.node)?;
-    let Some(state) = StateDir::existing(&config.state_dir) else {
+    let Some(state) = StateDir::existing(&config.state_dir)? else {
         return Ok(if env.gpus.is_some() {
             log::warn!(
                 "job {}: no measurement on {}: the prolog did not run here (set PrologFlags=Alloc)",
