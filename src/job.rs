@@ -350,6 +350,7 @@ pub fn try_courier_lock(state: &StateDir) -> Option<fs::File> {
         .truncate(false)
         .write(true)
         .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
         .open(state.root().join(COURIER_LOCK))
         .ok()?;
     rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).ok()?;

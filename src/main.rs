@@ -219,6 +219,7 @@ fn log_to_state_dir(config: &Config) {
         .create(true)
         .append(true)
         .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
         .open(&path)
     {
         Ok(f) => logging::init_writer(Box::new(f), log::LevelFilter::Info),
