@@ -16,6 +16,7 @@
 
 use std::borrow::Cow;
 use std::io::{self, Read};
+use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
@@ -309,8 +310,11 @@ pub fn run_streamed<T>(
     let mut out = child.stdout.take().expect("piped");
     let err_pipe = child.stderr.take().expect("piped");
     let err_reader = std::thread::spawn(move || {
+        // The first 64 KiB are kept; the rest is read too, so that sacct never blocks.
+        let mut err_pipe = err_pipe;
         let mut v = Vec::new();
-        let _ = err_pipe.take(64 * 1024).read_to_end(&mut v);
+        let _ = (&mut err_pipe).take(64 * 1024).read_to_end(&mut v);
+        let _ = io::copy(&mut err_pipe, &mut io::sink());
         v
     });
     // The watchdog kills sacct at the deadline; it is stopped before sacct is reaped,
@@ -346,13 +350,19 @@ pub fn run_streamed<T>(
             timeout.unwrap_or_default().as_secs()
         ));
     }
-    if !status.success() {
-        return Err(format!(
-            "{tool} failed ({status}): {}",
-            String::from_utf8_lossy(&stderr).trim()
-        ));
+    // sacct killed by SIGPIPE: `read` stopped reading, and its answer (or error) stands.
+    let broken_pipe = status.signal() == Some(libc::SIGPIPE);
+    if status.success() || broken_pipe {
+        return result;
     }
-    result
+    let failed = format!(
+        "{tool} failed ({status}): {}",
+        String::from_utf8_lossy(&stderr).trim()
+    );
+    Err(match result {
+        Ok(_) => failed,
+        Err(e) => format!("{failed} (reading its output: {e})"),
+    })
 }
 
 #[cfg(test)]
@@ -517,6 +527,10 @@ mod tests {
         assert!(matches!(r, Err(RowError::TooLong)), "{r:?}");
     }
 
+    /// Held by the tests that write and run scripts: a script written while another
+    /// thread forks could be busy (ETXTBSY) when run.
+    static SPAWN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
     fn script(name: &str, body: &str) -> std::path::PathBuf {
         use std::os::unix::fs::PermissionsExt;
         let dir = std::env::temp_dir().join(format!(
@@ -533,6 +547,7 @@ mod tests {
 
     #[test]
     fn runs_sacct_with_a_fresh_delimiter_and_streams_its_rows() {
+        let _one_at_a_time = SPAWN.lock().unwrap_or_else(|e| e.into_inner());
         // A fake sacct: prints two rows with the delimiter it was given, the first with a
         // comment that forges a row with `|`.
         let sacct = script(
@@ -571,10 +586,64 @@ printf '3%sb%sy\n' "$d" "$d""#,
         };
         let e = run_streamed(&call, |_, _| Ok(())).unwrap_err();
         assert!(e.contains("slurmdbd down"), "{e}");
+        // Cut short: sacct's failure first, then what reading its output found.
+        let cut = script("cut", "printf '1|x'; echo 'lost connection' >&2; exit 1");
+        let call = SacctCall {
+            sacct: &cut,
+            ..call
+        };
+        let e = run_streamed(&call, |r, d| {
+            stream_rows(r, d, 3, |_| Ok(())).map_err(|e| e.to_string())
+        })
+        .unwrap_err();
+        assert!(e.contains("failed") && e.contains("lost connection"), "{e}");
+        assert!(
+            e.contains("reading its output: sacct's output does not"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn the_readers_error_stands_and_a_chatty_sacct_never_blocks() {
+        let _one_at_a_time = SPAWN.lock().unwrap_or_else(|e| e.into_inner());
+        // 1 MiB on stderr and 1 MiB of rows: both pipes must be drained.
+        let chatty = script(
+            "chatty",
+            r#"for a in "$@"; do case "$a" in --delimiter=*) d="${a#--delimiter=}";; esac; done
+head -c 1048576 /dev/zero | tr '\0' e >&2
+i=0; while [ $i -lt 20000 ]; do printf '%s%sa%sxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\n' $i "$d" "$d"; i=$((i+1)); done"#,
+        );
+        let args = Vec::new();
+        let call = SacctCall {
+            sacct: &chatty,
+            args: &args,
+            timeout: Some(Duration::from_secs(60)),
+            clear_env: false,
+        };
+        let n = run_streamed(&call, |r, d| {
+            stream_rows(r, d, 3, |_| Ok(())).map_err(|e| e.to_string())
+        })
+        .unwrap();
+        assert_eq!(n, 20_000);
+        // A reader that gives up at row 2 closes the pipe: its error is the answer,
+        // not sacct's death by SIGPIPE.
+        let e = run_streamed(&call, |r, d| {
+            stream_rows(r, d, 3, |c| {
+                if c[0] == "1" {
+                    Err("not a job".into())
+                } else {
+                    Ok(())
+                }
+            })
+            .map_err(|e| e.to_string())
+        })
+        .unwrap_err();
+        assert_eq!(e, "sacct row 2: not a job");
     }
 
     #[test]
     fn a_slow_sacct_is_killed_at_the_time_limit() {
+        let _one_at_a_time = SPAWN.lock().unwrap_or_else(|e| e.into_inner());
         let slow = script("slow", "echo 1; exec sleep 30");
         let args = Vec::new();
         let call = SacctCall {

@@ -10,6 +10,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 const BIN: &str = env!("CARGO_BIN_EXE_spank-carbon");
 
+/// Held by each test: a script written while another thread forks could be busy
+/// (ETXTBSY) when run.
+static SPAWN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn temp_dir(tag: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("sc-hard-{tag}-{}", std::process::id()));
     let _ = fs::remove_dir_all(&d);
@@ -83,6 +87,7 @@ fn json(out: &Output) -> serde_json::Value {
 
 #[test]
 fn report_ignores_rows_forged_in_a_comment() {
+    let _one_at_a_time = SPAWN.lock().unwrap_or_else(|e| e.into_inner());
     let dir = temp_dir("report");
     let sacct = fake_sacct(&dir);
     let out = run(&[
@@ -116,6 +121,7 @@ fn report_ignores_rows_forged_in_a_comment() {
 
 #[test]
 fn fairshare_charges_only_real_rows_and_times_out_sacct() {
+    let _one_at_a_time = SPAWN.lock().unwrap_or_else(|e| e.into_inner());
     let dir = temp_dir("fairshare");
     let sacct = fake_sacct(&dir);
     let sacctmgr = script(&dir, "sacctmgr", "printf 'chem||100\\nevil||100\\n'");
