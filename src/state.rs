@@ -249,19 +249,24 @@ fn create_temp(path: &Path) -> io::Result<(PathBuf, fs::File)> {
             COUNTER.fetch_add(1, Ordering::Relaxed),
             u64::from_le_bytes(r)
         ));
-        match fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(&tmp)
-        {
+        match open_new(&tmp) {
             Ok(f) => return Ok((tmp, f)),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last = e,
             Err(e) => return Err(e),
         }
     }
     Err(last)
+}
+
+/// Creates `path` for writing, mode 0600; fails if anything is there, a symbolic link
+/// (even a dangling one) included.
+fn open_new(path: &Path) -> io::Result<fs::File> {
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
 }
 
 fn write_file(path: &Path, bytes: &[u8], durable: bool) -> Result<(), StateError> {
@@ -458,14 +463,23 @@ mod tests {
         );
         assert_eq!(mode(&a), 0o600);
         drop(fa);
-        let err = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&a)
-            .unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(
+            open_new(&a).unwrap_err().kind(),
+            io::ErrorKind::AlreadyExists
+        );
         fs::remove_file(&a).unwrap();
+        // A link planted at the name, to a file or to nowhere, is neither followed nor
+        // replaced.
+        let trap = s.pending_dir().join(".trap.tmp");
+        std::os::unix::fs::symlink(&victim, &trap).unwrap();
+        assert!(open_new(&trap).is_err());
+        assert_eq!(fs::read(&victim).unwrap(), b"keep");
+        fs::remove_file(&trap).unwrap();
+        let nowhere = root.join("created-through-a-link");
+        std::os::unix::fs::symlink(&nowhere, &trap).unwrap();
+        assert!(open_new(&trap).is_err());
+        assert!(!nowhere.exists());
+        fs::remove_file(&trap).unwrap();
         fs::remove_file(&b).unwrap();
         // The rename fails (a directory, not empty, where the file goes).
         let blocked = s.pending_dir().join("3.n1.json");
