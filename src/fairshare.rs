@@ -53,6 +53,9 @@ fn default_floor() -> f64 {
 fn default_sacct_timeout() -> u64 {
     600
 }
+/// The longest `lookback_days` accepted (a century): sacct's `-S now-<seconds>` stays
+/// exact.
+pub const MAX_LOOKBACK_DAYS: f64 = 36_525.0;
 /// The longest `sacct_timeout_s` accepted: a week.
 pub const MAX_SACCT_TIMEOUT_S: u64 = 7 * 86_400;
 fn default_state() -> PathBuf {
@@ -78,8 +81,10 @@ impl Policy {
         if !(p.half_life_days > 0.0 && p.half_life_days.is_finite()) {
             return Err(err("`half_life_days` must be positive".into()));
         }
-        if !(p.lookback_days > 0.0 && p.lookback_days.is_finite()) {
-            return Err(err("`lookback_days` must be positive".into()));
+        if !(p.lookback_days > 0.0 && p.lookback_days <= MAX_LOOKBACK_DAYS) {
+            return Err(err(format!(
+                "`lookback_days` must be positive and at most {MAX_LOOKBACK_DAYS}"
+            )));
         }
         if !(0.0..=1.0).contains(&p.floor) {
             return Err(err("`floor` must be between 0 and 1".into()));
@@ -209,6 +214,8 @@ mod tests {
             "sacct_timeout_s = 0\n[budget_kg]\n",
             "sacct_timeout_s = 99999999999\n[budget_kg]\n",
             "sacct_timeout_s = -5\n[budget_kg]\n",
+            "lookback_days = 1e300\n[budget_kg]\n",
+            "lookback_days = nan\n[budget_kg]\n",
             "half_life_days = 0\n[budget_kg]\n",
             "floor = 2\n[budget_kg]\n",
             "[budget_kg]\nx = -1\n",

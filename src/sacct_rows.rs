@@ -44,8 +44,6 @@ pub enum RowError {
     Rejected { row: usize, why: String },
     #[error("reading sacct's output: {0}")]
     Io(#[from] io::Error),
-    #[error("{0}")]
-    Command(String),
 }
 
 /// Fills `buf` from the OS's random source (getrandom, else /dev/urandom).
@@ -107,7 +105,9 @@ fn framing(ncols: usize, why: String) -> RowError {
 
 /// Splits sacct's whole `-P --delimiter=<delim>` output into rows of `ncols` columns.
 /// Every column but the first may hold anything but the delimiter, newlines included; the
-/// first holds no newline. Output that does not split exactly is an error.
+/// first must be one that never holds a newline (`JobIDRaw`). Output that does not split
+/// exactly is an error. For the courier: `sacct -n -X -P --delimiter=<nonce()> -o
+/// JobIDRaw,...,<field>`, then `split_rows(stdout, &nonce, ncols)`.
 pub fn split_rows<'a>(
     text: &'a str,
     delim: &str,
