@@ -601,6 +601,7 @@ printf '3%sb%sy\n' "$d" "$d""#,
             e.contains("reading its output: sacct's output does not"),
             "{e}"
         );
+        let _ = std::fs::remove_dir_all(sacct.parent().unwrap());
     }
 
     #[test]
@@ -639,6 +640,7 @@ i=0; while [ $i -lt 20000 ]; do printf '%s%sa%sxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx
         })
         .unwrap_err();
         assert_eq!(e, "sacct row 2: not a job");
+        let _ = std::fs::remove_dir_all(chatty.parent().unwrap());
     }
 
     #[test]
@@ -661,5 +663,6 @@ i=0; while [ $i -lt 20000 ]; do printf '%s%sa%sxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx
         .unwrap_err();
         assert!(e.contains("no answer within"), "{e}");
         assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+        let _ = std::fs::remove_dir_all(slow.parent().unwrap());
     }
 }
