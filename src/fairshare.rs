@@ -14,6 +14,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::record::Segment;
+
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Policy {
@@ -32,6 +34,9 @@ pub struct Policy {
     /// The comment field the plugin writes to: system, admin or job.
     #[serde(default = "default_field")]
     pub field: String,
+    /// Time limit of the sacct call that reads the lookback window, seconds.
+    #[serde(default = "default_sacct_timeout")]
+    pub sacct_timeout_s: u64,
     /// CO2e budget per account, kg (decayed usage). Only these accounts are touched.
     pub budget_kg: BTreeMap<String, f64>,
 }
@@ -45,6 +50,14 @@ fn default_lookback() -> f64 {
 fn default_floor() -> f64 {
     0.1
 }
+fn default_sacct_timeout() -> u64 {
+    600
+}
+/// The longest `lookback_days` accepted (a century): sacct's `-S now-<seconds>` stays
+/// exact.
+pub const MAX_LOOKBACK_DAYS: f64 = 36_525.0;
+/// The longest `sacct_timeout_s` accepted: a week.
+pub const MAX_SACCT_TIMEOUT_S: u64 = 7 * 86_400;
 fn default_state() -> PathBuf {
     PathBuf::from("/var/lib/spank-carbon/fairshare.json")
 }
@@ -68,11 +81,18 @@ impl Policy {
         if !(p.half_life_days > 0.0 && p.half_life_days.is_finite()) {
             return Err(err("`half_life_days` must be positive".into()));
         }
-        if !(p.lookback_days > 0.0 && p.lookback_days.is_finite()) {
-            return Err(err("`lookback_days` must be positive".into()));
+        if !(p.lookback_days > 0.0 && p.lookback_days <= MAX_LOOKBACK_DAYS) {
+            return Err(err(format!(
+                "`lookback_days` must be positive and at most {MAX_LOOKBACK_DAYS}"
+            )));
         }
         if !(0.0..=1.0).contains(&p.floor) {
             return Err(err("`floor` must be between 0 and 1".into()));
+        }
+        if !(1..=MAX_SACCT_TIMEOUT_S).contains(&p.sacct_timeout_s) {
+            return Err(err(format!(
+                "`sacct_timeout_s` must be between 1 and {MAX_SACCT_TIMEOUT_S}"
+            )));
         }
         if !["system", "admin", "job"].contains(&p.field.as_str()) {
             return Err(err("`field` must be system, admin or job".into()));
@@ -88,6 +108,18 @@ impl Policy {
     /// The weight of CO2e emitted `age_s` seconds ago.
     pub fn decay(&self, age_s: f64) -> f64 {
         0.5f64.powf(age_s.max(0.0) / (self.half_life_days * 86_400.0))
+    }
+}
+
+/// A job's CO2e (g) weighted by its age at `now` (unix seconds): its record's end is the
+/// latest end of its node parts. Only finite, non-negative figures count.
+pub fn decayed_g(policy: &Policy, seg: &Segment, now: f64) -> f64 {
+    let end = seg.parts.values().map(|p| p.end).fold(0.0, f64::max);
+    let g = seg.co2e_g() * policy.decay(now - end);
+    if g.is_finite() && g > 0.0 {
+        g
+    } else {
+        0.0
     }
 }
 
@@ -175,7 +207,15 @@ mod tests {
         let p = policy();
         assert_eq!(p.budget_kg["heavy"], 10.0);
         assert_eq!(p.lookback_days, 28.0);
+        assert_eq!(p.sacct_timeout_s, 600);
+        let custom = Policy::parse("sacct_timeout_s = 45\n[budget_kg]\n", Path::new("f.toml"));
+        assert_eq!(custom.unwrap().sacct_timeout_s, 45);
         for bad in [
+            "sacct_timeout_s = 0\n[budget_kg]\n",
+            "sacct_timeout_s = 99999999999\n[budget_kg]\n",
+            "sacct_timeout_s = -5\n[budget_kg]\n",
+            "lookback_days = 1e300\n[budget_kg]\n",
+            "lookback_days = nan\n[budget_kg]\n",
             "half_life_days = 0\n[budget_kg]\n",
             "floor = 2\n[budget_kg]\n",
             "[budget_kg]\nx = -1\n",
@@ -192,6 +232,22 @@ mod tests {
         let p = policy();
         assert_eq!(p.decay(0.0), 1.0);
         assert!((p.decay(7.0 * 86_400.0) - 0.5).abs() < 1e-12);
+    }
+
+    #[test]
+    fn jobs_count_by_their_age() {
+        let p = policy();
+        let seg = crate::record::parse(
+            "spank-carbon/1 gpu_wh=1 co2e_g=8 intensity=475 pue=1.58 gpus=2 nodes=2 of=2 \
+             node.a=wh:1,gpus:1,co2e:3,m:counter,t:0-100 \
+             node.b=wh:1,gpus:1,co2e:5,m:counter,t:0-200",
+        )
+        .unwrap();
+        // Aged from the last node's end, one half-life ago: half of 3 + 5.
+        let week = 7.0 * 86_400.0;
+        assert!((decayed_g(&p, &seg, 200.0 + week) - 4.0).abs() < 1e-9);
+        assert_eq!(decayed_g(&p, &seg, 0.0), 8.0, "no growth for the future");
+        assert_eq!(decayed_g(&p, &seg, f64::INFINITY), 0.0);
     }
 
     #[test]

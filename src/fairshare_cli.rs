@@ -7,12 +7,14 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use spank_carbon::accounting::run_tool;
-use spank_carbon::fairshare::{plan, Owned, PlanRow, Policy, State};
+use spank_carbon::fairshare::{decayed_g, plan, Owned, PlanRow, Policy, State};
 use spank_carbon::record::num;
 use spank_carbon::report::{self, FIELDS};
+use spank_carbon::sacct_rows::{self, SacctCall};
 use spank_carbon::sampler::unix_now;
 use spank_carbon::state;
 
+/// Time limit of one sacctmgr call.
 const TIMEOUT: Duration = Duration::from_secs(60);
 
 pub struct Options {
@@ -72,34 +74,33 @@ fn current_shares(o: &Options, accounts: &[&String]) -> Result<BTreeMap<String, 
     Ok(shares)
 }
 
-/// Each account's decayed CO2e (g), streamed from sacct.
+/// Each account's decayed CO2e (g), streamed from sacct (rows framed by a fresh
+/// delimiter: no comment can forge a job), killed after `sacct_timeout_s`.
 fn usage(o: &Options, policy: &Policy) -> Result<BTreeMap<String, f64>, String> {
     // sacct's relative times count seconds by default.
     let start = format!("now-{}", (policy.lookback_days * 86_400.0).ceil() as u64);
     let format = format!("{FIELDS},{}", field_name(&policy.field));
-    let out = run_tool(
-        &o.sacct,
-        &["-a", "-X", "-n", "-P", "-S", &start, "-o", &format],
-        TIMEOUT,
-    )
-    .map_err(|e| e.to_string())?;
-    if !out.status.success() {
-        return Err(format!(
-            "sacct: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
+    let args: Vec<String> = ["-a", "-X", "-n", "-S", &start, "-o", &format]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let call = SacctCall {
+        sacct: &o.sacct,
+        args: &args,
+        timeout: Some(Duration::from_secs(policy.sacct_timeout_s)),
+        clear_env: true,
+    };
     let now = unix_now();
-    let mut usage: BTreeMap<String, f64> = BTreeMap::new();
-    report::stream(out.stdout.as_slice(), |row| {
-        if let Some(seg) = row.record() {
-            let end = seg.parts.values().map(|p| p.end).fold(0.0, f64::max);
-            *usage.entry(row.account.clone()).or_default() +=
-                seg.co2e_g() * policy.decay(now - end);
-        }
+    sacct_rows::run_streamed(&call, |out, delim| {
+        let mut usage: BTreeMap<String, f64> = BTreeMap::new();
+        report::stream(out, delim, |row| {
+            if let Some(seg) = row.record() {
+                *usage.entry(row.account.clone()).or_default() += decayed_g(policy, &seg, now);
+            }
+        })
+        .map_err(|e| format!("sacct: {e}"))?;
+        Ok(usage)
     })
-    .map_err(|e| e.to_string())?;
-    Ok(usage)
 }
 
 fn set_shares(o: &Options, account: &str, shares: u32) -> Result<(), String> {

@@ -350,6 +350,7 @@ pub fn try_courier_lock(state: &StateDir) -> Option<fs::File> {
         .truncate(false)
         .write(true)
         .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
         .open(state.root().join(COURIER_LOCK))
         .ok()?;
     rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).ok()?;
@@ -528,7 +529,7 @@ pub fn epilog(
     open_gpus: &OpenGpus,
 ) -> Result<EpilogOutcome, JobError> {
     let key = JobKey::new(env.job, &env.node)?;
-    let Some(state) = StateDir::existing(&config.state_dir) else {
+    let Some(state) = StateDir::existing(&config.state_dir)? else {
         return Ok(if env.gpus.is_some() {
             log::warn!(
                 "job {}: no measurement on {}: the prolog did not run here (set PrologFlags=Alloc)",

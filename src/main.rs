@@ -16,7 +16,7 @@ mod measure;
 mod pending_cli;
 mod report_cli;
 
-use spank_carbon::accounting::{self, AcctError, Delivery, Item, SlurmTools, Step, Timing};
+use spank_carbon::accounting::{self, AcctError, Item, SlurmTools, Step, Timing};
 use spank_carbon::config::Config;
 use spank_carbon::gpu::NvmlHost;
 use spank_carbon::logging::{self, chain};
@@ -234,6 +234,7 @@ fn log_to_state_dir(config: &Config) {
         .create(true)
         .append(true)
         .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
         .open(&path)
     {
         Ok(f) => logging::init_writer(Box::new(f), log::LevelFilter::Info),
@@ -285,12 +286,19 @@ fn sample(key: &str, minors: &[u32], args: &[String]) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let Some(state) = StateDir::existing(&config.state_dir) else {
-        log::error!(
-            "job {key}: sampler: no state directory {}",
-            config.state_dir.display()
-        );
-        return ExitCode::FAILURE;
+    let state = match StateDir::existing(&config.state_dir) {
+        Ok(Some(state)) => state,
+        Ok(None) => {
+            log::error!(
+                "job {key}: sampler: no state directory {}",
+                config.state_dir.display()
+            );
+            return ExitCode::FAILURE;
+        }
+        Err(e) => {
+            log::error!("job {key}: sampler: {e}");
+            return ExitCode::FAILURE;
+        }
     };
     let job_dir = state.job_dir(&key);
     let host = match NvmlHost::open(config.nvml_lib.as_deref()) {
@@ -416,7 +424,7 @@ fn courier(state: &StateDir, config: &Config, only: Option<&JobKey>, foreground:
             if items.contains_key(&key) || stuck.contains(&key) {
                 continue;
             }
-            match state::read_json::<Delivery>(&state.pending_path(&key)) {
+            match state::load_pending(state, &key) {
                 Ok(Some(d)) => {
                     items.insert(key, Item::new(d, &timing));
                 }
@@ -567,12 +575,19 @@ fn deliver(key: Option<&str>, foreground: bool, args: &[String]) -> ExitCode {
     } else {
         log_to_state_dir(&config);
     }
-    let Some(state) = StateDir::existing(&config.state_dir) else {
-        log::info!(
-            "nothing to deliver: no state directory {}",
-            config.state_dir.display()
-        );
-        return ExitCode::SUCCESS;
+    let state = match StateDir::existing(&config.state_dir) {
+        Ok(Some(state)) => state,
+        Ok(None) => {
+            log::info!(
+                "nothing to deliver: no state directory {}",
+                config.state_dir.display()
+            );
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            log::error!("deliver: {e}");
+            return ExitCode::FAILURE;
+        }
     };
     let only = match key.map(JobKey::parse) {
         Some(Ok(k)) => Some(k),

@@ -19,12 +19,19 @@ struct Entry {
 }
 
 pub fn run(config: &Config, json: bool) -> ExitCode {
-    let Some(state) = StateDir::existing(&config.state_dir) else {
-        eprintln!(
-            "spank-carbon: no state directory {}",
-            config.state_dir.display()
-        );
-        return ExitCode::FAILURE;
+    let state = match StateDir::existing(&config.state_dir) {
+        Ok(Some(state)) => state,
+        Ok(None) => {
+            println!(
+                "no record waits: no state directory {}",
+                config.state_dir.display()
+            );
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("spank-carbon: {e}");
+            return ExitCode::FAILURE;
+        }
     };
     let mut entries = Vec::new();
     for key in state.pending_keys() {

@@ -256,7 +256,10 @@ impl Segment {
         self.parts.values().map(|p| p.co2e_g).sum()
     }
     pub fn gpus(&self) -> u32 {
-        self.parts.values().map(|p| p.gpus).sum()
+        // Saturating: parts read from a field may be anyone's.
+        self.parts
+            .values()
+            .fold(0u32, |sum, p| sum.saturating_add(p.gpus))
     }
     pub fn method(&self) -> Option<Method> {
         self.parts

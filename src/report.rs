@@ -1,13 +1,14 @@
 //! Reports from accounting (sacct), so they work wherever sacct does: one job like
 //! seff, and totals per user, account or partition over a time range. sacct's output
-//! is streamed, line by line.
+//! is streamed, row by row, framed by a per-call delimiter ([`crate::sacct_rows`]).
 
 use std::collections::BTreeMap;
-use std::io::BufRead;
+use std::io::Read;
 
 use serde::Serialize;
 
 use crate::record::{self, Segment};
+use crate::sacct_rows::{self, RowError};
 
 /// sacct fields read for each job, in this order; the comment field comes last because
 /// foreign text in it may hold newlines.
@@ -44,54 +45,42 @@ fn gpus_of(alloc_tres: &str) -> u32 {
         .unwrap_or(0)
 }
 
-fn parse_line(line: &str) -> Option<JobRow> {
-    let mut f = line.splitn(9, '|');
-    let job = f.next()?.parse().ok()?;
-    let user = f.next()?.to_string();
-    let account = f.next()?.to_string();
-    let partition = f.next()?.to_string();
-    let state = f.next()?.to_string();
-    let elapsed_s = f.next()?.parse().ok()?;
-    let gpus = gpus_of(f.next()?);
-    let nodelist = f.next()?.to_string();
-    let field = f.next()?.to_string();
-    Some(JobRow {
-        job,
-        user,
-        account,
-        partition,
-        state,
-        elapsed_s,
-        gpus,
-        nodelist,
-        field,
+/// Columns of a row: [`FIELDS`] and the comment field.
+pub const NCOLS: usize = 9;
+
+/// One row of sacct's output (its [`NCOLS`] columns); a job id or elapsed time that is
+/// not a number is an error, never a row skipped in silence.
+pub fn parse_row(cols: &[&str]) -> Result<JobRow, String> {
+    let [job, user, account, partition, state, elapsed, tres, nodelist, field] = cols else {
+        return Err(format!("{} columns, not {NCOLS}", cols.len()));
+    };
+    let short = |s: &str| s.chars().take(40).collect::<String>();
+    Ok(JobRow {
+        job: job
+            .parse()
+            .map_err(|_| format!("JobIDRaw `{}` is not a job id", short(job)))?,
+        user: user.to_string(),
+        account: account.to_string(),
+        partition: partition.to_string(),
+        state: state.to_string(),
+        elapsed_s: elapsed
+            .parse()
+            .map_err(|_| format!("ElapsedRaw `{}` is not a number", short(elapsed)))?,
+        gpus: gpus_of(tres),
+        nodelist: nodelist.to_string(),
+        field: field.to_string(),
     })
 }
 
-/// Reads sacct's `-n -P -o FIELDS,<comment>` output, calling `each` per job. A line that
-/// does not start a job continues the previous job's comment (a newline in it).
-pub fn stream(input: impl BufRead, mut each: impl FnMut(JobRow)) -> std::io::Result<()> {
-    let mut pending: Option<JobRow> = None;
-    for line in input.lines() {
-        let line = line?;
-        match parse_line(&line) {
-            Some(row) => {
-                if let Some(prev) = pending.replace(row) {
-                    each(prev);
-                }
-            }
-            None => {
-                if let Some(p) = pending.as_mut() {
-                    p.field.push('\n');
-                    p.field.push_str(&line);
-                }
-            }
-        }
-    }
-    if let Some(prev) = pending {
-        each(prev);
-    }
-    Ok(())
+/// Reads sacct's `-n -P --delimiter=<delim> -o FIELDS,<comment>` output, calling `each`
+/// per job. Rows are framed by the delimiter (see [`crate::sacct_rows`]): no text in a
+/// comment can make a row.
+pub fn stream(input: impl Read, delim: &str, mut each: impl FnMut(JobRow)) -> Result<(), RowError> {
+    sacct_rows::stream_rows(input, delim, NCOLS, |cols| {
+        each(parse_row(cols)?);
+        Ok(())
+    })
+    .map(|_| ())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,9 +102,9 @@ pub struct Totals {
 }
 
 /// Totals per group, sorted by CO2e (largest first).
-pub fn totals(input: impl BufRead, by: GroupBy) -> std::io::Result<Vec<Totals>> {
+pub fn totals(input: impl Read, delim: &str, by: GroupBy) -> Result<Vec<Totals>, RowError> {
     let mut groups: BTreeMap<String, Totals> = BTreeMap::new();
-    stream(input, |row| {
+    stream(input, delim, |row| {
         let key = match by {
             GroupBy::User => &row.user,
             GroupBy::Account => &row.account,
@@ -125,10 +114,10 @@ pub fn totals(input: impl BufRead, by: GroupBy) -> std::io::Result<Vec<Totals>> 
             name: key.clone(),
             ..Totals::default()
         });
-        t.jobs += 1;
+        t.jobs = t.jobs.saturating_add(1);
         t.gpu_hours += row.gpu_hours();
         if let Some(seg) = row.record() {
-            t.measured_jobs += 1;
+            t.measured_jobs = t.measured_jobs.saturating_add(1);
             t.gpu_wh += seg.gpu_wh();
             t.co2e_g += seg.co2e_g();
             t.embodied_g += seg.embodied_g().unwrap_or(0.0);
@@ -223,7 +212,7 @@ line two spank-carbon/1 gpu_wh=1000 co2e_g=750 intensity=475 pue=1.58 gpus=4 nod
     #[test]
     fn streams_jobs_with_multiline_comments() {
         let mut rows = Vec::new();
-        stream(SACCT.as_bytes(), |r| rows.push(r)).unwrap();
+        stream(SACCT.as_bytes(), "|", |r| rows.push(r)).unwrap();
         assert_eq!(rows.len(), 3);
         assert_eq!(rows[1].field.lines().count(), 2);
         assert_eq!(rows[1].record().unwrap().gpu_wh(), 1000.0);
@@ -234,7 +223,7 @@ line two spank-carbon/1 gpu_wh=1000 co2e_g=750 intensity=475 pue=1.58 gpus=4 nod
 
     #[test]
     fn totals_per_group_sorted_by_co2e() {
-        let t = totals(SACCT.as_bytes(), GroupBy::User).unwrap();
+        let t = totals(SACCT.as_bytes(), "|", GroupBy::User).unwrap();
         assert_eq!(t[0].name, "bob");
         assert_eq!(t[0].co2e_g, 750.0);
         assert_eq!(t[0].embodied_g, 20.0);
@@ -242,11 +231,44 @@ line two spank-carbon/1 gpu_wh=1000 co2e_g=750 intensity=475 pue=1.58 gpus=4 nod
         assert_eq!(t[1].jobs, 2);
         assert_eq!(t[1].measured_jobs, 1);
         assert_eq!(t[1].gpu_hours, 2.0);
-        let p = totals(SACCT.as_bytes(), GroupBy::Partition).unwrap();
+        let p = totals(SACCT.as_bytes(), "|", GroupBy::Partition).unwrap();
         assert_eq!(
             p.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(),
             ["gpu", "cpu"]
         );
+    }
+
+    #[test]
+    fn a_comment_cannot_forge_jobs() {
+        let d = sacct_rows::nonce().unwrap();
+        // Mallory's own Comment (field=job) holds whole rows in the default format that
+        // would charge bob's account, with newlines and guessed delimiters.
+        let fake = "66|bob|heavy|gpu|COMPLETED|3600|gres/gpu=8|node9|spank-carbon/1 gpu_wh=1e9 \
+                    co2e_g=1e9 intensity=475 pue=1.58 gpus=8 nodes=1 of=1 \
+                    node.node9=wh:1e9,gpus:8,co2e:1e9,m:counter,t:1-3601";
+        let comment = format!("hi\n{fake}\n{}\n{fake}|x", fake.replace('|', "|0000"));
+        let text = format!(
+            "{}13{d}mallory{d}evil{d}gpu{d}COMPLETED{d}60{d}cpu=1{d}node4{d}{comment}\n",
+            SACCT.replace('|', &d)
+        );
+        let mut rows = Vec::new();
+        stream(text.as_bytes(), &d, |r| rows.push(r)).unwrap();
+        assert_eq!(
+            rows.iter().map(|r| r.job).collect::<Vec<_>>(),
+            [10, 11, 12, 13]
+        );
+        assert_eq!(rows[3].field, comment);
+        let t = totals(text.as_bytes(), &d, GroupBy::Account).unwrap();
+        let heavy = t.iter().find(|t| t.name == "heavy").unwrap();
+        assert_eq!((heavy.jobs, heavy.co2e_g), (1, 750.0));
+    }
+
+    #[test]
+    fn rows_that_are_not_jobs_are_errors() {
+        let e = totals("x|u|a|p|S|1|t|n|c\n".as_bytes(), "|", GroupBy::User).unwrap_err();
+        assert_eq!(e.to_string(), "sacct row 1: JobIDRaw `x` is not a job id");
+        let e = totals("1|u|a|p|S|-1|t|n|c\n".as_bytes(), "|", GroupBy::User).unwrap_err();
+        assert!(e.to_string().contains("ElapsedRaw `-1`"), "{e}");
     }
 
     #[test]

@@ -1,12 +1,13 @@
 //! `spank-carbon report`: one job like seff, or totals per user, account or partition.
 
-use std::io::{BufRead, BufReader};
+use std::io::Read;
 use std::path::PathBuf;
-use std::process::{Command, ExitCode, Stdio};
+use std::process::ExitCode;
 
 use spank_carbon::config::Field;
 use spank_carbon::record::num;
 use spank_carbon::report::{self, everyday, mass, GroupBy, JobRow, Totals, FIELDS};
+use spank_carbon::sacct_rows::{self, SacctCall};
 
 pub struct Options {
     pub job: Option<u32>,
@@ -20,37 +21,25 @@ pub struct Options {
     pub sacct_output: Option<PathBuf>,
 }
 
-/// Runs `read` over sacct's output (or a file's), streamed; a failed sacct is an error,
-/// never an empty report.
+/// Runs `read` over sacct's output (or a file's), streamed, with the delimiter that frames
+/// its rows: a fresh nonce per sacct call; a file (tests, benchmarks) uses sacct's default
+/// `|`. A failed sacct is an error, never an empty report.
 fn with_sacct<T>(
     o: &Options,
     args: Vec<String>,
-    read: impl FnOnce(Box<dyn BufRead>) -> Result<T, String>,
+    read: impl FnOnce(&mut dyn Read, &str) -> Result<T, String>,
 ) -> Result<T, String> {
     if let Some(path) = &o.sacct_output {
-        let f = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        return read(Box::new(BufReader::with_capacity(1 << 16, f)));
+        let mut f = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        return read(&mut f, "|");
     }
-    let mut child = Command::new(&o.sacct)
-        .args(&args)
-        .env("LC_ALL", "C")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("{}: {e}", o.sacct.display()))?;
-    let out = child.stdout.take().expect("piped");
-    let result = read(Box::new(BufReader::with_capacity(1 << 16, out)));
-    let mut stderr = String::new();
-    if let Some(mut e) = child.stderr.take() {
-        use std::io::Read;
-        let _ = e.read_to_string(&mut stderr);
-    }
-    let status = child.wait().map_err(|e| e.to_string())?;
-    if !status.success() {
-        return Err(format!("sacct failed ({status}): {}", stderr.trim()));
-    }
-    result
+    let call = SacctCall {
+        sacct: &o.sacct,
+        args: &args,
+        timeout: None,
+        clear_env: false,
+    };
+    sacct_rows::run_streamed(&call, read)
 }
 
 pub fn run(o: Options) -> ExitCode {
@@ -59,22 +48,21 @@ pub fn run(o: Options) -> ExitCode {
         (Some(job), _) => {
             let args = vec![
                 "-n".into(),
-                "-P".into(),
                 "-X".into(),
                 "-j".into(),
                 job.to_string(),
                 "-o".into(),
                 format,
             ];
-            with_sacct(&o, args, |r| {
+            with_sacct(&o, args, |r, delim| {
                 let mut rows: Vec<JobRow> = Vec::new();
-                report::stream(r, |row| rows.push(row)).map_err(|e| e.to_string())?;
+                report::stream(r, delim, |row| rows.push(row)).map_err(|e| e.to_string())?;
                 Ok(rows)
             })
             .and_then(|rows| one_job(&o, job, rows))
         }
         (None, by) => {
-            let mut args: Vec<String> = vec!["-a".into(), "-n".into(), "-P".into(), "-X".into()];
+            let mut args: Vec<String> = vec!["-a".into(), "-n".into(), "-X".into()];
             if let Some(s) = &o.starttime {
                 args.extend(["-S".into(), s.clone()]);
             }
@@ -83,8 +71,8 @@ pub fn run(o: Options) -> ExitCode {
             }
             args.extend(["-o".into(), format]);
             let by = by.unwrap_or(GroupBy::User);
-            with_sacct(&o, args, |r| {
-                report::totals(r, by).map_err(|e| e.to_string())
+            with_sacct(&o, args, |r, delim| {
+                report::totals(r, delim, by).map_err(|e| e.to_string())
             })
             .and_then(|t| totals(&o, by, t))
         }
@@ -184,7 +172,7 @@ fn one_job(o: &Options, job: u32, rows: Vec<JobRow>) -> Result<(), String> {
             mass(e, imperial)
         );
     }
-    if (seg.parts.len() as u32) < seg.meta.expected_nodes {
+    if (seg.parts.len() as u64) < u64::from(seg.meta.expected_nodes) {
         println!(
             "Note: {} of the job's {} nodes reported a measurement.",
             seg.parts.len(),
@@ -280,8 +268,8 @@ fn totals(o: &Options, by: GroupBy, t: Vec<Totals>) -> Result<(), String> {
     };
     for r in &t {
         row(r);
-        sum.jobs += r.jobs;
-        sum.measured_jobs += r.measured_jobs;
+        sum.jobs = sum.jobs.saturating_add(r.jobs);
+        sum.measured_jobs = sum.measured_jobs.saturating_add(r.measured_jobs);
         sum.gpu_hours += r.gpu_hours;
         sum.gpu_wh += r.gpu_wh;
         sum.co2e_g += r.co2e_g;

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::accounting::Delivery;
 use crate::record::valid_node_name;
 
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +33,8 @@ pub enum StateError {
         #[source]
         source: io::Error,
     },
+    #[error("{path}: refused: {why}")]
+    Mismatch { path: String, why: String },
     #[error("{path}: corrupted: {source}")]
     Corrupt {
         path: String,
@@ -134,40 +137,39 @@ impl StateDir {
     /// that another user owns or that others can write: the plugin runs as root and
     /// trusts what it finds there.
     pub fn open(root: &Path) -> Result<StateDir, StateError> {
-        let me = rustix::process::geteuid().as_raw();
         let mut builder = fs::DirBuilder::new();
         builder.recursive(true).mode(0o700);
         for dir in std::iter::once(root.to_path_buf()).chain(SUBDIRS.iter().map(|s| root.join(s))) {
             if !dir.exists() {
                 builder.create(&dir).map_err(io_err(&dir))?;
             }
-            let meta = fs::symlink_metadata(&dir).map_err(io_err(&dir))?;
-            let unsafe_because = if !meta.is_dir() {
-                Some("not a directory")
-            } else if meta.uid() != me {
-                Some("owned by another user")
-            } else if meta.mode() & 0o022 != 0 {
-                Some("writable by group or others")
-            } else {
-                None
-            };
-            if let Some(why) = unsafe_because {
-                return Err(StateError::Unsafe {
-                    path: dir.display().to_string(),
-                    why: why.into(),
-                });
-            }
+            check_dir(&dir)?;
         }
         Ok(StateDir {
             root: root.to_path_buf(),
         })
     }
 
-    /// Opens an existing state directory without creating anything (for readers).
-    pub fn existing(root: &Path) -> Option<StateDir> {
-        root.join("jobs").is_dir().then(|| StateDir {
+    /// Opens an existing state directory without creating anything (the epilog, the
+    /// sampler, the courier): `Ok(None)` if it or its `jobs` directory does not exist;
+    /// the same checks as [`StateDir::open`] on the directory and on each of its
+    /// directories that exists, an error naming the directory otherwise.
+    pub fn existing(root: &Path) -> Result<Option<StateDir>, StateError> {
+        for (i, dir) in std::iter::once(root.to_path_buf())
+            .chain(SUBDIRS.iter().map(|s| root.join(s)))
+            .enumerate()
+        {
+            match fs::symlink_metadata(&dir) {
+                Ok(_) => check_dir(&dir)?,
+                // The root and `jobs` (made first by the prolog) must be there.
+                Err(e) if e.kind() == io::ErrorKind::NotFound && i < 2 => return Ok(None),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err(&dir)(e)),
+            }
+        }
+        Ok(Some(StateDir {
             root: root.to_path_buf(),
-        })
+        }))
     }
 
     pub fn root(&self) -> &Path {
@@ -225,6 +227,29 @@ pub fn stuck_reason(state: &StateDir, key: &JobKey) -> Option<String> {
     fs::read_to_string(state.root().join("stuck").join(format!("{key}.txt"))).ok()
 }
 
+/// Refuses a state directory that is not a directory (a symbolic link included), that
+/// another user owns, or that group or others can write.
+fn check_dir(dir: &Path) -> Result<(), StateError> {
+    let me = rustix::process::geteuid().as_raw();
+    let meta = fs::symlink_metadata(dir).map_err(io_err(dir))?;
+    let unsafe_because = if !meta.is_dir() {
+        Some("not a directory")
+    } else if meta.uid() != me {
+        Some("owned by another user")
+    } else if meta.mode() & 0o022 != 0 {
+        Some("writable by group or others")
+    } else {
+        None
+    };
+    match unsafe_because {
+        Some(why) => Err(StateError::Unsafe {
+            path: dir.display().to_string(),
+            why: why.into(),
+        }),
+        None => Ok(()),
+    }
+}
+
 /// Keys named by the `<job>.<node>[.json]` entries of a directory; others are ignored.
 pub fn keys_in(dir: &Path) -> Vec<JobKey> {
     let Ok(entries) = fs::read_dir(dir) else {
@@ -254,24 +279,62 @@ pub fn write_durable(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
     write_file(path, bytes, true)
 }
 
-fn write_file(path: &Path, bytes: &[u8], durable: bool) -> Result<(), StateError> {
+/// A temporary file beside `path`, created new (O_CREAT|O_EXCL|O_NOFOLLOW, mode 0600)
+/// under a name no one can predict or share: `.<name>.<pid>.<n>.<random>.tmp`. A name
+/// that exists already (a leftover, a trap) is never opened: another is tried.
+fn create_temp(path: &Path) -> io::Result<(PathBuf, fs::File)> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
     let dir = path.parent().unwrap_or(Path::new("/"));
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let mut last = io::Error::from(io::ErrorKind::AlreadyExists);
+    for _ in 0..16 {
+        let mut r = [0u8; 8];
+        if crate::sacct_rows::random_bytes(&mut r).is_err() {
+            // Still unique: the pid and the counter; O_EXCL keeps it safe.
+            r = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64)
+                .to_le_bytes();
+        }
+        let tmp = dir.join(format!(
+            ".{name}.{}.{}.{:016x}.tmp",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed),
+            u64::from_le_bytes(r)
+        ));
+        match open_new(&tmp) {
+            Ok(f) => return Ok((tmp, f)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last = e,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last)
+}
+
+/// Creates `path` for writing, mode 0600; fails if anything is there, a symbolic link
+/// (even a dangling one) included.
+fn open_new(path: &Path) -> io::Result<fs::File> {
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+}
+
+fn write_file(path: &Path, bytes: &[u8], durable: bool) -> Result<(), StateError> {
+    let (tmp, mut f) = create_temp(path).map_err(io_err(path))?;
     let result = (|| {
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
         f.write_all(bytes)?;
         if durable {
             f.sync_data()?;
         }
+        drop(f);
         fs::rename(&tmp, path)
     })();
     if result.is_err() {
+        // Only the file this call created.
         let _ = fs::remove_file(&tmp);
     }
     result.map_err(io_err(path))
@@ -300,6 +363,49 @@ pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, StateErr
             path: path.display().to_string(),
             source,
         })
+}
+
+/// Reads the pending record of `key` (`Ok(None)`: gone, delivered meanwhile) and refuses
+/// one whose content disagrees with its validated name: another job, another node, or a
+/// node name that is not one. The courier addresses the job by the name.
+pub fn load_pending(state: &StateDir, key: &JobKey) -> Result<Option<Delivery>, StateError> {
+    let path = state.pending_path(key);
+    let Some(d) = read_json::<Delivery>(&path)? else {
+        return Ok(None);
+    };
+    check_pending(key, &d).map_err(|why| StateError::Mismatch {
+        path: path.display().to_string(),
+        why,
+    })?;
+    Ok(Some(d))
+}
+
+/// Why a pending record does not belong to `key`, if it does not.
+fn check_pending(key: &JobKey, d: &Delivery) -> Result<(), String> {
+    let short = |s: &str| s.chars().take(64).collect::<String>();
+    if d.job != key.job {
+        return Err(format!(
+            "it is job {}'s record, not job {}'s",
+            d.job, key.job
+        ));
+    }
+    if d.part.node != key.node {
+        return Err(format!(
+            "it is node `{}`'s part, not {}'s",
+            short(&d.part.node),
+            key.node
+        ));
+    }
+    if key.run.is_some() && key.with_run(d.part.start).run != key.run {
+        return Err(format!(
+            "it measured a run from {}, not run {:?}",
+            d.part.start, key.run
+        ));
+    }
+    if let Some(bad) = d.nodes.iter().find(|n| !valid_node_name(n)) {
+        return Err(format!("bad node name `{}` in its node list", short(bad)));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -371,6 +477,187 @@ mod tests {
         assert!(matches!(
             StateDir::open(&root),
             Err(StateError::Unsafe { .. })
+        ));
+        fs::remove_dir_all(&root).unwrap();
+    }
+
+    fn mode(p: &Path) -> u32 {
+        fs::symlink_metadata(p).unwrap().mode() & 0o777
+    }
+
+    fn temps_in(dir: &Path) -> Vec<String> {
+        fs::read_dir(dir)
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n.ends_with(".tmp"))
+            .collect()
+    }
+
+    #[test]
+    fn files_are_created_private_and_never_through_a_link() {
+        let root = temp_dir("files");
+        let s = StateDir::open(&root).unwrap();
+        let target = s.pending_dir().join("1.n1.json");
+        write_atomic(&target, b"one").unwrap();
+        assert_eq!(mode(&target), 0o600);
+        write_durable(&target, b"two").unwrap();
+        assert_eq!(fs::read(&target).unwrap(), b"two");
+        assert!(temps_in(&s.pending_dir()).is_empty());
+        // A symbolic link where the file goes is replaced, never written through.
+        let victim = root.join("victim");
+        fs::write(&victim, b"keep").unwrap();
+        let link = s.pending_dir().join("2.n1.json");
+        std::os::unix::fs::symlink(&victim, &link).unwrap();
+        write_json(&link, &serde_json::json!({"a": 1})).unwrap();
+        assert_eq!(fs::read(&victim).unwrap(), b"keep");
+        assert!(fs::symlink_metadata(&link).unwrap().is_file());
+        // Temporary names are fresh each time and carry the pid; one that exists is
+        // never opened (O_EXCL), and a failed write leaves none behind.
+        let (a, fa) = create_temp(&target).unwrap();
+        let (b, _fb) = create_temp(&target).unwrap();
+        assert_ne!(a, b);
+        let an = a.file_name().unwrap().to_str().unwrap().to_string();
+        assert!(
+            an.starts_with(&format!(".1.n1.json.{}.", std::process::id())),
+            "{an}"
+        );
+        assert_eq!(mode(&a), 0o600);
+        drop(fa);
+        assert_eq!(
+            open_new(&a).unwrap_err().kind(),
+            io::ErrorKind::AlreadyExists
+        );
+        fs::remove_file(&a).unwrap();
+        // A link planted at the name, to a file or to nowhere, is neither followed nor
+        // replaced.
+        let trap = s.pending_dir().join(".trap.tmp");
+        std::os::unix::fs::symlink(&victim, &trap).unwrap();
+        assert!(open_new(&trap).is_err());
+        assert_eq!(fs::read(&victim).unwrap(), b"keep");
+        fs::remove_file(&trap).unwrap();
+        let nowhere = root.join("created-through-a-link");
+        std::os::unix::fs::symlink(&nowhere, &trap).unwrap();
+        assert!(open_new(&trap).is_err());
+        assert!(!nowhere.exists());
+        fs::remove_file(&trap).unwrap();
+        fs::remove_file(&b).unwrap();
+        // The rename fails (a directory, not empty, where the file goes).
+        let blocked = s.pending_dir().join("3.n1.json");
+        fs::create_dir_all(blocked.join("inside")).unwrap();
+        assert!(write_atomic(&blocked, b"x").is_err());
+        assert!(temps_in(&s.pending_dir()).is_empty());
+        fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn existing_state_dirs_get_the_same_checks() {
+        let root = temp_dir("existing");
+        assert!(StateDir::existing(&root).unwrap().is_none(), "no directory");
+        fs::create_dir(&root).unwrap();
+        fs::set_permissions(&root, fs::Permissions::from_mode(0o700)).unwrap();
+        assert!(StateDir::existing(&root).unwrap().is_none(), "no jobs/ yet");
+        StateDir::open(&root).unwrap();
+        assert!(StateDir::existing(&root).unwrap().is_some());
+        let refused = |what: &str, needle: &str, why: &str| {
+            let e = StateDir::existing(&root).unwrap_err();
+            assert!(matches!(e, StateError::Unsafe { .. }), "{what}: {e}");
+            let text = e.to_string();
+            assert!(
+                text.contains(needle) && text.contains(why),
+                "{what}: {text}"
+            );
+            assert!(StateDir::open(&root).is_err(), "{what}: open agrees");
+        };
+        // Writable by others: the root, then a subdirectory.
+        fs::set_permissions(&root, fs::Permissions::from_mode(0o777)).unwrap();
+        refused(
+            "root 0777",
+            &root.display().to_string(),
+            "writable by group or others",
+        );
+        fs::set_permissions(&root, fs::Permissions::from_mode(0o700)).unwrap();
+        let pending = root.join("pending");
+        fs::set_permissions(&pending, fs::Permissions::from_mode(0o770)).unwrap();
+        refused("pending 0770", "pending", "writable by group or others");
+        fs::set_permissions(&pending, fs::Permissions::from_mode(0o700)).unwrap();
+        // Owned by another user (the tests run as root; otherwise chown is refused).
+        let me = rustix::process::geteuid().as_raw();
+        let other = me.wrapping_add(4242);
+        if std::os::unix::fs::chown(&pending, Some(other), None).is_ok() {
+            refused("pending chowned", "pending", "owned by another user");
+            std::os::unix::fs::chown(&pending, Some(me), None).unwrap();
+        }
+        // A symbolic link instead of jobs/.
+        let jobs = root.join("jobs");
+        fs::remove_dir(&jobs).unwrap();
+        let elsewhere = temp_dir("elsewhere");
+        fs::create_dir(&elsewhere).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, &jobs).unwrap();
+        refused("jobs a link", "jobs", "not a directory");
+        fs::remove_file(&jobs).unwrap();
+        fs::create_dir(&jobs).unwrap();
+        assert!(StateDir::existing(&root).unwrap().is_some());
+        fs::remove_dir_all(&root).unwrap();
+        fs::remove_dir_all(&elsewhere).unwrap();
+    }
+
+    fn delivery(job: u32, node: &str, nodes: &[&str]) -> Delivery {
+        Delivery {
+            job,
+            field: crate::config::Field::System,
+            part: crate::record::NodePart {
+                node: node.into(),
+                wh: 1.5,
+                gpus: 1,
+                co2e_g: 1.0,
+                method: crate::record::Method::Counter,
+                start: 1.0,
+                end: 2.0,
+                coverage: None,
+                flags: vec![],
+                peak_w: None,
+                intensity_src: None,
+                embodied_g: None,
+            },
+            meta: crate::record::Meta {
+                intensity: crate::units::GramsPerKwh(475.0),
+                pue: 1.5,
+                expected_nodes: nodes.len() as u32,
+            },
+            nodes: nodes.iter().map(|n| n.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn pending_records_must_match_their_name() {
+        let root = temp_dir("pending");
+        let s = StateDir::open(&root).unwrap();
+        let key = JobKey::new(7, "n1").unwrap();
+        assert!(load_pending(&s, &key).unwrap().is_none(), "none yet");
+        let good = delivery(7, "n1", &["n1", "n2"]);
+        write_json(&s.pending_path(&key), &good).unwrap();
+        assert_eq!(load_pending(&s, &key).unwrap(), Some(good));
+        for (bad, why) in [
+            (delivery(8, "n1", &["n1"]), "job 8's record, not job 7's"),
+            (
+                delivery(7, "n2", &["n1", "n2"]),
+                "node `n2`'s part, not n1's",
+            ),
+            (delivery(7, "N1", &["n1"]), "node `N1`'s part"),
+            (delivery(7, "n1", &["n1", "../x"]), "bad node name `../x`"),
+            (delivery(7, "n1", &["n1", ""]), "bad node name ``"),
+        ] {
+            write_json(&s.pending_path(&key), &bad).unwrap();
+            let e = load_pending(&s, &key).unwrap_err();
+            assert!(matches!(e, StateError::Mismatch { .. }), "{e}");
+            let text = e.to_string();
+            assert!(text.contains(why), "{text}");
+            assert!(text.contains("pending/7.n1.json: refused"), "{text}");
+        }
+        fs::write(s.pending_path(&key), b"{\"job\": 7").unwrap();
+        assert!(matches!(
+            load_pending(&s, &key),
+            Err(StateError::Corrupt { .. })
         ));
         fs::remove_dir_all(&root).unwrap();
     }

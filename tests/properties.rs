@@ -130,16 +130,16 @@ proptest! {
     #[test]
     fn sacct_output_never_panics(job in 1u32..1000, bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
         let _ = parse_sacct_rows(&[job], &bytes, "|");
-        let _ = parse_sacct_rows(&[job], &bytes, "#sc0123#");
+        let _ = parse_sacct_rows(&[job], &bytes, "#sc0123");
     }
 
     /// Whatever a user writes into a field, with any guess of the delimiter but the real
     /// one, sacct's output for one row is still one row with that text as its field.
     #[test]
     fn field_text_never_forges_a_row(text in "[ -~\n]{0,200}") {
-        let delim = spank_carbon::accounting::row_delimiter();
+        let delim = spank_carbon::sacct_rows::nonce().unwrap();
         prop_assume!(!text.contains(&delim));
-        let out = format!("7{d}7{d}COMPLETED{d}10{d}11{d}20{d}{text}{d}\n", d = delim);
+        let out = format!("7{d}7{d}COMPLETED{d}10{d}11{d}20{d}{text}\n", d = delim);
         let rows = parse_sacct_rows(&[7], out.as_bytes(), &delim).unwrap();
         let runs = &rows[&7].as_ref().unwrap().runs;
         prop_assert_eq!(runs.len(), 1);
@@ -155,4 +155,119 @@ fn corrupted_json_state_is_an_error_not_a_panic() {
     std::fs::write(&p, b"{\"job\": 1, \"gpus\": [").unwrap();
     assert!(spank_carbon::state::read_json::<SamplerState>(&p).is_err());
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+// --- sacct rows framed by a per-call delimiter (src/sacct_rows.rs) ---------------------
+
+use spank_carbon::report;
+use spank_carbon::sacct_rows::{split_rows, stream_rows};
+
+/// Text a user can put in a field without knowing the delimiter: anything, fake rows in
+/// the default format, newlines, and guesses at the delimiter (its prefix, one character
+/// changed, another nonce).
+fn hostile(delim: String) -> impl Strategy<Value = String> {
+    let near = {
+        let d = delim.clone();
+        (1..d.len(), any::<u8>()).prop_map(move |(i, c)| {
+            let mut g = d.clone().into_bytes();
+            g[i] =
+                b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"[c as usize % 62];
+            String::from_utf8(g).unwrap()
+        })
+    };
+    let prefix = {
+        let d = delim.clone();
+        (0..d.len()).prop_map(move |i| d[..i].to_string())
+    };
+    let piece = prop_oneof![
+        ".{0,40}",
+        "[0-9]{1,6}\\|[a-z]{1,8}\\|[a-z]{1,8}\\|gpu\\|COMPLETED\\|[0-9]{1,5}\\|gres/gpu=8\\|n1\\|spank-carbon/1 co2e_g=1e9",
+        Just("\n".to_string()),
+        Just("|".to_string()),
+        "\\|[a-zA-Z0-9]{20}",
+        near,
+        prefix,
+    ];
+    proptest::collection::vec(piece, 0..8).prop_map(|v| v.concat())
+}
+
+fn a_table() -> impl Strategy<Value = (String, Vec<Vec<String>>)> {
+    "\\|[a-zA-Z0-9]{20}".prop_flat_map(|delim| {
+        let row = (
+            "[1-9][0-9]{0,9}",
+            proptest::collection::vec(hostile(delim.clone()), 2),
+            hostile(delim.clone()),
+        )
+            .prop_map(|(id, mid, last)| {
+                let mut r = vec![id];
+                r.extend(mid);
+                r.push(last);
+                r
+            });
+        (Just(delim), proptest::collection::vec(row, 0..6))
+    })
+}
+
+proptest! {
+    #[test]
+    fn no_field_text_makes_or_loses_a_row((delim, rows) in a_table()) {
+        // The nonce is unknown to users: no field holds it.
+        prop_assume!(rows.iter().flatten().all(|f| !f.contains(&delim)));
+        let text: String = rows.iter().map(|r| format!("{}\n", r.join(&delim))).collect();
+        let split = split_rows(&text, &delim, 4).unwrap();
+        prop_assert_eq!(&split, &rows);
+        let mut streamed: Vec<Vec<String>> = Vec::new();
+        let n = stream_rows(text.as_bytes(), &delim, 4, |r| {
+            streamed.push(r.iter().map(|s| s.to_string()).collect());
+            Ok(())
+        })
+        .unwrap();
+        prop_assert_eq!(n, rows.len());
+        prop_assert_eq!(&streamed, &rows);
+    }
+
+    #[test]
+    fn a_report_counts_exactly_the_jobs_sacct_printed(
+        (delim, comments) in "\\|[a-zA-Z0-9]{20}".prop_flat_map(|d| {
+            (Just(d.clone()), proptest::collection::vec(hostile(d), 1..5))
+        })
+    ) {
+        prop_assume!(comments.iter().all(|c| !c.contains(&delim)));
+        let text: String = comments
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let cols = [&(i + 1).to_string(), "u", "acct", "gpu", "COMPLETED", "3600",
+                            "gres/gpu=1", "n1", c.as_str()];
+                format!("{}\n", cols.join(&delim))
+            })
+            .collect();
+        let t = report::totals(text.as_bytes(), &delim, report::GroupBy::Account).unwrap();
+        prop_assert_eq!(t.len(), 1);
+        prop_assert_eq!(t[0].jobs, comments.len() as u64);
+        prop_assert!((t[0].gpu_hours - comments.len() as f64).abs() < 1e-9);
+    }
+
+    #[test]
+    fn any_output_is_rows_or_an_error_never_a_panic(
+        bytes in proptest::collection::vec(prop_oneof![Just(b'|'), Just(b'\n'), Just(b'A'), any::<u8>()], 0..300),
+        ncols in 0usize..5,
+    ) {
+        let delim = "|A";
+        let mut streamed = Vec::new();
+        let s = stream_rows(&bytes[..], delim, ncols, |r| {
+            streamed.push(r.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+            Ok(())
+        });
+        if let Ok(text) = std::str::from_utf8(&bytes) {
+            // Both readers agree on valid UTF-8.
+            match split_rows(text, delim, ncols) {
+                Ok(rows) => {
+                    prop_assert_eq!(s.unwrap(), rows.len());
+                    prop_assert_eq!(streamed, rows);
+                }
+                Err(_) => prop_assert!(s.is_err()),
+            }
+        }
+    }
 }

@@ -184,12 +184,15 @@ impl Accounting for SlurmTools {
             .collect::<Vec<_>>()
             .join(",");
         let format = format!("{},{}", rows::COLUMNS, field.slurm_name());
-        let delim = row_delimiter();
-        let delim_arg = format!("--delimiter={delim}");
+        let delim = crate::sacct_rows::nonce().map_err(|source| AcctError::Spawn {
+            tool: "the random source".into(),
+            source,
+        })?;
+        let delim_arg = crate::sacct_rows::delimiter_arg(&delim);
         let out = run_tool_env(
             &self.sacct,
             &[
-                "-n", "-p", &delim_arg, "-D", "-X", "-j", &list, "-o", &format,
+                "-n", "-P", &delim_arg, "-D", "-X", "-j", &list, "-o", &format,
             ],
             &[("SLURM_TIME_FORMAT", "%s")],
             self.timeout,
@@ -257,24 +260,6 @@ impl Accounting for SlurmTools {
         }
         results
     }
-}
-
-/// A fresh delimiter for one sacct call: random, so that no text in a field can
-/// contain it and pass for a row boundary.
-pub fn row_delimiter() -> String {
-    let mut bytes = [0u8; 12];
-    let random = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes));
-    if random.is_err() {
-        // No urandom: the time and pid still make a delimiter no one wrote in advance.
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos();
-        bytes[..8].copy_from_slice(&(t as u64).to_le_bytes());
-        bytes[8..].copy_from_slice(&std::process::id().to_le_bytes());
-    }
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    format!("#sc{hex}#")
 }
 
 /// How many sacctmgr a courier runs at once.

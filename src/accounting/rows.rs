@@ -81,10 +81,10 @@ fn time(s: &str) -> Option<Option<u64>> {
     }
 }
 
-/// Parses `sacct -D -X -n -p --delimiter=<delim> -o COLUMNS,<field>` output (times as
+/// Parses `sacct -D -X -n -P --delimiter=<delim> -o COLUMNS,<field>` output (times as
 /// unix seconds: SLURM_TIME_FORMAT=%s), keeping the rows of `jobs`. `delim` is a fresh
-/// random string per call: text in the field cannot guess it, so a line starts a row only
-/// where sacct started one, and every other line continues the previous row's field.
+/// random string per call ([`crate::sacct_rows::nonce`]): text in the field cannot guess
+/// it, so rows split only where sacct split them.
 pub fn parse(jobs: &[u32], stdout: &[u8], delim: &str) -> Result<Rows, AcctError> {
     let bad = |line: &str| AcctError::Failed {
         tool: "sacct".into(),
@@ -94,50 +94,33 @@ pub fn parse(jobs: &[u32], stdout: &[u8], delim: &str) -> Result<Rows, AcctError
         ),
     };
     let text = std::str::from_utf8(stdout).map_err(|_| AcctError::NotUtf8)?;
-    let text = text.strip_suffix('\n').unwrap_or(text);
-    // -p ends each row with the delimiter too: strip it from the field.
+    let split = crate::sacct_rows::split_rows(text, delim, 7).map_err(|e| AcctError::Failed {
+        tool: "sacct".into(),
+        detail: e.to_string(),
+    })?;
     let mut rows: Vec<(u32, Row)> = Vec::new();
-    if !text.is_empty() {
-        for line in text.split('\n') {
-            let cols: Vec<&str> = line.splitn(7, delim).collect();
-            if cols.len() == 7 {
-                let (raw, id, state) = (cols[0], cols[1], cols[2]);
-                let raw: u32 = match raw.parse() {
-                    Ok(r) if raw.bytes().all(|b| b.is_ascii_digit()) => r,
-                    _ => return Err(bad(line)),
-                };
-                let word = state.split(" by ").next().unwrap_or_default();
-                let submit = time(cols[3]).flatten().ok_or_else(|| bad(line))?;
-                let start = time(cols[4]).ok_or_else(|| bad(line))?;
-                let end = time(cols[5]).ok_or_else(|| bad(line))?;
-                rows.push((
-                    raw,
-                    Row {
-                        id: id.to_string(),
-                        state: word.to_string(),
-                        ended: ENDED.contains(&word) || word == "REQUEUED",
-                        submit,
-                        start,
-                        end,
-                        value: cols[6].to_string(),
-                    },
-                ));
-            } else {
-                match rows.last_mut() {
-                    Some((_, last)) => {
-                        last.value.push('\n');
-                        last.value.push_str(line);
-                    }
-                    None => return Err(bad(line)),
-                }
-            }
-        }
-    }
-    for (_, row) in rows.iter_mut() {
-        match row.value.strip_suffix(delim) {
-            Some(v) => row.value.truncate(v.len()),
-            None => return Err(bad(&row.value)),
-        }
+    for cols in split {
+        let line = cols.join("|");
+        let raw: u32 = match cols[0].parse() {
+            Ok(r) if cols[0].bytes().all(|b| b.is_ascii_digit()) => r,
+            _ => return Err(bad(&line)),
+        };
+        let word = cols[2].split(" by ").next().unwrap_or_default();
+        let submit = time(cols[3]).flatten().ok_or_else(|| bad(&line))?;
+        let start = time(cols[4]).ok_or_else(|| bad(&line))?;
+        let end = time(cols[5]).ok_or_else(|| bad(&line))?;
+        rows.push((
+            raw,
+            Row {
+                id: cols[1].to_string(),
+                state: word.to_string(),
+                ended: ENDED.contains(&word) || word == "REQUEUED",
+                submit,
+                start,
+                end,
+                value: cols[6].to_string(),
+            },
+        ));
     }
     let mut out = Rows::new();
     for &job in jobs {
@@ -270,7 +253,6 @@ mod tests {
         for l in lines {
             // The first six '|' separate columns; the rest is the field's own text.
             s.push_str(&l.replacen('|', D, 6));
-            s.push_str(D);
             s.push('\n');
         }
         s.into_bytes()
@@ -305,6 +287,8 @@ mod tests {
         );
         assert!(parse(&[5], b"5|5|x\n", D).is_err());
         assert!(parse(&[5], b"\xff\n", D).is_err());
+        // Cut short: not a whole row.
+        assert!(parse(&[5], b"5@k3y5@k3yCOMPLETED@k3y1", D).is_err());
         assert_eq!(
             parse(&[7], &out(&["5|5|COMPLETED|1|1|2|"]), D)
                 .unwrap()
