@@ -278,10 +278,7 @@ fn sampler_whose_epilog_never_comes_stops_and_leaves_no_state() {
     };
     assert!(status.success());
     assert!(!job_dir.exists(), "state left behind");
-    let local: serde_json::Value = serde_json::from_slice(
-        &fs::read(state_dir().join("records").join(format!("{key}.json"))).unwrap(),
-    )
-    .unwrap();
+    let local = local_record(4_000_000_000, "node1").expect("the orphan's local record");
     assert!(
         local["result"]["flags"]
             .as_array()
