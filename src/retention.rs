@@ -26,8 +26,10 @@ pub const SWEEP_EVERY: Duration = Duration::from_secs(3600);
 pub const LOG_NAME: &str = "spank-carbon.log";
 const STAMP: &str = "retention.stamp";
 const LOCK: &str = "retention.lock";
-/// Per-job record files (the layout before day files) folded into day files per sweep.
-const LEGACY_PER_SWEEP: usize = 20_000;
+/// Time one sweep spends folding per-job record files (the layout before day files)
+/// into day files; while some are left, the next sweep comes after `LEGACY_AGAIN`.
+const LEGACY_BUDGET: Duration = Duration::from_secs(1);
+const LEGACY_AGAIN: Duration = Duration::from_secs(60);
 const MIB: u64 = 1 << 20;
 
 pub fn records_dir(state: &StateDir) -> PathBuf {
@@ -179,8 +181,9 @@ pub fn find_record(records: &Path, job: u32, node: &str) -> Option<serde_json::V
 /// What one sweep did.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct SweepReport {
-    /// Per-job record files folded into day files.
+    /// Per-job record files folded into day files, and whether some are left.
     pub migrated: usize,
+    pub legacy_left: bool,
     /// Record files removed (by age, then by size).
     pub removed_old: Vec<String>,
     pub removed_for_size: Vec<String>,
@@ -199,17 +202,17 @@ impl SweepReport {
     }
 }
 
-/// Folds per-job record files into the day file of their modification time (at most
-/// `budget` of them), so that a node upgraded with a large `records/` converges.
-fn migrate_legacy(dir: &Path, budget: usize) -> usize {
+/// Folds per-job record files into the day file of their modification time, for up to
+/// `budget`, so that a node upgraded with a large `records/` converges; files older
+/// than `oldest_day` are left to be removed. Returns how many it moved and whether it
+/// stopped with some left.
+fn migrate_legacy(dir: &Path, oldest_day: i64, budget: Duration) -> (usize, bool) {
     let Ok(entries) = fs::read_dir(dir) else {
-        return 0;
+        return (0, false);
     };
+    let stop_at = std::time::Instant::now() + budget;
     let mut moved = 0;
     for entry in entries.filter_map(|e| e.ok()) {
-        if moved >= budget {
-            break;
-        }
         let name = entry.file_name();
         if name.to_str().and_then(legacy_key).is_none() {
             continue;
@@ -219,13 +222,19 @@ fn migrate_legacy(dir: &Path, budget: usize) -> usize {
         let Some(meta) = fs::symlink_metadata(&path).ok().filter(|m| m.is_file()) else {
             continue;
         };
+        let day = meta.modified().map_or(0, day_of);
+        if day < oldest_day {
+            continue;
+        }
+        if std::time::Instant::now() >= stop_at {
+            return (moved, true);
+        }
         let parsed = fs::read(&path)
             .ok()
             .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
         let Some(value) = parsed else {
             continue;
         };
-        let day = meta.modified().map_or(0, day_of);
         let mut line = serde_json::to_vec(&value).expect("a parsed value serialises");
         line.push(b'\n');
         let target = dir.join(day_file_name(day));
@@ -235,12 +244,12 @@ fn migrate_legacy(dir: &Path, budget: usize) -> usize {
                 path.display(),
                 target.display()
             );
-            break;
+            return (moved, false);
         }
         let _ = fs::remove_file(&path);
         moved += 1;
     }
-    moved
+    (moved, false)
 }
 
 /// Removes record files older than `keep_days` days, then the oldest days while all of
@@ -337,7 +346,8 @@ pub fn rotate_log(path: &Path, max_bytes: u64, keep: u64) -> bool {
 pub fn sweep(state: &StateDir, config: &Config, now: SystemTime) -> SweepReport {
     let mut report = SweepReport::default();
     let dir = records_dir(state);
-    report.migrated = migrate_legacy(&dir, LEGACY_PER_SWEEP);
+    let oldest_day = day_of(now) - config.records_keep_days as i64;
+    (report.migrated, report.legacy_left) = migrate_legacy(&dir, oldest_day, LEGACY_BUDGET);
     prune_records(
         &dir,
         config.records_keep_days,
@@ -367,11 +377,18 @@ pub fn maybe_sweep(state: &StateDir, config: &Config, now: SystemTime) -> Option
         }
     }
     // Stamped first: a sweep that fails half-way is not retried in a loop.
-    if let Err(e) = open_append(&stamp_path).and_then(|f| f.set_modified(now)) {
-        log::error!("retention: {}: {e}", stamp_path.display());
-        return None;
-    }
+    let stamp = match open_append(&stamp_path).and_then(|f| f.set_modified(now).map(|()| f)) {
+        Ok(f) => f,
+        Err(e) => {
+            log::error!("retention: {}: {e}", stamp_path.display());
+            return None;
+        }
+    };
     let report = sweep(state, config, now);
+    if report.legacy_left {
+        // Old per-job files are left: the next sweep in a minute, not an hour.
+        let _ = stamp.set_modified(now - SWEEP_EVERY + LEGACY_AGAIN);
+    }
     if report.did_something() {
         log::info!(
             "retention: {} record file(s) folded into day files, {} older than {} days and {} over {} MiB removed ({} bytes), {} bytes kept{}",
@@ -553,9 +570,11 @@ mod tests {
             .unwrap();
         fs::write(dir.join("78.node3.json"), b"{broken").unwrap();
         assert_eq!(find_record(&dir, 77, "node3").unwrap()["wh"], 1.5);
+        // Out of time at once: nothing moved, and it says some are left.
+        assert_eq!(migrate_legacy(&dir, 0, Duration::ZERO), (0, true));
         let config = Config::default();
         let r = sweep(&state, &config, at_day(day + 1, 0));
-        assert_eq!(r.migrated, 1);
+        assert_eq!((r.migrated, r.legacy_left), (1, false));
         assert!(!legacy.exists());
         assert!(
             dir.join("78.node3.json").exists(),
