@@ -229,6 +229,9 @@ pub fn sampler_alive(pid: u32, key: &JobKey) -> bool {
 }
 
 /// Asks the sampler to stop and waits (up to `timeout`) for it to write its final state.
+/// Bounded: the signal does not block, and the wait polls /proc until the deadline; a
+/// sampler stuck in NVML is left running and the epilog reads the counters itself
+/// (within `nvml_timeout_ms`).
 pub fn stop_sampler(pid: u32, key: &JobKey, timeout: Duration) -> bool {
     if !sampler_alive(pid, key) {
         return false;
