@@ -18,6 +18,16 @@ pub const DEFAULT_PUE: f64 = 1.58;
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/spank-carbon";
 pub const DEFAULT_BIN: &str = "/usr/local/sbin/spank-carbon";
 pub const DEFAULT_SAMPLE_MS: u64 = 1000;
+/// Local records are kept this many days (then removed by the courier's sweep).
+pub const DEFAULT_RECORDS_KEEP_DAYS: u64 = 90;
+/// And at most this many MiB in all, oldest days removed first.
+pub const DEFAULT_RECORDS_MAX_MB: u64 = 1024;
+/// The log is rotated past this many MiB...
+pub const DEFAULT_LOG_MAX_MB: u64 = 16;
+/// ...keeping this many old generations (`.1` newest).
+pub const DEFAULT_LOG_KEEP: u64 = 3;
+/// Time limit of the epilog's NVML work (when it reads end counters itself).
+pub const DEFAULT_NVML_TIMEOUT_MS: u64 = 5000;
 
 /// Which of the job's accounting comment fields holds the record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -67,6 +77,11 @@ pub struct Config {
     pub intensity_series: Option<PathBuf>,
     pub intensity_max_age_s: u64,
     pub embodied_kg_per_gpu_hour: f64,
+    pub records_keep_days: u64,
+    pub records_max_mb: u64,
+    pub log_max_mb: u64,
+    pub log_keep: u64,
+    pub nvml_timeout_ms: u64,
 }
 
 impl Default for Config {
@@ -95,6 +110,11 @@ impl Default for Config {
             intensity_series: None,
             intensity_max_age_s: 7200,
             embodied_kg_per_gpu_hour: 0.0,
+            records_keep_days: DEFAULT_RECORDS_KEEP_DAYS,
+            records_max_mb: DEFAULT_RECORDS_MAX_MB,
+            log_max_mb: DEFAULT_LOG_MAX_MB,
+            log_keep: DEFAULT_LOG_KEEP,
+            nvml_timeout_ms: DEFAULT_NVML_TIMEOUT_MS,
         }
     }
 }
@@ -141,6 +161,11 @@ pub const KEYS: &[&str] = &[
     "intensity_series",
     "intensity_max_age_s",
     "embodied_kg_per_gpu_hour",
+    "records_keep_days",
+    "records_max_mb",
+    "log_max_mb",
+    "log_keep",
+    "nvml_timeout_ms",
 ];
 
 fn bad(key: &str, value: &str, why: impl Into<String>) -> ConfigError {
@@ -230,6 +255,11 @@ impl Config {
             "embodied_kg_per_gpu_hour" => {
                 self.embodied_kg_per_gpu_hour = number(key, value, 0.0, 100.0)?
             }
+            "records_keep_days" => self.records_keep_days = integer(key, value, 1, 36_500)?,
+            "records_max_mb" => self.records_max_mb = integer(key, value, 1, 1 << 30)?,
+            "log_max_mb" => self.log_max_mb = integer(key, value, 1, 1 << 20)?,
+            "log_keep" => self.log_keep = integer(key, value, 0, 100)?,
+            "nvml_timeout_ms" => self.nvml_timeout_ms = integer(key, value, 100, 600_000)?,
             "config" => return Err(bad(key, value, "only allowed in plugstack.conf")),
             _ => return Err(ConfigError::UnknownKey(key.to_string())),
         }
@@ -296,6 +326,10 @@ impl Config {
     pub fn sample_interval(&self) -> std::time::Duration {
         std::time::Duration::from_millis(self.sample_ms)
     }
+
+    pub fn nvml_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.nvml_timeout_ms)
+    }
 }
 
 /// Reads the TOML file, refusing one that someone other than root could have written:
@@ -351,6 +385,24 @@ mod tests {
         assert_eq!(c.state_dir, Path::new("/var/lib/sc"));
         assert_eq!(c.sample_ms, 250);
         assert!(c.strict);
+        let c = Config::from_args(&[
+            "records_keep_days=7",
+            "records_max_mb=50",
+            "log_max_mb=2",
+            "log_keep=0",
+            "nvml_timeout_ms=250",
+        ])
+        .unwrap();
+        assert_eq!(
+            (
+                c.records_keep_days,
+                c.records_max_mb,
+                c.log_max_mb,
+                c.log_keep
+            ),
+            (7, 50, 2, 0)
+        );
+        assert_eq!(c.nvml_timeout(), std::time::Duration::from_millis(250));
     }
 
     #[test]
@@ -370,6 +422,18 @@ mod tests {
         assert!(e.to_string().contains("`sample_ms`"), "{e}");
         let e = Config::from_args(&["intensity=NaN"]).unwrap_err();
         assert!(e.to_string().contains("`intensity`"), "{e}");
+        for bad in [
+            "records_keep_days=0",
+            "records_max_mb=0",
+            "log_max_mb=-1",
+            "log_keep=101",
+            "nvml_timeout_ms=10",
+            "nvml_timeout_ms=5s",
+        ] {
+            let key = bad.split('=').next().unwrap();
+            let e = Config::from_args(&[bad]).unwrap_err();
+            assert!(e.to_string().contains(&format!("`{key}`")), "{e}");
+        }
         let e = Config::from_args(&["lonely"]).unwrap_err();
         assert_eq!(e, ConfigError::NotKeyValue("lonely".into()));
     }

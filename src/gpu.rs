@@ -1,7 +1,9 @@
 //! GPU access behind a trait: NVML (through nvml-wrapper, which loads libnvidia-ml at
 //! run time) in production, scripted fakes in tests.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::time::{Duration, Instant};
 
 use nvml_wrapper::error::NvmlError;
 use nvml_wrapper::{Device, Nvml};
@@ -154,6 +156,94 @@ impl Gpu for NvmlGpu<'_> {
     }
 }
 
+/// Opens a host's GPUs (NVML, from a given libnvidia-ml, in production). `'static`,
+/// `Send` and `Sync` so that it can run in a helper thread that may never return.
+pub type OpenHost = dyn Fn(Option<&Path>) -> Result<Box<dyn GpuHost>, GpuError> + Send + Sync;
+
+/// The end counters read by `end_counters_within`, one per requested minor.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CounterRead {
+    /// Every GPU answered: its counter, or `None` where it has none or the read failed.
+    Done(Vec<Option<u64>>),
+    /// NVML could not be opened or a minor not found: no counter at all.
+    Failed(String),
+    /// NVML did not finish in time: the counters read until then, and the call that
+    /// did not return.
+    TimedOut {
+        counters: Vec<Option<u64>>,
+        stuck_in: String,
+    },
+}
+
+enum Step {
+    Doing(String),
+    Counter(usize, Option<u64>),
+    Failed(String),
+    Done,
+}
+
+/// Opens NVML and reads the energy counters of `minors` in a helper thread, waiting at
+/// most `limit` for it: a wedged driver can block an NVML call forever, and the epilog
+/// must return in bounded time. A thread that does not finish is left behind (it ends
+/// with the process).
+pub fn end_counters_within(
+    open: &'static OpenHost,
+    lib: Option<PathBuf>,
+    minors: Vec<u32>,
+    limit: Duration,
+) -> CounterRead {
+    let deadline = Instant::now() + limit;
+    let n = minors.len();
+    let (tx, rx) = mpsc::channel();
+    let work = move || {
+        let _ = tx.send(Step::Doing("initialising NVML".into()));
+        let host = match open(lib.as_deref()) {
+            Ok(h) => h,
+            Err(e) => return drop(tx.send(Step::Failed(crate::logging::chain(&e)))),
+        };
+        let _ = tx.send(Step::Doing(format!("opening GPU minors {minors:?}")));
+        let gpus = match host.open_minors(&minors) {
+            Ok(g) => g,
+            Err(e) => return drop(tx.send(Step::Failed(crate::logging::chain(&e)))),
+        };
+        for (i, g) in gpus.iter().enumerate() {
+            let what = format!("reading the energy counter of GPU minor {}", g.minor());
+            let _ = tx.send(Step::Doing(what));
+            let _ = tx.send(Step::Counter(i, g.energy().ok().flatten()));
+        }
+        let _ = tx.send(Step::Done);
+    };
+    if let Err(e) = std::thread::Builder::new()
+        .name("spank-carbon-nvml".into())
+        .spawn(work)
+    {
+        return CounterRead::Failed(format!("starting a thread for NVML: {e}"));
+    }
+    let mut counters = vec![None; n];
+    let mut doing = String::from("starting");
+    loop {
+        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(Step::Doing(what)) => doing = what,
+            Ok(Step::Counter(i, c)) => {
+                if let Some(slot) = counters.get_mut(i) {
+                    *slot = c;
+                }
+            }
+            Ok(Step::Failed(why)) => return CounterRead::Failed(why),
+            Ok(Step::Done) => return CounterRead::Done(counters),
+            Err(RecvTimeoutError::Timeout) => {
+                return CounterRead::TimedOut {
+                    counters,
+                    stuck_in: doing,
+                }
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                return CounterRead::Failed(format!("the NVML thread ended while {doing}"))
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 pub mod fake {
     //! A scripted GPU for unit tests of the sampler and the job logic.
@@ -192,6 +282,150 @@ pub mod fake {
                 });
             }
             Ok(Milliwatts(self.power_mw))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fake::FakeGpu;
+    use super::*;
+    use std::cell::Cell;
+
+    /// A host whose GPUs answer at once, except that reading `stuck_minor`'s counter
+    /// (or opening NVML at all, for `u32::MAX`) never returns.
+    struct Host {
+        gpus: Vec<(FakeGpu, bool)>,
+    }
+
+    struct Stuck<'a>(&'a FakeGpu, bool);
+
+    impl Gpu for Stuck<'_> {
+        fn minor(&self) -> u32 {
+            self.0.minor()
+        }
+        fn uuid(&self) -> &str {
+            self.0.uuid()
+        }
+        fn name(&self) -> &str {
+            self.0.name()
+        }
+        fn shared(&self) -> bool {
+            self.0.shared()
+        }
+        fn energy(&self) -> Result<Option<u64>, GpuError> {
+            if self.1 {
+                loop {
+                    std::thread::park();
+                }
+            }
+            self.0.energy()
+        }
+        fn power(&self) -> Result<Milliwatts, GpuError> {
+            self.0.power()
+        }
+    }
+
+    impl GpuHost for Host {
+        fn driver(&self) -> String {
+            "fake".into()
+        }
+        fn open_minors(&self, minors: &[u32]) -> Result<Vec<Box<dyn Gpu + '_>>, GpuError> {
+            minors
+                .iter()
+                .map(|m| {
+                    let (g, stuck) =
+                        self.gpus
+                            .iter()
+                            .find(|(g, _)| g.minor == *m)
+                            .ok_or(GpuError::Nvml {
+                                what: format!("no GPU with device minor {m}"),
+                                source: NvmlError::NotFound,
+                            })?;
+                    Ok(Box::new(Stuck(g, *stuck)) as Box<dyn Gpu>)
+                })
+                .collect()
+        }
+        fn open_all(&self) -> Result<Vec<Box<dyn Gpu + '_>>, GpuError> {
+            self.open_minors(&self.gpus.iter().map(|(g, _)| g.minor).collect::<Vec<_>>())
+        }
+    }
+
+    fn gpu(minor: u32) -> FakeGpu {
+        FakeGpu {
+            minor,
+            power_mw: 100_000.0,
+            counter: Cell::new(Some(1_000_000 + u64::from(minor))),
+            shared: false,
+            fail_power: false,
+        }
+    }
+
+    /// Minor 2's counter read hangs.
+    fn host_stuck_on_2(_: Option<&Path>) -> Result<Box<dyn GpuHost>, GpuError> {
+        Ok(Box::new(Host {
+            gpus: vec![(gpu(0), false), (gpu(2), true), (gpu(5), false)],
+        }))
+    }
+
+    fn init_hangs(_: Option<&Path>) -> Result<Box<dyn GpuHost>, GpuError> {
+        loop {
+            std::thread::park();
+        }
+    }
+
+    fn no_nvml(_: Option<&Path>) -> Result<Box<dyn GpuHost>, GpuError> {
+        Err(GpuError::Init(NvmlError::DriverNotLoaded))
+    }
+
+    const LIMIT: Duration = Duration::from_millis(200);
+
+    #[test]
+    fn counters_read_in_time() {
+        let read = end_counters_within(&host_stuck_on_2, None, vec![5, 0], LIMIT);
+        assert_eq!(
+            read,
+            CounterRead::Done(vec![gpu(5).counter.get(), gpu(0).counter.get()])
+        );
+        let read = end_counters_within(&host_stuck_on_2, None, vec![0, 7], LIMIT);
+        assert!(
+            matches!(&read, CounterRead::Failed(why) if why.contains("minor 7")),
+            "{read:?}"
+        );
+        let read = end_counters_within(&no_nvml, None, vec![0], LIMIT);
+        assert!(matches!(read, CounterRead::Failed(_)), "{read:?}");
+    }
+
+    #[test]
+    fn a_hung_call_is_abandoned_at_the_limit() {
+        for (open, minors, got, stuck) in [
+            (
+                &host_stuck_on_2 as &'static OpenHost,
+                vec![0, 2, 5],
+                vec![gpu(0).counter.get(), None, None],
+                "minor 2",
+            ),
+            (
+                &init_hangs as &'static OpenHost,
+                vec![0],
+                vec![None],
+                "initialising",
+            ),
+        ] {
+            let t0 = Instant::now();
+            let read = end_counters_within(open, None, minors, LIMIT);
+            let took = t0.elapsed();
+            assert!(
+                took >= LIMIT && took < LIMIT + Duration::from_millis(500),
+                "{took:?}"
+            );
+            match read {
+                CounterRead::TimedOut { counters, stuck_in } => {
+                    assert_eq!(counters, got);
+                    assert!(stuck_in.contains(stuck), "{stuck_in}");
+                }
+                other => panic!("{other:?}"),
+            }
         }
     }
 }

@@ -5,17 +5,18 @@
 use std::fs;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
 use crate::accounting::Delivery;
 use crate::config::{Config, Field};
-use crate::gpu::GpuHost;
+use crate::gpu::CounterRead;
 use crate::gres;
 use crate::hostlist;
 use crate::intensity;
 use crate::record::{Meta, Method, NodePart};
+use crate::retention;
 use crate::sampler::{evaluate, unix_now, NodeResult, SamplerState};
 use crate::state::{self, JobKey, StateDir, StateError};
 
@@ -228,6 +229,9 @@ pub fn sampler_alive(pid: u32, key: &JobKey) -> bool {
 }
 
 /// Asks the sampler to stop and waits (up to `timeout`) for it to write its final state.
+/// Bounded: the signal does not block, and the wait polls /proc until the deadline; a
+/// sampler stuck in NVML is left running and the epilog reads the counters itself
+/// (within `nvml_timeout_ms`).
 pub fn stop_sampler(pid: u32, key: &JobKey, timeout: Duration) -> bool {
     if !sampler_alive(pid, key) {
         return false;
@@ -276,6 +280,8 @@ pub struct Window {
     pub seconds: f64,
 }
 
+/// Appends the node's local record to the day's file in `records/` (see `retention`);
+/// returns that file.
 fn write_local_record(
     config: &Config,
     state: &StateDir,
@@ -284,7 +290,7 @@ fn write_local_record(
     final_state: &SamplerState,
     result: &NodeResult,
     part: Option<&NodePart>,
-) -> Result<(), StateError> {
+) -> Result<PathBuf, StateError> {
     let local = LocalRecord {
         version: 1,
         job: key.job,
@@ -306,7 +312,7 @@ fn write_local_record(
         series_mj: &final_state.series.mj,
         segment_part: part,
     };
-    state::write_json(&state.record_path(key), &local)
+    retention::append_record(state, SystemTime::now(), &local)
 }
 
 /// A sampler whose job ended without an epilog here: keep what it measured as a local
@@ -335,7 +341,8 @@ pub fn finish_orphan(
         final_state,
         &result,
         part.as_ref(),
-    )?;
+    )
+    .map(drop)?;
     let _ = fs::remove_dir_all(&dir);
     Ok(())
 }
@@ -519,14 +526,44 @@ pub fn node_part(
 }
 
 /// Opens the host's GPUs (NVML, from `nvml_lib` when configured).
-pub type OpenGpus = dyn Fn(Option<&Path>) -> Result<Box<dyn GpuHost>, crate::gpu::GpuError>;
+pub type OpenGpus = crate::gpu::OpenHost;
+
+/// The end counters of a sampler that died, read here within `nvml_timeout_ms`: a GPU
+/// that NVML does not answer for in time (a wedged driver) gets none, and its energy
+/// comes from the samples the sampler saved.
+fn read_end_counters(
+    config: &Config,
+    key: &JobKey,
+    minors: &[u32],
+    open_gpus: &'static OpenGpus,
+) -> Vec<Option<u64>> {
+    let limit = config.nvml_timeout();
+    let read =
+        crate::gpu::end_counters_within(open_gpus, config.nvml_lib.clone(), minors.to_vec(), limit);
+    match read {
+        CounterRead::Done(counters) => counters,
+        CounterRead::Failed(why) => {
+            log::error!("job {key}: reading end counters: {why}; using the sampler's samples");
+            vec![None; minors.len()]
+        }
+        CounterRead::TimedOut { counters, stuck_in } => {
+            log::error!(
+                "job {key}: NVML timeout: no answer within nvml_timeout_ms={} ms while {stuck_in}; {} of {} GPU(s) without an end counter use the sampler's samples",
+                limit.as_millis(),
+                counters.iter().filter(|c| c.is_none()).count(),
+                counters.len()
+            );
+            counters
+        }
+    }
+}
 
 pub fn epilog(
     config: &Config,
     args: &[String],
     env: &JobEnv,
     spawner: &dyn Spawner,
-    open_gpus: &OpenGpus,
+    open_gpus: &'static OpenGpus,
 ) -> Result<EpilogOutcome, JobError> {
     let key = JobKey::new(env.job, &env.node)?;
     let Some(state) = StateDir::existing(&config.state_dir)? else {
@@ -576,10 +613,9 @@ pub fn epilog(
             // The sampler is gone (killed, crashed): its start counters and samples so
             // far are on disk; read the end counters here.
             log::warn!("job {key}: the sampler ended early; reading end counters in the epilog");
-            let host = open_gpus(config.nvml_lib.as_deref())?;
-            let gpus = host.open_minors(&info.minors)?;
-            for (g, st) in gpus.iter().zip(s.gpus.iter_mut()) {
-                st.end_counter = g.energy().ok().flatten();
+            let counters = read_end_counters(config, &key, &info.minors, open_gpus);
+            for (c, st) in counters.into_iter().zip(s.gpus.iter_mut()) {
+                st.end_counter = c;
             }
             s.end_unix = Some(unix_now());
             s.finished = true;
@@ -614,7 +650,20 @@ pub fn epilog(
         pue: config.pue,
         expected_nodes: info.nodes.len().max(1) as u32,
     };
-    write_local_record(
+    // The pending record first (small, synced): it is the accounting record. The local
+    // audit record (KBs) comes second and is optional: on a full disk the record that
+    // matters has the space.
+    if let Some(part) = &part {
+        let delivery = Delivery {
+            job: env.job,
+            field: config.field,
+            part: part.clone(),
+            meta,
+            nodes: info.nodes.clone(),
+        };
+        state::write_json_durable(&state.pending_path(&key.with_run(part.start)), &delivery)?;
+    }
+    if let Err(e) = write_local_record(
         config,
         &state,
         &key,
@@ -622,20 +671,14 @@ pub fn epilog(
         &final_state,
         &result,
         part.as_ref(),
-    )?;
+    ) {
+        log::error!("job {key}: local audit record not kept: {e}");
+    }
     let Some(part) = part else {
         log::warn!("job {key}: no GPU of this node could be measured; nothing recorded");
         let _ = fs::remove_dir_all(&dir);
         return Ok(EpilogOutcome::NothingMeasured);
     };
-    let delivery = Delivery {
-        job: env.job,
-        field: config.field,
-        part: part.clone(),
-        meta,
-        nodes: info.nodes.clone(),
-    };
-    state::write_json_durable(&state.pending_path(&key.with_run(part.start)), &delivery)?;
     let _ = fs::remove_dir_all(&dir);
     // The node's courier takes it from here; start one if none runs.
     ensure_courier(config, &state, args, spawner, false);
@@ -645,6 +688,213 @@ pub fn epilog(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::energy::Integrator;
+    use crate::gpu::{GpuError, GpuHost};
+    use crate::sampler::GpuState;
+    use crate::units::Milliwatts;
+    use std::sync::Mutex;
+
+    /// Counts the programs it is asked to start, starts none.
+    struct NoSpawn(Mutex<Vec<String>>);
+
+    impl Spawner for NoSpawn {
+        fn spawn_detached(
+            &self,
+            _program: &Path,
+            args: &[String],
+            _env: &[(String, String)],
+        ) -> std::io::Result<u32> {
+            self.0.lock().unwrap().push(args.join(" "));
+            Ok(1)
+        }
+    }
+
+    const WATTS: f64 = 100.0;
+    const SECONDS: u32 = 10;
+
+    /// A job on `node` with two GPUs (minors 0 and 1) sampled at WATTS for SECONDS,
+    /// as the prolog and the sampler leave it; the sampler `finished` or died.
+    fn job_in_state(tag: &str, job: u32, finished: bool) -> (PathBuf, Config, JobEnv) {
+        let root = std::env::temp_dir().join(format!(
+            "sc-job-{tag}-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let _ = fs::remove_dir_all(&root);
+        let state = StateDir::open(&root).unwrap();
+        let node = "n1";
+        let key = JobKey::new(job, node).unwrap();
+        let dir = state.create_job_dir(&key).unwrap();
+        let nodes = vec![node.to_string()];
+        let start = unix_now() - f64::from(SECONDS);
+        let info = JobInfo {
+            job,
+            node: node.into(),
+            gres_indices: vec![0, 1],
+            minors: vec![0, 1],
+            nodes: nodes.clone(),
+            prolog_unix: start,
+            sampler_pid: None,
+        };
+        state::write_json(&dir.join("job.json"), &info).unwrap();
+        let mut integ = Integrator::default();
+        for t in 0..=SECONDS {
+            integ.add(f64::from(t), Milliwatts(WATTS * 1000.0));
+        }
+        let gpu = |minor| GpuState {
+            minor,
+            uuid: format!("GPU-{minor}"),
+            name: "Fake".into(),
+            shared: false,
+            start_counter: Some(5_000),
+            last_counter: None,
+            end_counter: finished.then_some(5_000 + (WATTS * 1000.0) as u64 * u64::from(SECONDS)),
+            reset_seen: false,
+            integ: integ.clone(),
+            errors: 0,
+        };
+        let sampled = SamplerState {
+            job,
+            node: node.into(),
+            pid: 1,
+            interval_ms: 1000,
+            driver: "fake".into(),
+            start_unix: start,
+            end_unix: finished.then_some(start + f64::from(SECONDS)),
+            updated_unix: start + f64::from(SECONDS),
+            finished,
+            stop_reason: None,
+            gpus: vec![gpu(0), gpu(1)],
+            series: Default::default(),
+            peak_node_mw: None,
+        };
+        state::write_json(&dir.join("sampler.json"), &sampled).unwrap();
+        let config = Config {
+            state_dir: root.clone(),
+            bin: PathBuf::from("/nonexistent/spank-carbon"),
+            nvml_timeout_ms: 300,
+            ..Config::default()
+        };
+        let env = JobEnv {
+            job,
+            node: node.into(),
+            gpus: Some("0,1".into()),
+            nodes,
+            slurm_conf: None,
+            partition: None,
+        };
+        (root, config, env)
+    }
+
+    fn never_called(_: Option<&Path>) -> Result<Box<dyn GpuHost>, GpuError> {
+        panic!("NVML opened although the sampler finished")
+    }
+
+    fn nvml_hangs(_: Option<&Path>) -> Result<Box<dyn GpuHost>, GpuError> {
+        loop {
+            std::thread::park();
+        }
+    }
+
+    /// The energy the fake sampler saw on one GPU, Wh.
+    fn one_gpu_wh() -> f64 {
+        WATTS * f64::from(SECONDS) / 3600.0
+    }
+
+    #[test]
+    fn pending_record_is_kept_when_the_audit_record_cannot_be() {
+        let (root, config, env) = job_in_state("full", 41, true);
+        let state = StateDir::existing(&root).unwrap().unwrap();
+        let key = JobKey::new(env.job, &env.node).unwrap();
+        // The day's audit file cannot be written: a directory where it should be.
+        let day_file = root
+            .join("records")
+            .join(retention::day_file_name(retention::day_of(
+                std::time::SystemTime::now(),
+            )));
+        fs::create_dir(&day_file).unwrap();
+        let spawner = NoSpawn(Mutex::new(Vec::new()));
+        let out = epilog(&config, &[], &env, &spawner, &never_called).unwrap();
+        let EpilogOutcome::Recorded { part } = out else {
+            panic!("{out:?}");
+        };
+        assert!((part.wh - 2.0 * one_gpu_wh()).abs() < 0.01, "{}", part.wh);
+        let pending: Delivery = state::read_json(&state.pending_path(&key.with_run(part.start)))
+            .unwrap()
+            .unwrap();
+        assert_eq!(pending.part, part);
+        assert!(!state.job_dir(&key).exists(), "job state cleaned up");
+        assert_eq!(spawner.0.lock().unwrap().len(), 1, "the courier is started");
+        // With the file writable again, the audit record is kept too, in the day's file.
+        fs::remove_dir(&day_file).unwrap();
+        let (root, config, env) = job_in_state("full", 42, true);
+        epilog(&config, &[], &env, &spawner, &never_called).unwrap();
+        let local = retention::find_record(&root.join("records"), 42, "n1").unwrap();
+        assert_eq!(local["job"], 42);
+        assert_eq!(local["segment_part"]["wh"], part.wh);
+        fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn orphans_keep_a_local_record() {
+        let (root, config, env) = job_in_state("orphan", 43, true);
+        let state = StateDir::existing(&root).unwrap().unwrap();
+        let key = JobKey::new(env.job, &env.node).unwrap();
+        let sampled: SamplerState = state::read_json(&state.job_dir(&key).join("sampler.json"))
+            .unwrap()
+            .unwrap();
+        finish_orphan(&config, &state, &key, &sampled).unwrap();
+        let local = retention::find_record(&root.join("records"), 43, "n1").unwrap();
+        assert!(local["result"]["flags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f == "noepilog"));
+        assert!(state.pending_keys().is_empty());
+        assert!(!state.job_dir(&key).exists());
+        fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn epilog_returns_in_bounded_time_when_nvml_hangs() {
+        let (root, config, env) = job_in_state("hang", 44, false);
+        let state = StateDir::existing(&root).unwrap().unwrap();
+        let limit = config.nvml_timeout();
+        let bound = limit + Duration::from_secs(2);
+        // In a thread, so that an epilog that hangs fails the test instead of hanging it.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let spawner = NoSpawn(Mutex::new(Vec::new()));
+            let t0 = Instant::now();
+            let out = epilog(&config, &[], &env, &spawner, &nvml_hangs);
+            let _ = tx.send((out.map_err(|e| e.to_string()), t0.elapsed()));
+        });
+        let (out, took) = rx
+            .recv_timeout(bound)
+            .expect("the epilog returns within nvml_timeout_ms and some slack");
+        assert!(took >= limit && took < bound, "{took:?}");
+        let out = out.unwrap();
+        // No end counter: the samples the sampler saved, with its flags.
+        let EpilogOutcome::Recorded { part } = out else {
+            panic!("{out:?}");
+        };
+        assert_eq!(part.method, Method::Sampled);
+        assert!(
+            part.flags.iter().any(|f| f == "samplerlost"),
+            "{:?}",
+            part.flags
+        );
+        assert!(
+            (part.wh - 2.0 * one_gpu_wh()).abs() < 0.05 * part.wh,
+            "{}",
+            part.wh
+        );
+        assert_eq!(
+            state.pending_keys(),
+            vec![JobKey::new(44, "n1").unwrap().with_run(part.start)]
+        );
+        fs::remove_dir_all(&root).unwrap();
+    }
 
     fn env_of<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
         move |k| {

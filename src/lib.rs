@@ -16,6 +16,7 @@ pub mod job;
 pub mod logging;
 pub mod record;
 pub mod report;
+pub mod retention;
 pub mod sacct_rows;
 pub mod sampler;
 pub mod state;

@@ -3,7 +3,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::OpenOptions;
 use std::io::Read;
-use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -229,14 +228,8 @@ fn config_or_exit(args: &[String]) -> Result<Config, ExitCode> {
 
 /// Logs of the detached processes go to `<state_dir>/spank-carbon.log`.
 fn log_to_state_dir(config: &Config) {
-    let path = config.state_dir.join("spank-carbon.log");
-    match OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(&path)
-    {
+    let path = config.state_dir.join(spank_carbon::retention::LOG_NAME);
+    match spank_carbon::retention::LogFile::open(&path) {
         Ok(f) => logging::init_writer(Box::new(f), log::LevelFilter::Info),
         Err(_) => logging::init_writer(Box::new(std::io::stderr()), log::LevelFilter::Info),
     }
@@ -414,6 +407,7 @@ fn courier(state: &StateDir, config: &Config, only: Option<&JobKey>, foreground:
     let mut failed = 0;
     let mut idle_since = Instant::now();
     loop {
+        spank_carbon::retention::maybe_sweep(state, config, std::time::SystemTime::now());
         let keys: BTreeSet<JobKey> = match only {
             Some(k) => BTreeSet::from([k.clone()]),
             None => state.pending_keys().into_iter().collect(),

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! <state_dir>/jobs/<job>.<node>/{job.json,sampler.json,sampler.pid}
-//! <state_dir>/records/<job>.<node>.json     local record, kept for audit
+//! <state_dir>/records/YYYY-MM-DD.jsonl      local records, kept for audit (see `retention`)
 //! <state_dir>/pending/<job>.<node>.json     waiting to be written to accounting
 //! ```
 

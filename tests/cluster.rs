@@ -29,15 +29,7 @@ fn one_node_job_records_energy_and_co2e_in_sacct() {
     let wh = rec.num("gpu_wh");
     assert!(wh > 0.2 && wh < 1.5, "{wh}");
     // The local JSON record is there for audit, with its per-GPU detail.
-    let local: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(
-            state_dir()
-                .join("records")
-                .join(format!("{job}.node2.json")),
-        )
-        .unwrap(),
-    )
-    .unwrap();
+    let local = local_record(job, "node2").expect("the local record");
     assert_eq!(local["result"]["gpus"].as_array().unwrap().len(), 2);
     assert!(
         local["result"]["gpus"][0]["samples"].as_u64().unwrap() >= 5,
@@ -158,10 +150,7 @@ fn job_without_gpus_gets_no_record_and_gpu_job_after_it_does() {
         truth(plain).is_empty(),
         "no GPU was read for the job without GPUs"
     );
-    assert!(!state_dir()
-        .join("records")
-        .join(format!("{plain}.node1.json"))
-        .exists());
+    assert!(local_record(plain, "node1").is_none());
     assert_no_node_drained();
 }
 

@@ -158,6 +158,40 @@ fn sampler_killed_mid_job_energy_still_from_counters() {
 
 #[test]
 #[ignore = "needs the local Slurm cluster: run scripts/test.sh"]
+fn nvml_hangs_in_the_epilog_it_returns_in_bounded_time_with_the_samples() {
+    standard_setup();
+    set_plugstack(&["nvml_timeout_ms=1000"]);
+    let job = submit(&["-N1", "-w", "node1", "--gres=gpu:2"], 4.0);
+    wait_running(job);
+    let pid = sampler_pid(job, "node1");
+    std::thread::sleep(Duration::from_millis(1500));
+    run("/bin/kill", &["-KILL", &pid.to_string()]);
+    // The driver wedges: node1's energy reads never return from now on (the epilog's
+    // NVML init reads the fake's configuration afresh).
+    let mut opts = GpuOptions::new();
+    for m in 0..4 {
+        opts.insert(("node1".into(), m), "hang=energy".into());
+    }
+    write_fake_config(&opts);
+    ends_well(job);
+    let text = wait_delivered(job, "SystemComment", Duration::from_secs(60));
+    let rec = parse_rec(&text).unwrap_or_else(|| panic!("{text:?}"));
+    assert_eq!(rec.top["method"], "sampled", "{text}");
+    assert!(
+        node_flags(&rec, "node1").contains(&"samplerlost".to_string()),
+        "{text}"
+    );
+    assert!(
+        slurmd_log("node1")
+            .lines()
+            .any(|l| l.contains("spank-carbon:") && l.contains("NVML timeout")),
+        "no log line naming the timeout"
+    );
+    standard_setup();
+}
+
+#[test]
+#[ignore = "needs the local Slurm cluster: run scripts/test.sh"]
 fn slurmd_restarted_mid_job_record_still_made() {
     standard_setup();
     let job = submit(&["-N1", "-w", "node2", "--gres=gpu:2"], 6.0);
@@ -278,10 +312,7 @@ fn sampler_whose_epilog_never_comes_stops_and_leaves_no_state() {
     };
     assert!(status.success());
     assert!(!job_dir.exists(), "state left behind");
-    let local: serde_json::Value = serde_json::from_slice(
-        &fs::read(state_dir().join("records").join(format!("{key}.json"))).unwrap(),
-    )
-    .unwrap();
+    let local = local_record(4_000_000_000, "node1").expect("the orphan's local record");
     assert!(
         local["result"]["flags"]
             .as_array()

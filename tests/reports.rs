@@ -45,18 +45,6 @@ fn report(args: &[&str], env: &[(&str, &str)]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-fn local_record(job: u32, node: &str) -> serde_json::Value {
-    serde_json::from_slice(
-        &fs::read(
-            state_dir()
-                .join("records")
-                .join(format!("{job}.{node}.json")),
-        )
-        .unwrap(),
-    )
-    .unwrap()
-}
-
 #[test]
 #[ignore = "needs the local Slurm cluster: run scripts/test.sh"]
 fn report_of_one_job_matches_the_truth() {
@@ -252,7 +240,7 @@ fn intensity_series_a_job_straddling_a_step() {
     ))
     .unwrap();
     assert_eq!(rec.nodes["node2"]["src"], "series");
-    let local = local_record(job, "node2");
+    let local = local_record(job, "node2").unwrap();
     let (a, b) = (
         local["window"]["start_unix"].as_f64().unwrap(),
         local["window"]["end_unix"].as_f64().unwrap(),
@@ -298,7 +286,7 @@ fn embodied_emissions_are_their_own_number() {
     ))
     .unwrap();
     set_plugstack(&[]);
-    let local = local_record(job, "node3");
+    let local = local_record(job, "node3").unwrap();
     let hours = local["window"]["seconds"].as_f64().unwrap() / 3600.0;
     assert_close(
         "embodied g",

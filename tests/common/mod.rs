@@ -23,6 +23,11 @@ pub fn state_dir() -> PathBuf {
     dir("state")
 }
 
+/// A node's local record of a job (in `records/`, a day file or an old per-job file).
+pub fn local_record(job: u32, node: &str) -> Option<serde_json::Value> {
+    spank_carbon::retention::find_record(&state_dir().join("records"), job, node)
+}
+
 pub fn fake_dir() -> PathBuf {
     dir("fake-nvml")
 }

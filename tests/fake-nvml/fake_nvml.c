@@ -128,6 +128,7 @@ struct nvmlDevice_st {
     int mig;
     int fail_power;
     int fail_energy;
+    int hang_energy;                   /* energy reads never return (wedged driver) */
     unsigned int arch;
     char name[NVML_DEVICE_NAME_V2_BUFFER_SIZE];
     char uuid[NVML_DEVICE_UUID_V2_BUFFER_SIZE];
@@ -383,6 +384,10 @@ static int parse_gpu_option(struct nvmlDevice_st *dev, char *opt,
         } else {
             goto bad;
         }
+    } else if (strcmp(opt, "hang") == 0) {
+        if (strcmp(val, "energy") != 0)
+            goto bad;
+        dev->hang_energy = 1;
     } else if (strcmp(opt, "arch") == 0) {
         if (parse_u32(val, 10, &dev->arch) != 0)
             goto bad;
@@ -978,6 +983,9 @@ nvmlReturn_t nvmlDeviceGetTotalEnergyConsumption(nvmlDevice_t device,
         return r;
     if (energy == NULL)
         return NVML_ERROR_INVALID_ARGUMENT;
+    if (d->hang_energy)
+        for (;;)
+            pause();
     if (!d->has_counter)
         return NVML_ERROR_NOT_SUPPORTED;
     if (d->fail_energy)
