@@ -130,6 +130,7 @@ fn one_job(o: &Options, job: u32, rows: Vec<JobRow>) -> Result<(), String> {
             "intensity": seg.as_ref().map(|s| s.shown_intensity()),
             "pue": seg.as_ref().map(|s| s.meta.pue),
             "method": seg.as_ref().and_then(|s| s.method()).map(|m| m.as_str()),
+            "compact_record": seg.as_ref().map(|s| s.compact),
             "nodes": nodes,
         });
         println!("{}", serde_json::to_string_pretty(&out).expect("json"));
