@@ -814,9 +814,13 @@ mod compact {
     }
 
     impl Compact {
-        /// The compact detail of `parts`; `None` when their names make no host list.
+        /// The compact detail of `parts`; `None` when there are none or their names
+        /// make no host list (the full form is written then).
         pub fn build<'a>(parts: impl Iterator<Item = &'a NodePart>) -> Option<Compact> {
             let mut parts: Vec<&NodePart> = parts.collect();
+            if parts.is_empty() {
+                return None;
+            }
             parts.sort_by(|a, b| hostlist::natural_cmp(&a.node, &b.node));
             let names: Vec<&str> = parts.iter().map(|p| p.node.as_str()).collect();
             let hostlist = hostlist::compress(&names)?;
@@ -1069,10 +1073,12 @@ mod tests {
         .format();
         let before = parse(&first).unwrap();
         assert!(before.compact && before.parts.len() == 4095);
+        let clock = std::time::Instant::now();
         let field = merge(&first, &parts[4095], &m, None);
+        let took = clock.elapsed();
         let seg = parse(&field).unwrap();
         eprintln!(
-            "4096 nodes, 32-char names: {} bytes ({} before the last merge)",
+            "4096 nodes, 32-char names: {} bytes ({} before the last merge), merge took {took:?}",
             field.len(),
             first.len()
         );
@@ -1248,6 +1254,21 @@ mod tests {
             33,
             "{broken_entry}"
         );
+    }
+
+    #[test]
+    fn a_big_job_without_parts_writes_no_detail() {
+        let empty = Segment {
+            meta: meta(100),
+            parts: BTreeMap::new(),
+            compact: false,
+        }
+        .format();
+        assert!(
+            !empty.contains("hostlist") && !empty.contains("node."),
+            "{empty}"
+        );
+        assert_eq!(find(&empty).unwrap().end, empty.len());
     }
 
     #[test]
