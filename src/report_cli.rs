@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use spank_carbon::config::Field;
-use spank_carbon::record::num;
+use spank_carbon::hostlist;
+use spank_carbon::record::{num, Segment};
 use spank_carbon::report::{self, everyday, mass, GroupBy, JobRow, Totals, FIELDS};
 use spank_carbon::sacct_rows::{self, SacctCall};
 
@@ -117,6 +118,7 @@ fn one_job(o: &Options, job: u32, rows: Vec<JobRow>) -> Result<(), String> {
             "intensity": seg.as_ref().map(|s| s.shown_intensity()),
             "pue": seg.as_ref().map(|s| s.meta.pue),
             "method": seg.as_ref().and_then(|s| s.method()).map(|m| m.as_str()),
+            "compact_record": seg.as_ref().map(|s| s.compact),
             "nodes": nodes,
         });
         println!("{}", serde_json::to_string_pretty(&out).expect("json"));
@@ -180,13 +182,42 @@ fn one_job(o: &Options, job: u32, rows: Vec<JobRow>) -> Result<(), String> {
         );
     }
     println!();
-    println!(
-        "{:<16} {:>4} {:>12} {:>10} {:>8} {:>8} {:>8} {:>6}  flags",
+    print!("{}", node_table(&seg));
+    println!();
+    println!("In everyday terms (Strubell et al., ACL 2019), this job's CO2e is");
+    for line in everyday(seg.co2e_g(), imperial) {
+        println!("  {line}");
+    }
+    Ok(())
+}
+
+/// The per-node table of one job's record, in host-list order.
+fn node_table(seg: &Segment) -> String {
+    use std::fmt::Write as _;
+    let mut parts: Vec<_> = seg.parts.values().collect();
+    parts.sort_by(|a, b| hostlist::natural_cmp(&a.node, &b.node));
+    let w = parts
+        .iter()
+        .map(|p| p.node.len())
+        .max()
+        .unwrap_or(0)
+        .max(16);
+    let mut out = String::new();
+    if seg.compact {
+        out.push_str(
+            "(compact record of a big job: each node's average is over its window's length, \
+             to 0.1 s; peak and coverage are in the nodes' local records)\n",
+        );
+    }
+    let _ = writeln!(
+        out,
+        "{:<w$} {:>4} {:>12} {:>10} {:>8} {:>8} {:>8} {:>6}  flags",
         "node", "gpus", "energy Wh", "CO2e g", "avg W", "peak W", "method", "cover"
     );
-    for p in seg.parts.values() {
-        println!(
-            "{:<16} {:>4} {:>12} {:>10} {:>8} {:>8} {:>8} {:>6}  {}",
+    for p in parts {
+        let _ = writeln!(
+            out,
+            "{:<w$} {:>4} {:>12} {:>10} {:>8} {:>8} {:>8} {:>6}  {}",
             p.node,
             p.gpus,
             num(p.wh, 4),
@@ -198,12 +229,7 @@ fn one_job(o: &Options, job: u32, rows: Vec<JobRow>) -> Result<(), String> {
             p.flags.join(",")
         );
     }
-    println!();
-    println!("In everyday terms (Strubell et al., ACL 2019), this job's CO2e is");
-    for line in everyday(seg.co2e_g(), imperial) {
-        println!("  {line}");
-    }
-    Ok(())
+    out
 }
 
 fn avg_w(wh: f64, start: f64, end: f64) -> Option<f64> {
@@ -277,4 +303,72 @@ fn totals(o: &Options, by: GroupBy, t: Vec<Totals>) -> Result<(), String> {
     }
     row(&sum);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use spank_carbon::record::{self, Meta, Method, NodePart};
+    use spank_carbon::units::GramsPerKwh;
+
+    fn part(i: u32, seconds: f64) -> NodePart {
+        NodePart {
+            node: format!("gpu{i}"),
+            wh: 2.0 * seconds,
+            gpus: 4,
+            co2e_g: 1.5 * seconds,
+            method: Method::Counter,
+            start: 1_800_000_000.0,
+            end: 1_800_000_000.0 + seconds,
+            coverage: Some(1.0),
+            flags: if i == 7 { vec!["reset".into()] } else { vec![] },
+            peak_w: Some(7300.0),
+            intensity_src: Some("fixed".into()),
+            embodied_g: None,
+        }
+        .rounded()
+    }
+
+    #[test]
+    fn node_table_of_a_compact_record() {
+        let meta = Meta {
+            intensity: GramsPerKwh(475.0),
+            pue: 1.58,
+            expected_nodes: 40,
+        };
+        // Node i runs 3600 + i seconds: 2 Wh a second is 7200 W whatever the length.
+        let field = (1..=40).fold(String::new(), |f, i| {
+            record::merge(&f, &part(i, 3600.0 + f64::from(i)), &meta, None)
+        });
+        let seg = record::parse(&field).unwrap();
+        assert!(seg.compact);
+        let table = node_table(&seg);
+        let rows: Vec<&str> = table.lines().filter(|l| l.starts_with("gpu")).collect();
+        assert_eq!(rows.len(), 40, "{table}");
+        // Host-list order (gpu2 before gpu10), and every node's own average power.
+        assert!(rows[1].starts_with("gpu2 ") && rows[9].starts_with("gpu10 "));
+        for row in &rows {
+            let cols: Vec<&str> = row.split_whitespace().collect();
+            assert_eq!(cols[4], "7200", "{row}");
+            assert_eq!(cols[5], "-", "{row}");
+        }
+        assert!(rows[6].ends_with("  reset"), "{}", rows[6]);
+        assert!(table.starts_with("(compact record"));
+        // A small job's table has no such note and keeps its peaks.
+        let small = record::parse(&record::merge(
+            "",
+            &part(1, 60.0),
+            &Meta {
+                expected_nodes: 1,
+                ..meta
+            },
+            None,
+        ))
+        .unwrap();
+        let table = node_table(&small);
+        assert!(
+            !table.contains("compact") && table.contains(" 7300 "),
+            "{table}"
+        );
+    }
 }

@@ -43,6 +43,92 @@ prop_compose! {
     }
 }
 
+prop_compose! {
+    /// A part of a big job: names from a few host-list patterns, any window and figures.
+    fn a_big_part()(prefix in prop_oneof![Just("gpu"), Just("node-a"), Just("r1n"), Just("x")],
+                    number in 0u32..200, pad in 0usize..5, suffix in prop_oneof![Just(""), Just("-ib")],
+                    wh in prop_oneof![0.0f64..1.0, 0.0f64..1e4, 0.0f64..1e9],
+                    factor in prop_oneof![Just(0.7505), 0.0f64..3.0],
+                    gpus in 0u32..16, start in 0u64..2_000_000_000, milli in 0u64..1000,
+                    len in prop_oneof![0.0f64..100.0, 0.0f64..1e7],
+                    method in prop_oneof![Just(Method::Counter), Just(Method::Sampled), Just(Method::Mixed)],
+                    flags in proptest::collection::vec("[a-z]{1,8}", 0..3),
+                    src in proptest::option::of("[a-z]{1,8}"),
+                    emb in proptest::option::of(prop_oneof![Just(12.5), 0.0f64..100.0])) -> NodePart {
+        let start = start as f64 + milli as f64 / 1000.0;
+        NodePart {
+            node: format!("{prefix}{number:0pad$}{suffix}"),
+            wh,
+            gpus,
+            co2e_g: wh * factor,
+            method,
+            start,
+            end: start + len,
+            coverage: Some(0.5),
+            flags,
+            peak_w: Some(100.0),
+            intensity_src: src,
+            embodied_g: emb.map(|rate| rate * gpus as f64 * len / 3600.0),
+        }
+        .rounded()
+    }
+}
+
+fn big_meta(n: usize) -> Meta {
+    Meta {
+        expected_nodes: (n as u32).max(record::COMPACT_ABOVE_NODES + 1),
+        ..meta()
+    }
+}
+
+/// What the compact form promises to keep of `p` (see the record module's docs).
+fn kept(back: &NodePart, p: &NodePart, job_end: f64) -> Result<(), TestCaseError> {
+    prop_assert_eq!(&back.node, &p.node);
+    let flags: Vec<&String> = p.flags.iter().collect();
+    prop_assert_eq!(
+        (
+            back.gpus,
+            back.method,
+            back.flags.iter().collect::<Vec<_>>(),
+            &back.intensity_src
+        ),
+        (p.gpus, p.method, flags, &p.intensity_src)
+    );
+    let close = |a: f64, b: f64, rel: f64| (a - b).abs() <= rel * b.abs() + 5e-5;
+    prop_assert!(close(back.wh, p.wh, 5e-6), "wh {} {}", back.wh, p.wh);
+    if back.wh > 0.0 {
+        prop_assert!(
+            close(back.co2e_g, p.co2e_g, 2e-5),
+            "co2e {} {}",
+            back.co2e_g,
+            p.co2e_g
+        );
+    }
+    let len = p.end - p.start;
+    prop_assert!(((back.end - back.start) - len).abs() <= 0.051);
+    prop_assert_eq!(back.end, job_end);
+    prop_assert_eq!(back.embodied_g.is_some(), p.embodied_g.is_some());
+    prop_assert_eq!((back.coverage, back.peak_w), (None, None));
+    Ok(())
+}
+
+fn a_fixed_part() -> NodePart {
+    NodePart {
+        node: "gpu1".into(),
+        wh: 1.0,
+        gpus: 1,
+        co2e_g: 0.75,
+        method: Method::Counter,
+        start: 1.0,
+        end: 2.0,
+        coverage: None,
+        flags: vec![],
+        peak_w: None,
+        intensity_src: None,
+        embodied_g: None,
+    }
+}
+
 /// Foreign text: anything at all, including text that looks almost like a record.
 fn foreign() -> impl Strategy<Value = String> {
     prop_oneof![
@@ -101,6 +187,81 @@ proptest! {
         prop_assert!(seg.parts.contains_key(&a.node) && seg.parts.contains_key(&b.node));
         let total: f64 = seg.parts.values().map(|p| p.wh).sum();
         prop_assert!((seg.gpu_wh() - total).abs() < 1e-6);
+    }
+
+    #[test]
+    fn compact_records_round_trip(f in "[ -~]{0,60}",
+                                  parts in proptest::collection::vec(a_big_part(), 1..48)) {
+        prop_assume!(!f.contains(MARKER));
+        let mut unique = std::collections::BTreeMap::new();
+        for p in parts {
+            unique.insert(p.node.clone(), p);
+        }
+        let parts: Vec<NodePart> = unique.into_values().collect();
+        let m = big_meta(parts.len());
+        let field = parts.iter().fold(f.clone(), |acc, p| record::merge(&acc, p, &m, None));
+        let seg = record::parse(&field).expect("a record");
+        prop_assert!(seg.compact);
+        prop_assert_eq!(seg.parts.len(), parts.len());
+        let job_end = seg.parts.values().map(|p| p.end).fold(0.0, f64::max);
+        for p in &parts {
+            kept(&seg.parts[&p.node], p, job_end)?;
+        }
+        // The text around it stays, a reader's parts format to the same text, every
+        // merge again is a no-op, and the order of the merges does not matter.
+        let prefix = if f.is_empty() { f.clone() } else { format!("{f} ") };
+        prop_assert!(field.starts_with(&prefix));
+        prop_assert_eq!(&field[prefix.len()..], seg.format());
+        for p in &parts {
+            prop_assert_eq!(&record::merge(&field, p, &m, None), &field);
+        }
+        let reversed = parts.iter().rev().fold(f, |acc, p| record::merge(&acc, p, &m, None));
+        prop_assert_eq!(reversed, field.clone());
+        // Totals are the sum of the kept parts.
+        let total: f64 = seg.parts.values().map(|p| p.wh).sum();
+        let token = format!(" gpu_wh={} ", record::num(total, 4));
+        prop_assert!(field.contains(&token));
+    }
+
+    #[test]
+    fn compact_parser_never_panics(window in "[0-9.-]{0,24}", hosts in "[a-z0-9\\[\\],-]{0,30}",
+                                   defaults in "[a-z0-9:+]{0,40}", entries in "[a-z0-9:.+,]{0,80}") {
+        let field = format!("{MARKER} gpu_wh=1 window={window} hostlist={hosts} part-defaults={defaults} parts={entries}");
+        if let Some(seg) = record::parse(&field) {
+            let _ = seg.format();
+            let _ = seg.gpus();
+        }
+        let _ = record::merge(&field, &a_fixed_part(), &big_meta(40), None);
+    }
+
+    #[test]
+    fn compact_parser_never_panics_on_mutated_records(parts in proptest::collection::vec(a_big_part(), 1..10),
+                                                      at in any::<proptest::sample::Index>(),
+                                                      junk in "[ -~]{0,6}") {
+        let m = big_meta(parts.len());
+        let field = parts.iter().fold(String::new(), |acc, p| record::merge(&acc, p, &m, None));
+        let mut cut = at.index(field.len() + 1);
+        while !field.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        let mutated = format!("{}{junk}{}", &field[..cut], &field[(cut + junk.len()).min(field.len())..]);
+        let _ = record::parse(&mutated);
+        let merged = record::merge(&mutated, &parts[0], &m, None);
+        prop_assert!(record::parse(&merged).is_some_and(|s| s.parts.contains_key(&parts[0].node)));
+    }
+
+    #[test]
+    fn hostlists_compress_and_expand_back(names in proptest::collection::vec(
+            "(gpu|node-|r[0-9]n|x|a0)[0-9]{0,4}(-ib)?", 0..60), sort in any::<bool>()) {
+        let mut names = names;
+        if sort {
+            names.sort_by(|a, b| spank_carbon::hostlist::natural_cmp(a, b));
+        }
+        let list = spank_carbon::hostlist::compress(&names).expect("plain names");
+        prop_assert_eq!(spank_carbon::hostlist::expand(&list).unwrap(), names.clone());
+        if sort && !names.is_empty() {
+            prop_assert!(list.len() <= names.iter().map(|n| n.len() + 1).sum::<usize>());
+        }
     }
 
     #[test]
