@@ -160,7 +160,53 @@ where
         .or_else(|| scopes.clone().position(|s| *s == Scope::Default))
 }
 
+/// The points needed for every interval within [lo, hi], as an index range of a sorted
+/// series of `n` points whose `i`th time `time(i)` gives: from the last point at or
+/// before `lo` (the first point when there is none) to the first point after `hi` (the
+/// last point when there is none). Over intervals within [lo, hi], and for a maximum
+/// age of 0 or more, the points of this range give the same averages and staleness as
+/// the whole series. `time` is called O(log n) times (a bisection), so a series on disk
+/// can be read by positioned reads. `None` for an empty series.
+pub fn window_range<E>(
+    n: usize,
+    lo: f64,
+    hi: f64,
+    mut time: impl FnMut(usize) -> Result<f64, E>,
+) -> Result<Option<std::ops::RangeInclusive<usize>>, E> {
+    let mut at_or_before = |t: f64| -> Result<usize, E> {
+        let (mut a, mut b) = (0, n);
+        while a < b {
+            let mid = a + (b - a) / 2;
+            if time(mid)? <= t {
+                a = mid + 1;
+            } else {
+                b = mid;
+            }
+        }
+        Ok(a)
+    };
+    if n == 0 {
+        return Ok(None);
+    }
+    let first = at_or_before(lo)?.saturating_sub(1);
+    let last = at_or_before(hi)?.min(n - 1);
+    Ok(Some(first..=last.max(first)))
+}
+
 impl Steps {
+    /// The part of the series that intervals within [lo, hi] need (see `window_range`).
+    pub fn window(&self, lo: f64, hi: f64) -> Steps {
+        let range = window_range(self.points.len(), lo, hi, |i| {
+            Ok::<_, std::convert::Infallible>(self.points[i].0)
+        });
+        Steps {
+            points: match range {
+                Ok(Some(r)) => self.points[r].to_vec(),
+                _ => Vec::new(),
+            },
+        }
+    }
+
     /// Time-average intensity over [a, b], or `None` when the series does not cover it:
     /// it must start at or before `a`, and its last point be no older than `max_age_s`
     /// at `b` (a stale series is not extrapolated).
@@ -247,6 +293,24 @@ pub struct EnergyInTime<'a> {
     pub end: f64,
     pub bucket_s: f64,
     pub bucket_mj: &'a [f64],
+}
+
+impl EnergyInTime<'_> {
+    /// The times `co2e_over_time` looks at: every bucket's interval and the window.
+    /// `None` when one is not finite.
+    pub fn span(&self) -> Option<(f64, f64)> {
+        let (mut lo, mut hi) = (self.start.min(self.end), self.start.max(self.end));
+        for i in 0..self.bucket_mj.len() {
+            let a = self.start + i as f64 * self.bucket_s;
+            let b = (a + self.bucket_s).min(self.end.max(a));
+            if !a.is_finite() || !b.is_finite() {
+                return None;
+            }
+            lo = lo.min(a).min(b);
+            hi = hi.max(a).max(b);
+        }
+        (lo.is_finite() && hi.is_finite()).then_some((lo, hi))
+    }
 }
 
 /// Operational CO2e in grams of the energy, distributed in time like the sampled energy,
@@ -498,6 +562,14 @@ mod tests {
             let (g_ref, src_ref) = co2e_ref(&e, 475.0, &steps, max_age);
             prop_assert_eq!(src, src_ref);
             prop_assert_eq!(g.to_bits(), g_ref.to_bits(), "{} vs {}", g, g_ref);
+            // The window of the series that the buckets need gives the same result.
+            let (lo, hi) = e.span().unwrap();
+            let window = steps.window(lo, hi);
+            prop_assert!(window.points.len() <= steps.points.len());
+            let (gw, srcw, _) =
+                co2e_over_time(&e, 1.0, GramsPerKwh(475.0), Some(&window), true, max_age);
+            prop_assert_eq!(srcw, src_ref);
+            prop_assert_eq!(gw.to_bits(), g_ref.to_bits(), "window: {} vs {}", gw, g_ref);
             // And the public average over arbitrary intervals.
             let (a, b) = (start, end);
             prop_assert_eq!(

@@ -22,8 +22,10 @@
 //!             u32 names, str name..., u64 points
 //! points from header_len on, scope after scope: f64 unix seconds, f64 g/kWh
 //! ```
-//! (`str` is a u32 length and UTF-8 bytes.) An epilog reads the header and then only
-//! the points of the one scope that applies to its node.
+//! (`str` is a u32 length and UTF-8 bytes.) An epilog reads the header and then, in the
+//! one scope that applies to its node, only the points its job's window needs: found by
+//! bisection with positioned reads, then read in one piece. What it reads is checked to
+//! be in order (the window, the bisection's probes, the scope's first and last times).
 
 use std::fs::File;
 use std::io::{self, Read};
@@ -31,7 +33,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::Path;
 
-use crate::intensity::{pick_scope, Scope, Series, SeriesError, Steps};
+use crate::intensity::{pick_scope, window_range, Scope, Series, SeriesError, Steps};
 use crate::state;
 
 /// The cache's file name in the state directory.
@@ -80,19 +82,22 @@ fn bad(why: impl Into<String>) -> Miss {
 
 /// The series that applies to a node of a partition, from the CSV at `csv`: through the
 /// cache in `cache_dir` when given (rebuilt when it does not fit the CSV), by parsing the
-/// CSV otherwise. `Ok(None)`: the series has no scope for this node. `Err`: the CSV cannot
-/// be read or does not parse (the message, for the log).
+/// CSV otherwise. With a `window` (lo, hi), only the points that intervals within it
+/// need (`intensity::window_range`), found by bisection in the cache. `Ok(None)`: the
+/// series has no scope for this node. `Err`: the CSV cannot be read or does not parse
+/// (the message, for the log).
 pub fn steps_for(
     csv: &Path,
     cache_dir: Option<&Path>,
     node: &str,
     partition: Option<&str>,
+    window: Option<(f64, f64)>,
 ) -> Result<Option<Steps>, String> {
     let mut file = File::open(csv).map_err(|e| e.to_string())?;
     let id = Identity::of(&file.metadata().map_err(|e| e.to_string())?);
     let path = csv.as_os_str().as_bytes();
     if let Some(dir) = cache_dir {
-        match read_cached(&dir.join(CACHE_FILE), id, path, node, partition) {
+        match read_cached(&dir.join(CACHE_FILE), id, path, node, partition, window) {
             Ok(found) => return found.map_err(|e| e.to_string()),
             Err(Miss::Stale) => {}
             Err(Miss::Bad(why)) => log::warn!(
@@ -111,7 +116,9 @@ pub fn steps_for(
         }
     }
     let series = parsed.map_err(|e| e.to_string())?;
-    Ok(series.for_job(node, partition).cloned())
+    Ok(series
+        .for_job(node, partition)
+        .map(|s| window.map_or_else(|| s.clone(), |(lo, hi)| s.window(lo, hi))))
 }
 
 /// The cache's bytes for a parse of the CSV with this identity.
@@ -179,6 +186,7 @@ fn read_cached(
     path: &[u8],
     node: &str,
     partition: Option<&str>,
+    window: Option<(f64, f64)>,
 ) -> Result<Result<Option<Steps>, SeriesError>, Miss> {
     let file = match File::open(cache) {
         Ok(f) => f,
@@ -220,11 +228,53 @@ fn read_cached(
         return Ok(Ok(None));
     };
     let before: u64 = scopes[..i].iter().map(|(_, n)| n).sum();
-    let count = scopes[i].1;
-    let mut bytes = vec![0u8; (count * POINT) as usize];
-    file.read_exact_at(&mut bytes, header_len + before * POINT)
+    let base = header_len + before * POINT;
+    let count = usize::try_from(scopes[i].1).map_err(|_| bad("too many points"))?;
+    // The times the bisection looked at, to check against what is read after it.
+    let mut probes: Vec<(usize, f64)> = Vec::new();
+    let range = match window {
+        None => 0..=count.saturating_sub(1),
+        Some((lo, hi)) => {
+            let mut time = |i: usize| -> Result<f64, Miss> {
+                let mut t = [0u8; 8];
+                file.read_exact_at(&mut t, base + i as u64 * POINT)
+                    .map_err(|e| bad(e.to_string()))?;
+                let t = f64::from_le_bytes(t);
+                probes.push((i, t));
+                Ok(t)
+            };
+            // The scope's first and last times too: a cheap check of the whole range.
+            if count > 0 {
+                time(0)?;
+                time(count - 1)?;
+            }
+            match window_range(count, lo, hi, time)? {
+                Some(r) => r,
+                None => 0..=0,
+            }
+        }
+    };
+    let n = if count == 0 {
+        0
+    } else {
+        range.end() - range.start() + 1
+    };
+    let mut bytes = vec![0u8; n * POINT as usize];
+    file.read_exact_at(&mut bytes, base + *range.start() as u64 * POINT)
         .map_err(|e| bad(e.to_string()))?;
     let points = decode_points(&bytes)?;
+    // Everything read must be in order (the points by `decode_points`, the bisection's
+    // probes with them), so the window is the one a sorted series would give.
+    probes.extend(
+        points
+            .iter()
+            .enumerate()
+            .map(|(j, p)| (range.start() + j, p.0)),
+    );
+    probes.sort_by_key(|p| p.0);
+    if probes.windows(2).any(|w| w[1].1.total_cmp(&w[0].1).is_lt()) {
+        return Err(bad("points out of order"));
+    }
     Ok(Ok(Some(Steps { points })))
 }
 
@@ -363,16 +413,61 @@ mod tests {
     const CSV: &str = "timestamp,g,scope\n100,200\n200,400\n100,50,partition=green\n\
                        100,900,nodes=node[3-4]\n150,800,nodes=node[3-4]\n100,10,nodes=node[4-5]\n";
 
-    /// Every node/partition pair gets from the cache what the parsed series gives.
+    /// Every node/partition pair and window gets from the cache what the parsed series
+    /// gives.
     fn assert_matches_parse(csv: &Path, dir: &Path, text: &str) {
         let series = Series::parse(text).unwrap();
+        let windows = [
+            None,
+            Some((0.0, 1000.0)),
+            Some((120.0, 160.0)),
+            Some((150.0, 150.0)),
+            Some((250.0, 300.0)),
+            Some((50.0, 90.0)),
+        ];
         for node in ["node1", "node3", "NODE4", "node5", "node9"] {
             for part in [None, Some("green"), Some("gpu")] {
-                let want = series.for_job(node, part).cloned();
-                let got = steps_for(csv, Some(dir), node, part).unwrap();
-                assert_eq!(got, want, "{node} {part:?}");
+                for w in windows {
+                    let want = series
+                        .for_job(node, part)
+                        .map(|s| w.map_or_else(|| s.clone(), |(lo, hi)| s.window(lo, hi)));
+                    let got = steps_for(csv, Some(dir), node, part, w).unwrap();
+                    assert_eq!(got, want, "{node} {part:?} {w:?}");
+                }
             }
         }
+    }
+
+    #[test]
+    fn only_the_window_is_read_from_a_long_series() {
+        let d = temp_dir("window");
+        let csv = d.join("series.csv");
+        let text: String = (0..5000)
+            .map(|i| format!("{},{}\n", i * 300, i % 50))
+            .collect();
+        fs::write(&csv, &text).unwrap();
+        steps_for(&csv, Some(&d), "n1", None, None).unwrap();
+        let id = Identity::of(&fs::metadata(&csv).unwrap());
+        let path = csv.as_os_str().as_bytes();
+        let all = Series::parse(&text)
+            .unwrap()
+            .for_job("n1", None)
+            .unwrap()
+            .clone();
+        for (lo, hi) in [
+            (-5.0, 10.0),
+            (1000.0, 2000.0),
+            (299_999.0, 300_001.0),
+            (2e6, 3e6),
+        ] {
+            let got = read_cached(&d.join(CACHE_FILE), id, path, "n1", None, Some((lo, hi)))
+                .unwrap()
+                .unwrap()
+                .unwrap();
+            assert_eq!(got, all.window(lo, hi));
+            assert!(got.points.len() < 10, "{lo}-{hi}: {}", got.points.len());
+        }
+        fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]
@@ -386,7 +481,7 @@ mod tests {
         assert!(cache.exists());
         let id = Identity::of(&fs::metadata(&csv).unwrap());
         let path = csv.as_os_str().as_bytes();
-        let cached = read_cached(&cache, id, path, "node4", None).unwrap();
+        let cached = read_cached(&cache, id, path, "node4", None, None).unwrap();
         assert_eq!(
             cached.unwrap().unwrap().points,
             [(100.0, 900.0), (150.0, 800.0)]
@@ -402,6 +497,7 @@ mod tests {
                 Identity::of(&fs::metadata(&csv).unwrap()),
                 path,
                 "n",
+                None,
                 None
             ),
             Err(Miss::Stale)
@@ -414,6 +510,7 @@ mod tests {
                 Identity::of(&fs::metadata(&csv).unwrap()),
                 b"/x",
                 "n",
+                None,
                 None
             )
             .unwrap_err(),
@@ -427,7 +524,7 @@ mod tests {
         let d = temp_dir("err");
         let csv = d.join("series.csv");
         fs::write(&csv, "100,1\nxx,2\n").unwrap();
-        let first = steps_for(&csv, Some(&d), "n1", None).unwrap_err();
+        let first = steps_for(&csv, Some(&d), "n1", None, None).unwrap_err();
         assert!(first.contains("line 2"), "{first}");
         let id = Identity::of(&fs::metadata(&csv).unwrap());
         let cached = read_cached(
@@ -436,12 +533,16 @@ mod tests {
             csv.as_os_str().as_bytes(),
             "n1",
             None,
+            None,
         );
         assert_eq!(cached.unwrap().unwrap_err().line, 2);
-        assert_eq!(steps_for(&csv, Some(&d), "n1", None).unwrap_err(), first);
+        assert_eq!(
+            steps_for(&csv, Some(&d), "n1", None, None).unwrap_err(),
+            first
+        );
         // A missing CSV is an error whatever the cache says.
         fs::remove_file(&csv).unwrap();
-        assert!(steps_for(&csv, Some(&d), "n1", None).is_err());
+        assert!(steps_for(&csv, Some(&d), "n1", None, None).is_err());
         fs::remove_dir_all(&d).unwrap();
     }
 
@@ -451,7 +552,7 @@ mod tests {
         let csv = d.join("series.csv");
         fs::write(&csv, CSV).unwrap();
         let cache = d.join(CACHE_FILE);
-        steps_for(&csv, Some(&d), "n1", None).unwrap();
+        steps_for(&csv, Some(&d), "n1", None, None).unwrap();
         let good = fs::read(&cache).unwrap();
         let id = Identity::of(&fs::metadata(&csv).unwrap());
         let path = csv.as_os_str().as_bytes().to_vec();
@@ -478,16 +579,18 @@ mod tests {
         damaged.push(("nan", nan));
         for (what, bytes) in damaged {
             fs::write(&cache, &bytes).unwrap();
-            assert!(
-                matches!(
-                    read_cached(&cache, id, &path, "n1", None),
-                    Err(Miss::Bad(_))
-                ),
-                "{what}"
-            );
+            for window in [None, Some((120.0, 160.0))] {
+                assert!(
+                    matches!(
+                        read_cached(&cache, id, &path, "n1", None, window),
+                        Err(Miss::Bad(_))
+                    ),
+                    "{what} {window:?}"
+                );
+            }
             // And the public path rebuilds it and answers right.
             assert_eq!(
-                steps_for(&csv, Some(&d), "n1", None)
+                steps_for(&csv, Some(&d), "n1", None, None)
                     .unwrap()
                     .unwrap()
                     .points,
@@ -504,7 +607,7 @@ mod tests {
         let d = temp_dir("none");
         let csv = d.join("series.csv");
         fs::write(&csv, CSV).unwrap();
-        let got = steps_for(&csv, None, "node5", Some("green"))
+        let got = steps_for(&csv, None, "node5", Some("green"), None)
             .unwrap()
             .unwrap();
         assert_eq!(got.points, [(100.0, 10.0)]);

@@ -443,18 +443,20 @@ pub enum EpilogOutcome {
     },
 }
 
-/// The configured intensity series for a node of a partition, through the parsed copy
-/// cached in the state directory (`intensity_cache`): the CSV is parsed once per change
-/// of the file, not in every epilog. A missing or broken file is logged and the fixed
+/// The configured intensity series for a node of a partition (the part of it that the
+/// `window` needs), through the parsed copy cached in the state directory
+/// (`intensity_cache`): the CSV is parsed once per change of the file, not in every epilog. A missing or broken file is logged and the fixed
 /// intensity used (the record then says `src:fallback`).
 fn load_series(
     config: &Config,
     state_dir: Option<&StateDir>,
     node: &str,
     partition: Option<&str>,
+    window: Option<(f64, f64)>,
 ) -> Option<intensity::Steps> {
     let path = config.intensity_series.as_ref()?;
-    crate::intensity_cache::steps_for(path, state_dir.map(StateDir::root), node, partition)
+    let dir = state_dir.map(StateDir::root);
+    crate::intensity_cache::steps_for(path, dir, node, partition, window)
         .map_err(|e| {
             log::error!(
                 "intensity_series {}: {e}; using intensity={}",
@@ -478,7 +480,6 @@ pub fn node_part(
     let method: Method = result.method?;
     let mut flags: Vec<String> = result.flags.iter().map(|f| f.to_string()).collect();
     flags.retain(|f| !f.is_empty());
-    let steps = load_series(config, state_dir, node, partition);
     let energy = intensity::EnergyInTime {
         wh: result.wh,
         start: result.start_unix,
@@ -486,6 +487,7 @@ pub fn node_part(
         bucket_s: state.series.bucket_s,
         bucket_mj: &state.series.mj,
     };
+    let steps = load_series(config, state_dir, node, partition, energy.span());
     let (co2e_g, source, _) = intensity::co2e_over_time(
         &energy,
         config.pue,
