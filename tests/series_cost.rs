@@ -13,8 +13,10 @@
 //! several runs. The energy comes in 10 s buckets over the 30 days (259,200 buckets, the
 //! issue's case), and also as the sampler really keeps them (it doubles the bucket width
 //! past 2048 buckets: 2025 buckets of 1280 s for 30 days). For comparison it also times
-//! the parse alone (what every epilog paid before the cache) and the epilog's read of the
-//! sampler's JSON state holding those buckets.
+//! the parse alone, the old way once (parse, then scan every point for every bucket: what
+//! every epilog paid before), the cached scope read whole instead of the job's window, and
+//! the epilog's read (and a write, like the local record's) of the sampler's JSON state
+//! holding those buckets.
 
 use std::fs;
 use std::path::Path;
@@ -22,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use spank_carbon::config::Config;
 use spank_carbon::intensity::Series;
-use spank_carbon::intensity_cache::CACHE_FILE;
+use spank_carbon::intensity_cache::{steps_for, CACHE_FILE};
 use spank_carbon::job::node_part;
 use spank_carbon::record::Method;
 use spank_carbon::sampler::{NodeResult, SamplerState, Series as Buckets};
@@ -87,6 +89,28 @@ fn sampler_state(start: f64, bucket_s: f64, n: usize) -> SamplerState {
         },
         peak_node_mw: None,
     }
+}
+
+/// The integration as it was before the merge walk (every bucket scans every point).
+fn scan_co2e(points: &[(f64, f64)], s: &SamplerState, r: &NodeResult, pue: f64) -> f64 {
+    let average = |a: f64, b: f64| -> f64 {
+        let mut total = 0.0;
+        for (i, &(t, v)) in points.iter().enumerate() {
+            let next = points.get(i + 1).map_or(f64::INFINITY, |p| p.0);
+            let (lo, hi) = (t.max(a), next.min(b));
+            if hi > lo {
+                total += v * (hi - lo);
+            }
+        }
+        total / (b - a)
+    };
+    let mut weighted = 0.0;
+    for (i, mj) in s.series.mj.iter().enumerate() {
+        let a = r.start_unix + i as f64 * s.series.bucket_s;
+        let b = (a + s.series.bucket_s).min(r.end_unix.max(a));
+        weighted += mj * average(a, b);
+    }
+    r.wh / 1000.0 * pue * weighted / s.series.mj.iter().sum::<f64>()
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -166,6 +190,16 @@ fn epilog_cost_of_a_two_year_series() {
             warm.push(t.elapsed());
             assert_eq!(Some(p.co2e_g), co2e, "cached and fresh parse agree");
         }
+        let mut before = None;
+        if bucket_s > 10.0 {
+            // Before the cache and the merge walk: parse, then scan every point per bucket.
+            let t = Instant::now();
+            let series = Series::parse(&fs::read_to_string(&csv).unwrap()).unwrap();
+            let steps = series.for_job("node1", None).unwrap();
+            let g = scan_co2e(&steps.points, &s, &result, config.pue);
+            assert!((g - co2e.unwrap()).abs() <= 1e-3 * g, "{g} vs {co2e:?}");
+            before = Some(t.elapsed());
+        }
         // The epilog's read of the sampler state that carries these buckets.
         let path = dir.join("sampler.json");
         state::write_json(&path, &s).unwrap();
@@ -184,12 +218,18 @@ fn epilog_cost_of_a_two_year_series() {
             write.push(t.elapsed());
         }
         println!("{what}:");
+        if let Some(before) = before {
+            println!(
+                "  before (parse + scan of every point per bucket), once: {}",
+                ms(before)
+            );
+        }
         println!(
             "  (a) no cache: parse + cache + integrate, median of 7: {}",
             ms(median(cold))
         );
         println!(
-            "  (b) cached: read scope + integrate, median of 21:     {}",
+            "  (b) cached: read window + integrate, median of 21:    {}",
             ms(median(warm))
         );
         println!(
@@ -199,6 +239,18 @@ fn epilog_cost_of_a_two_year_series() {
             ms(median(write))
         );
     }
+    // The cached scope read whole, without a window: what the window saves.
+    let mut whole = Vec::new();
+    for _ in 0..21 {
+        let t = Instant::now();
+        let steps = steps_for(&csv, Some(state.root()), "node1", None, None).unwrap();
+        whole.push(t.elapsed());
+        assert_eq!(steps.unwrap().points.len(), POINTS as usize);
+    }
+    println!(
+        "cached scope read whole (no window), median of 21: {}",
+        ms(median(whole))
+    );
     println!(
         "cache file: {:.1} MB",
         fs::metadata(state.root().join(CACHE_FILE)).unwrap().len() as f64 / 1e6
