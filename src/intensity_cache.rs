@@ -614,4 +614,36 @@ mod tests {
         assert!(!d.join(CACHE_FILE).exists());
         fs::remove_dir_all(&d).unwrap();
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+        /// Through the cache, cold and warm, every node gets what the parse gives.
+        #[test]
+        fn cache_answers_as_the_parse(
+            lines in proptest::collection::vec((0u32..4, 0u32..1000, 0u32..5000), 1..40),
+            node in 0u32..7,
+            partition in proptest::option::of(proptest::sample::select(vec!["green", "gpu"])),
+            window in proptest::option::of((0u32..1200, 0u32..400)),
+        ) {
+            let scopes = ["", "partition=green", "nodes=node[1-3]", "nodes=node[3-5]"];
+            let text: String = lines
+                .iter()
+                .map(|(s, t, v)| format!("{t},{}.5,{}\n", v / 2, scopes[*s as usize]))
+                .collect();
+            let d = temp_dir("prop");
+            let csv = d.join("series.csv");
+            fs::write(&csv, &text).unwrap();
+            let node = format!("node{node}");
+            let window = window.map(|(lo, len)| (f64::from(lo), f64::from(lo + len)));
+            let want = Series::parse(&text)
+                .unwrap()
+                .for_job(&node, partition)
+                .map(|s| window.map_or_else(|| s.clone(), |(lo, hi)| s.window(lo, hi)));
+            for _ in 0..2 {
+                let got = steps_for(&csv, Some(&d), &node, partition, window).unwrap();
+                proptest::prop_assert_eq!(&got, &want);
+            }
+            fs::remove_dir_all(&d).unwrap();
+        }
+    }
 }
