@@ -645,5 +645,40 @@ mod tests {
             }
             fs::remove_dir_all(&d).unwrap();
         }
+
+        /// A damaged cache never panics the reader, and what it returns, if anything, is
+        /// in order and in range.
+        #[test]
+        fn damaged_caches_never_panic(
+            flips in proptest::collection::vec((0usize..4096, 0u8..=255), 1..4),
+            cut in proptest::option::of(0usize..4096),
+            window in proptest::option::of((0u32..1200, 0u32..400)),
+        ) {
+            let d = temp_dir("fuzz");
+            let csv = d.join("series.csv");
+            fs::write(&csv, CSV).unwrap();
+            let cache = d.join(CACHE_FILE);
+            steps_for(&csv, Some(&d), "node4", None, None).unwrap();
+            let mut bytes = fs::read(&cache).unwrap();
+            for (at, x) in flips {
+                let at = at % bytes.len();
+                bytes[at] ^= x;
+            }
+            if let Some(cut) = cut {
+                bytes.truncate(cut % (bytes.len() + 1));
+            }
+            fs::write(&cache, &bytes).unwrap();
+            let id = Identity::of(&fs::metadata(&csv).unwrap());
+            let window = window.map(|(lo, len)| (f64::from(lo), f64::from(lo + len)));
+            for node in ["node1", "node4", "node5"] {
+                let path = csv.as_os_str().as_bytes();
+                if let Ok(Ok(Some(steps))) = read_cached(&cache, id, path, node, None, window) {
+                    proptest::prop_assert!(steps.points.windows(2).all(|w| w[0].0 <= w[1].0));
+                    proptest::prop_assert!(steps.points.iter().all(|p| p.0.is_finite()
+                        && (0.0..=MAX_G_PER_KWH).contains(&p.1)));
+                }
+            }
+            fs::remove_dir_all(&d).unwrap();
+        }
     }
 }
