@@ -263,8 +263,8 @@ fn read_cached(
     file.read_exact_at(&mut bytes, base + *range.start() as u64 * POINT)
         .map_err(|e| bad(e.to_string()))?;
     let points = decode_points(&bytes)?;
-    // Everything read must be in order (the points by `decode_points`, the bisection's
-    // probes with them), so the window is the one a sorted series would give.
+    // Everything read must be finite and in order (the points by `decode_points`, the
+    // bisection's probes with them), so the window is the one a sorted series would give.
     probes.extend(
         points
             .iter()
@@ -272,7 +272,9 @@ fn read_cached(
             .map(|(j, p)| (range.start() + j, p.0)),
     );
     probes.sort_by_key(|p| p.0);
-    if probes.windows(2).any(|w| w[1].1.total_cmp(&w[0].1).is_lt()) {
+    if probes.iter().any(|p| !p.1.is_finite())
+        || probes.windows(2).any(|w| w[1].1.total_cmp(&w[0].1).is_lt())
+    {
         return Err(bad("points out of order"));
     }
     Ok(Ok(Some(Steps { points })))
@@ -577,6 +579,9 @@ mod tests {
         let mut nan = good.clone();
         nan[header_len + 8..header_len + 16].copy_from_slice(&f64::NAN.to_le_bytes());
         damaged.push(("nan", nan));
+        let mut nan_time = good.clone();
+        nan_time[header_len..header_len + 8].copy_from_slice(&(-f64::NAN).to_le_bytes());
+        damaged.push(("nan time", nan_time));
         for (what, bytes) in damaged {
             fs::write(&cache, &bytes).unwrap();
             for window in [None, Some((120.0, 160.0))] {
