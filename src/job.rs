@@ -332,7 +332,7 @@ pub fn finish_orphan(
         .unwrap_or_default();
     let mut result = evaluate(final_state);
     result.flags.push("noepilog");
-    let part = node_part(config, &key.node, None, final_state, &result);
+    let part = node_part(config, &key.node, None, final_state, &result, Some(state));
     write_local_record(
         config,
         state,
@@ -451,15 +451,20 @@ pub enum EpilogOutcome {
     },
 }
 
-/// Builds the node's part of the record from a finished sampler state.
-/// Reads the configured intensity series; a missing or broken file is logged and the
-/// fixed intensity used (the record then says `src:fallback`).
-fn load_series(config: &Config) -> Option<intensity::Series> {
+/// The configured intensity series for a node of a partition (the part of it that the
+/// `window` needs), through the parsed copy cached in the state directory
+/// (`intensity_cache`): the CSV is parsed once per change of the file, not in every epilog. A missing or broken file is logged and the fixed
+/// intensity used (the record then says `src:fallback`).
+fn load_series(
+    config: &Config,
+    state_dir: Option<&StateDir>,
+    node: &str,
+    partition: Option<&str>,
+    window: Option<(f64, f64)>,
+) -> Option<intensity::Steps> {
     let path = config.intensity_series.as_ref()?;
-    let parsed = fs::read_to_string(path)
-        .map_err(|e| e.to_string())
-        .and_then(|text| intensity::Series::parse(&text).map_err(|e| e.to_string()));
-    parsed
+    let dir = state_dir.map(StateDir::root);
+    crate::intensity_cache::steps_for(path, dir, node, partition, window)
         .map_err(|e| {
             log::error!(
                 "intensity_series {}: {e}; using intensity={}",
@@ -468,20 +473,21 @@ fn load_series(config: &Config) -> Option<intensity::Series> {
             )
         })
         .ok()
+        .flatten()
 }
 
+/// Builds the node's part of the record from a finished sampler state.
 pub fn node_part(
     config: &Config,
     node: &str,
     partition: Option<&str>,
     state: &SamplerState,
     result: &NodeResult,
+    state_dir: Option<&StateDir>,
 ) -> Option<NodePart> {
     let method: Method = result.method?;
     let mut flags: Vec<String> = result.flags.iter().map(|f| f.to_string()).collect();
     flags.retain(|f| !f.is_empty());
-    let series = load_series(config);
-    let steps = series.as_ref().and_then(|s| s.for_job(node, partition));
     let energy = intensity::EnergyInTime {
         wh: result.wh,
         start: result.start_unix,
@@ -489,11 +495,12 @@ pub fn node_part(
         bucket_s: state.series.bucket_s,
         bucket_mj: &state.series.mj,
     };
+    let steps = load_series(config, state_dir, node, partition, energy.span());
     let (co2e_g, source, _) = intensity::co2e_over_time(
         &energy,
         config.pue,
         config.intensity,
-        steps,
+        steps.as_ref(),
         config.intensity_series.is_some(),
         config.intensity_max_age_s as f64,
     );
@@ -644,6 +651,7 @@ pub fn epilog(
         env.partition.as_deref(),
         &final_state,
         &result,
+        Some(&state),
     );
     let meta = Meta {
         intensity: config.intensity,
@@ -931,5 +939,84 @@ mod tests {
             ("SLURM_JOB_GPUS", ""),
         ];
         assert_eq!(JobEnv::from_env(None, env_of(&no_gpus)).unwrap().gpus, None);
+    }
+
+    fn finished_state(start: f64, bucket_mj: Vec<f64>) -> SamplerState {
+        SamplerState {
+            job: 9,
+            node: "node4".into(),
+            pid: 1,
+            interval_ms: 1000,
+            driver: String::new(),
+            start_unix: start,
+            end_unix: Some(start + 20.0),
+            updated_unix: start + 20.0,
+            finished: true,
+            stop_reason: None,
+            gpus: Vec::new(),
+            series: crate::sampler::Series {
+                bucket_s: 10.0,
+                mj: bucket_mj,
+            },
+            peak_node_mw: None,
+        }
+    }
+
+    #[test]
+    fn node_part_uses_the_series_through_the_state_dir_cache() {
+        let dir = std::env::temp_dir().join(format!("sc-job-series-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let state = StateDir::open(&dir.join("state")).unwrap();
+        let csv = dir.join("series.csv");
+        fs::write(
+            &csv,
+            "1000,100\n1010,500\n1000,40,partition=green\n1000,900,nodes=node[3-4]\n",
+        )
+        .unwrap();
+        let config = Config {
+            intensity_series: Some(csv.clone()),
+            pue: 1.0,
+            ..Config::default()
+        };
+        let sampler = finished_state(1000.0, vec![5.0, 5.0]);
+        let result = NodeResult {
+            start_unix: 1000.0,
+            end_unix: 1020.0,
+            gpus: Vec::new(),
+            wh: 1.0,
+            measured: 1,
+            method: Some(Method::Counter),
+            coverage: Some(1.0),
+            flags: Vec::new(),
+            peak_w: None,
+        };
+        let part = |node: &str, partition: Option<&str>| {
+            node_part(&config, node, partition, &sampler, &result, Some(&state)).unwrap()
+        };
+        // Equal energy either side of the default series' step: (100 + 500) / 2.
+        let p = part("node1", Some("gpu"));
+        assert_eq!(p.intensity_src.as_deref(), Some("series"));
+        assert!((p.co2e_g - 0.3).abs() < 1e-9, "{}", p.co2e_g);
+        assert!(state
+            .root()
+            .join(crate::intensity_cache::CACHE_FILE)
+            .exists());
+        // Node sets win over partitions, partitions over the default (from the cache now).
+        assert!((part("node4", Some("green")).co2e_g - 0.9).abs() < 1e-9);
+        assert!((part("node1", Some("green")).co2e_g - 0.04).abs() < 1e-9);
+        // A replaced CSV is read anew; a stale one falls back to the fixed intensity.
+        fs::write(dir.join("new.csv"), "1000,200\n").unwrap();
+        fs::rename(dir.join("new.csv"), &csv).unwrap();
+        assert!((part("node4", None).co2e_g - 0.2).abs() < 1e-9);
+        let late = finished_state(1_000_000.0, vec![5.0, 5.0]);
+        let late_result = NodeResult {
+            start_unix: 1_000_000.0,
+            end_unix: 1_000_020.0,
+            ..result.clone()
+        };
+        let p = node_part(&config, "node4", None, &late, &late_result, Some(&state)).unwrap();
+        assert_eq!(p.intensity_src.as_deref(), Some("fallback"));
+        assert!((p.co2e_g - config.intensity.0 / 1000.0).abs() < 1e-9);
+        fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -12,6 +12,7 @@ pub mod gpu;
 pub mod gres;
 pub mod hostlist;
 pub mod intensity;
+pub mod intensity_cache;
 pub mod job;
 pub mod logging;
 pub mod record;
