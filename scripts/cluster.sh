@@ -11,6 +11,9 @@
 #   cluster.sh wait-idle                 wait until squeue is empty and every node is idle
 #   cluster.sh status                    show the daemons and sinfo
 #   cluster.sh stop-dbd | start-dbd      stop or start slurmdbd alone (accounting down while jobs end)
+#   cluster.sh restart-ctld-clean FIRST  a controller that lost its state: stop slurmctld, wipe its
+#                                        StateSaveLocation, start it with job ids from FIRST (FirstJobId);
+#                                        accounting keeps every earlier job, so ids repeat there
 #
 # Environment:
 #   SC_CLUSTER_DIR   state, spool, logs, pid files, fake GPU devices
@@ -690,6 +693,21 @@ cmd_stop_dbd() {
     stop_pids slurmdbd "$pid"
 }
 
+cmd_restart_ctld_clean() {
+    need_root
+    local first=${1:-1} pid
+    [[ $first =~ ^[1-9][0-9]{0,8}$ ]] || die "restart-ctld-clean: FIRST must be a job id, not '${first}'"
+    pid=$(pid_of "$RUN/slurmctld.pid" || true)
+    stop_pids slurmctld "$pid"
+    rm -rf "$DIR/ctld"
+    install -d -m 0755 -o slurm -g slurm "$DIR/ctld"
+    sed -i '/^FirstJobId=/d' "$ETC/slurm.conf"
+    echo "FirstJobId=$first" >>"$ETC/slurm.conf"
+    start_slurmctld
+    wait_idle
+    msg "slurmctld restarted without state: job ids from $first"
+}
+
 cmd_start_dbd() {
     start_slurmdbd
     msg "slurmdbd up"
@@ -725,6 +743,7 @@ restart-slurmd) cmd_restart_slurmd "$@" ;;
 wait-idle) cmd_wait_idle ;;
 stop-dbd) cmd_stop_dbd ;;
 start-dbd) cmd_start_dbd ;;
+restart-ctld-clean) cmd_restart_ctld_clean "$@" ;;
 status) cmd_status ;;
 -h | --help | help) usage ;;
 *)

@@ -80,7 +80,8 @@ fn usage(o: &Options, policy: &Policy) -> Result<BTreeMap<String, f64>, String> 
     // sacct's relative times count seconds by default.
     let start = format!("now-{}", (policy.lookback_days * 86_400.0).ceil() as u64);
     let format = format!("{FIELDS},{}", field_name(&policy.field));
-    let args: Vec<String> = ["-a", "-X", "-n", "-S", &start, "-o", &format]
+    // -D: every run of a requeued job has its row, and each run counts once.
+    let args: Vec<String> = ["-a", "-D", "-X", "-n", "-S", &start, "-o", &format]
         .iter()
         .map(|s| s.to_string())
         .collect();
@@ -93,8 +94,15 @@ fn usage(o: &Options, policy: &Policy) -> Result<BTreeMap<String, f64>, String> 
     let now = unix_now();
     sacct_rows::run_streamed(&call, |out, delim| {
         let mut usage: BTreeMap<String, f64> = BTreeMap::new();
+        // (job, run, node) counted: a run's part may stand in two rows of the job.
+        let mut counted: std::collections::BTreeSet<(u32, Option<u64>, String)> =
+            Default::default();
         report::stream(out, delim, |row| {
-            if let Some(seg) = row.record() {
+            for (run, mut seg) in spank_carbon::record::parse_all(&row.field) {
+                if run.is_some() {
+                    seg.parts
+                        .retain(|node, _| counted.insert((row.job, run, node.clone())));
+                }
                 *usage.entry(row.account.clone()).or_default() += decayed_g(policy, &seg, now);
             }
         })

@@ -31,6 +31,10 @@ impl JobRow {
     pub fn record(&self) -> Option<Segment> {
         record::parse(&self.field)
     }
+    /// Whether this row is a run of a job that was requeued afterwards (`sacct -D`).
+    pub fn requeued(&self) -> bool {
+        self.state.starts_with("REQUEUED")
+    }
     pub fn gpu_hours(&self) -> f64 {
         self.gpus as f64 * self.elapsed_s as f64 / 3600.0
     }
@@ -83,6 +87,56 @@ pub fn stream(input: impl Read, delim: &str, mut each: impl FnMut(JobRow)) -> Re
     .map(|_| ())
 }
 
+/// The job's record over all its runs, from every row sacct printed for it (`sacct -D`:
+/// a requeued job has a row per run). Each run's segment counts once wherever it was
+/// written (its own row, or the job's latest row when the run's row could no longer be
+/// addressed), its parts united by node; with several runs, each part is named
+/// `<node>/run<k>` (k from 1, oldest first). `None` if no run has a record.
+pub fn job_record(rows: &[&JobRow]) -> Option<Segment> {
+    let mut runs: BTreeMap<Option<u64>, Segment> = BTreeMap::new();
+    for row in rows {
+        for (run, seg) in record::parse_all(&row.field) {
+            match runs.get_mut(&run) {
+                Some(have) => {
+                    for (node, part) in seg.parts {
+                        have.parts.entry(node).or_insert(part);
+                    }
+                }
+                None => {
+                    runs.insert(run, seg);
+                }
+            }
+        }
+    }
+    if runs.len() <= 1 {
+        return runs.into_values().next();
+    }
+    let mut all: Option<Segment> = None;
+    for (k, seg) in runs.into_values().enumerate() {
+        let named = seg.parts.into_values().map(|mut p| {
+            p.node = format!("{}/run{}", p.node, k + 1);
+            (p.node.clone(), p)
+        });
+        match &mut all {
+            Some(a) => {
+                a.meta.expected_nodes = a
+                    .meta
+                    .expected_nodes
+                    .saturating_add(seg.meta.expected_nodes);
+                a.parts.extend(named);
+            }
+            None => {
+                all = Some(Segment {
+                    meta: seg.meta,
+                    parts: named.collect(),
+                    compact: seg.compact,
+                })
+            }
+        }
+    }
+    all
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GroupBy {
     User,
@@ -104,6 +158,9 @@ pub struct Totals {
 /// Totals per group, sorted by CO2e (largest first).
 pub fn totals(input: impl Read, delim: &str, by: GroupBy) -> Result<Vec<Totals>, RowError> {
     let mut groups: BTreeMap<String, Totals> = BTreeMap::new();
+    // (job, run, node) already counted: with `sacct -D` a run's part may stand in two
+    // rows (its own, and the requeued job's latest).
+    let mut counted: std::collections::BTreeSet<(u32, Option<u64>, String)> = Default::default();
     stream(input, delim, |row| {
         let key = match by {
             GroupBy::User => &row.user,
@@ -114,13 +171,24 @@ pub fn totals(input: impl Read, delim: &str, by: GroupBy) -> Result<Vec<Totals>,
             name: key.clone(),
             ..Totals::default()
         });
-        t.jobs = t.jobs.saturating_add(1);
+        // A requeued run's row is not another job, but its GPU time and energy count.
+        if !row.requeued() {
+            t.jobs = t.jobs.saturating_add(1);
+        }
         t.gpu_hours += row.gpu_hours();
-        if let Some(seg) = row.record() {
+        let segments = record::parse_all(&row.field);
+        if !segments.is_empty() && !row.requeued() {
             t.measured_jobs = t.measured_jobs.saturating_add(1);
-            t.gpu_wh += seg.gpu_wh();
-            t.co2e_g += seg.co2e_g();
-            t.embodied_g += seg.embodied_g().unwrap_or(0.0);
+        }
+        for (run, seg) in segments {
+            for part in seg.parts.into_values() {
+                if run.is_some() && !counted.insert((row.job, run, part.node.clone())) {
+                    continue;
+                }
+                t.gpu_wh += part.wh;
+                t.co2e_g += part.co2e_g;
+                t.embodied_g += part.embodied_g.unwrap_or(0.0);
+            }
         }
     })?;
     let mut out: Vec<Totals> = groups.into_values().collect();
@@ -219,6 +287,37 @@ line two spank-carbon/1 gpu_wh=1000 co2e_g=750 intensity=475 pue=1.58 gpus=4 nod
         assert_eq!(rows[0].gpus, 2);
         assert_eq!(rows[0].gpu_hours(), 2.0);
         assert!(rows[2].record().is_none());
+    }
+
+    /// Job 20 was requeued once: run 1 (from 100) wrote node1's part into its own row, and
+    /// node2's, later, into the latest row; run 2 (from 300) ran on node3.
+    const REQUEUED: &str = "\
+20|carol|research|gpu|REQUEUED|100|gres/gpu=2,node=2|node[1-2]|spank-carbon/1 run=100 gpu_wh=1 co2e_g=1 intensity=1 pue=1 gpus=1 nodes=1 of=2 method=counter node.node1=wh:1,gpus:1,co2e:1,m:counter,t:101-200
+20|carol|research|gpu|COMPLETED|50|gres/gpu=1,node=1|node3|spank-carbon/1 run=100 gpu_wh=3 co2e_g=3 intensity=1 pue=1 gpus=2 nodes=2 of=2 method=counter node.node1=wh:1,gpus:1,co2e:1,m:counter,t:101-200 node.node2=wh:2,gpus:1,co2e:2,m:counter,t:101-200 spank-carbon/1 run=300 gpu_wh=4 co2e_g=4 intensity=1 pue=1 gpus=1 nodes=1 of=1 method=counter node.node3=wh:4,gpus:1,co2e:4,m:counter,t:301-350
+";
+
+    #[test]
+    fn each_run_of_a_requeued_job_counts_once() {
+        let t = totals(REQUEUED.as_bytes(), "|", GroupBy::User).unwrap();
+        assert_eq!(t.len(), 1);
+        // node1 stands in both rows and counts once: 1 + 2 + 4.
+        assert_eq!(t[0].gpu_wh, 7.0);
+        assert_eq!(t[0].co2e_g, 7.0);
+        assert_eq!((t[0].jobs, t[0].measured_jobs), (1, 1));
+        // Both runs' GPU time: 2 GPUs x 100 s + 1 GPU x 50 s.
+        assert!((t[0].gpu_hours - 250.0 / 3600.0).abs() < 1e-12);
+        let mut rows = Vec::new();
+        stream(REQUEUED.as_bytes(), "|", |r| rows.push(r)).unwrap();
+        let refs: Vec<&JobRow> = rows.iter().collect();
+        let rec = job_record(&refs).unwrap();
+        assert_eq!(rec.gpu_wh(), 7.0);
+        assert_eq!(
+            rec.parts.keys().collect::<Vec<_>>(),
+            ["node1/run1", "node2/run1", "node3/run2"]
+        );
+        // One run: parts keep their names.
+        let one = job_record(&refs[..1]).unwrap();
+        assert_eq!(one.parts.keys().collect::<Vec<_>>(), ["node1"]);
     }
 
     #[test]

@@ -49,6 +49,7 @@ pub fn run(o: Options) -> ExitCode {
         (Some(job), _) => {
             let args = vec![
                 "-n".into(),
+                "-D".into(),
                 "-X".into(),
                 "-j".into(),
                 job.to_string(),
@@ -63,7 +64,7 @@ pub fn run(o: Options) -> ExitCode {
             .and_then(|rows| one_job(&o, job, rows))
         }
         (None, by) => {
-            let mut args: Vec<String> = vec!["-a".into(), "-n".into(), "-X".into()];
+            let mut args: Vec<String> = vec!["-a".into(), "-n".into(), "-D".into(), "-X".into()];
             if let Some(s) = &o.starttime {
                 args.extend(["-S".into(), s.clone()]);
             }
@@ -88,11 +89,19 @@ pub fn run(o: Options) -> ExitCode {
 }
 
 fn one_job(o: &Options, job: u32, rows: Vec<JobRow>) -> Result<(), String> {
-    let row = rows
-        .into_iter()
-        .find(|r| r.job == job)
+    // Every run's row (sacct -D, oldest first): the latest, and the requeued runs just
+    // before it (an older row that was not requeued is another job that had the id).
+    let all: Vec<&JobRow> = rows.iter().filter(|r| r.job == job).collect();
+    let row = *all
+        .last()
         .ok_or_else(|| format!("job {job} is not in accounting"))?;
-    let seg = row.record();
+    let earlier = all[..all.len() - 1]
+        .iter()
+        .rev()
+        .take_while(|r| r.requeued())
+        .count();
+    let own: Vec<&JobRow> = all[all.len() - 1 - earlier..].to_vec();
+    let seg = report::job_record(&own);
     let imperial = report::imperial_locale(|k| std::env::var(k).ok());
     if o.json {
         let nodes: Vec<_> = seg
@@ -153,6 +162,13 @@ fn one_job(o: &Options, job: u32, rows: Vec<JobRow>) -> Result<(), String> {
         row.gpus,
         num(row.gpu_hours(), 3)
     );
+    if own.len() > 1 {
+        println!(
+            "Runs: {} (requeued {} time(s)); energy and CO2e below are of every run, the table's nodes say which",
+            own.len(),
+            own.len() - 1
+        );
+    }
     let Some(seg) = seg else {
         println!(
             "No spank-carbon record in {} for this job.",

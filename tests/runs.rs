@@ -186,3 +186,187 @@ fn requeued_by_its_user_on_the_same_node_each_run_gets_its_record() {
 fn requeued_by_its_user_onto_another_node_each_run_gets_its_record() {
     requeue_by_user("node1", "node3");
 }
+
+/// Rows of `sacct -D -X -j <id>` for one raw id and everything the selector catches:
+/// (JobIDRaw, JobID, Submit, State, SystemComment).
+fn all_rows(id: u32) -> Vec<(u32, String, u64, String, String)> {
+    let out = std::process::Command::new("/usr/bin/sacct")
+        .env("SLURM_TIME_FORMAT", "%s")
+        .args([
+            "-n",
+            "-P",
+            "--delimiter=#~#",
+            "-D",
+            "-X",
+            "-j",
+            &id.to_string(),
+            "-o",
+            "JobIDRaw,JobID,Submit,State,SystemComment",
+        ])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.splitn(5, "#~#").collect();
+            (f.len() == 5).then(|| {
+                (
+                    f[0].parse().unwrap(),
+                    f[1].to_string(),
+                    f[2].parse().unwrap(),
+                    f[3].to_string(),
+                    f[4].to_string(),
+                )
+            })
+        })
+        .collect()
+}
+
+fn highest_job_id() -> u32 {
+    let out = run(
+        "/usr/bin/sacct",
+        &[
+            "-a",
+            "-n",
+            "-P",
+            "-X",
+            "-D",
+            "-S",
+            "2000-01-01",
+            "-o",
+            "JobIDRaw",
+        ],
+    );
+    out.lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .max()
+        .unwrap_or(0)
+}
+
+fn submit_gpu(args: &[&str], secs: u32) -> u32 {
+    let mut full: Vec<String> = [
+        "--parsable",
+        "-o",
+        "/dev/null",
+        "-e",
+        "/dev/null",
+        "--gres=gpu:1",
+        "-N1",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    full.extend(args.iter().map(|s| s.to_string()));
+    full.push("--wrap".into());
+    full.push(format!("sleep {secs}"));
+    let refs: Vec<&str> = full.iter().map(String::as_str).collect();
+    run("/usr/bin/sbatch", &refs)
+        .trim()
+        .split(';')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+#[ignore = "needs the local Slurm cluster: run scripts/test.sh"]
+fn reused_job_ids_never_receive_or_change_an_older_jobs_record() {
+    standard_setup();
+    // A fresh id range, then an array and a job whose records land as usual.
+    let base = highest_job_id() + 100;
+    cluster(&["restart-ctld-clean", &base.to_string()], &[]);
+    let array = submit_gpu(&["--array=0-2", "-w", "node1"], 2);
+    assert_eq!(array, base);
+    let older = submit_gpu(&["-w", "node2"], 2);
+    let old_ids: Vec<u32> = (base..=older).collect();
+    for id in &old_ids {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while in_queue(*id)
+            || !pending_of(*id).is_empty()
+            || all_rows(*id)
+                .iter()
+                .any(|r| r.0 == *id && !r.4.contains("spank-carbon/1"))
+        {
+            assert!(
+                Instant::now() < deadline,
+                "job {id}: no record: {:?}",
+                all_rows(*id)
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+    let before: Vec<_> = old_ids.iter().flat_map(|id| all_rows(*id)).collect();
+    assert_eq!(
+        before
+            .iter()
+            .filter(|r| r.1.starts_with(&format!("{base}_")))
+            .count()
+            >= 3,
+        true,
+        "{before:?}"
+    );
+    // The controller loses its state: ids start again at the array's.
+    std::thread::sleep(Duration::from_secs(1));
+    let wiped = now();
+    cluster(&["restart-ctld-clean", &base.to_string()], &[]);
+    let new_ids: Vec<u32> = old_ids
+        .iter()
+        .map(|_| submit_gpu(&["-w", "node3"], 2))
+        .collect();
+    assert_eq!(new_ids, old_ids, "ids did not repeat");
+    for id in &new_ids {
+        assert_eq!(wait_job(*id), "COMPLETED");
+    }
+    // The new job `base` shares its id with the array: sacctmgr's jobid=<base> would also
+    // change the array's tasks, so its record is kept and logged, not written.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !spank_log()
+        .lines()
+        .any(|l| l.contains(&format!("job {base}.node3")) && l.contains("other jobs' rows"))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "job {base}: no refusal in the log"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert!(
+        !pending_of(base).is_empty(),
+        "job {base}'s record must be kept"
+    );
+    // The others get their own records, right per the fake GPUs after the wipe.
+    for id in &new_ids[1..] {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let rec = loop {
+            let rows = all_rows(*id);
+            let newest = rows
+                .iter()
+                .filter(|r| r.0 == *id)
+                .max_by_key(|r| r.2)
+                .unwrap()
+                .clone();
+            if pending_of(*id).is_empty() && newest.4.contains("spank-carbon/1") {
+                break parse_rec(&newest.4).unwrap();
+            }
+            assert!(Instant::now() < deadline, "job {id}: {rows:?}");
+            std::thread::sleep(Duration::from_millis(300));
+        };
+        let want = truth_wh_between(*id, "node3", wiped, f64::INFINITY);
+        assert!(want > 0.0001, "job {id}: the GPU did not run");
+        assert_close(&format!("new job {id} wh"), rec.num("gpu_wh"), want, 0.01);
+    }
+    // No older row changed: the array's tasks and the older job, byte for byte.
+    let after: Vec<_> = old_ids
+        .iter()
+        .flat_map(|id| all_rows(*id))
+        .filter(|r| (r.2 as f64) < wiped)
+        .collect();
+    assert_eq!(after.len(), before.len(), "{after:?}");
+    for row in &before {
+        assert!(after.contains(row), "changed: {row:?}\nnow: {after:?}");
+    }
+    // Ids unique again for the tests that follow.
+    cluster(&["restart-ctld-clean", &(base + 1000).to_string()], &[]);
+    assert_no_node_drained();
+}

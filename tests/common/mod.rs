@@ -270,6 +270,16 @@ pub fn pending_of(job: u32) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Removes a job's pending records (left pending on purpose by a test); returns their
+/// names (`<job>.<node>@<run>.json`).
+pub fn remove_pending(job: u32) -> Vec<String> {
+    let names = pending_of(job);
+    for n in &names {
+        fs::remove_file(state_dir().join("pending").join(n)).unwrap();
+    }
+    names
+}
+
 pub fn field(job: u32, name: &str) -> String {
     sacct_field(job, name).unwrap_or_else(|| panic!("sacct failed for job {job}"))
 }
