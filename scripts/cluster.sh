@@ -11,6 +11,8 @@
 #   cluster.sh wait-idle                 wait until squeue is empty and every node is idle
 #   cluster.sh status                    show the daemons and sinfo
 #   cluster.sh stop-dbd | start-dbd      stop or start slurmdbd alone (accounting down while jobs end)
+#   cluster.sh pause-dbd | resume-dbd    SIGSTOP / SIGCONT slurmdbd (accounting hangs: connections are
+#                                        accepted by the kernel, nothing answers)
 #   cluster.sh restart-ctld-clean FIRST  a controller that lost its state: stop slurmctld, wipe its
 #                                        StateSaveLocation, start it with job ids from FIRST (FirstJobId);
 #                                        accounting keeps every earlier job, so ids repeat there
@@ -693,6 +695,13 @@ cmd_stop_dbd() {
     stop_pids slurmdbd "$pid"
 }
 
+cmd_signal_dbd() {
+    local pid
+    pid=$(pid_of "$RUN/slurmdbd.pid") || die "slurmdbd is not running"
+    kill "-$1" "$pid"
+    msg "slurmdbd (pid $pid): SIG$1"
+}
+
 cmd_restart_ctld_clean() {
     need_root
     local first=${1:-1} pid
@@ -744,6 +753,8 @@ wait-idle) cmd_wait_idle ;;
 stop-dbd) cmd_stop_dbd ;;
 start-dbd) cmd_start_dbd ;;
 restart-ctld-clean) cmd_restart_ctld_clean "$@" ;;
+pause-dbd) cmd_signal_dbd STOP ;;
+resume-dbd) cmd_signal_dbd CONT ;;
 status) cmd_status ;;
 -h | --help | help) usage ;;
 *)

@@ -389,6 +389,135 @@ fn unwritable_or_full_state_dir_jobs_run_and_the_log_says_why() {
 
 #[test]
 #[ignore = "needs the local Slurm cluster: run scripts/test.sh"]
+fn disk_fills_during_the_job_the_pending_record_survives_and_arrives() {
+    standard_setup();
+    let full = dir("fillstate");
+    fs::create_dir_all(&full).unwrap();
+    run(
+        "/bin/mount",
+        &[
+            "-t",
+            "tmpfs",
+            "-o",
+            "size=1m,mode=0700",
+            "tmpfs",
+            full.to_str().unwrap(),
+        ],
+    );
+    let outcome = std::panic::catch_unwind(|| {
+        let arg = format!("state_dir={}", full.display());
+        set_plugstack(&[&arg]);
+        let job = submit(&["-N1", "-w", "node4", "--gres=gpu:2"], 4.0);
+        wait_running(job);
+        std::thread::sleep(Duration::from_secs(1));
+        // The disk fills up while the job runs, leaving one page: room for the small
+        // pending record, none for the audit record.
+        fs::write(full.join("reserve"), vec![0u8; 4096]).unwrap();
+        let _ = std::process::Command::new("/bin/dd")
+            .args([
+                "if=/dev/zero",
+                &format!("of={}/filler", full.display()),
+                "bs=4k",
+            ])
+            .output();
+        fs::remove_file(full.join("reserve")).unwrap();
+        ends_well(job);
+        let text = wait_delivered(job, "SystemComment", Duration::from_secs(60));
+        let rec = parse_rec(&text).unwrap_or_else(|| panic!("job {job}: no record: {text:?}"));
+        check_record(job, &rec, &["node4"], 2);
+        assert!(
+            slurmd_log("node4")
+                .lines()
+                .any(|l| l.contains(&format!("job {job}.node4"))
+                    && l.contains("audit record not kept")),
+            "no log line saying the audit record was not kept"
+        );
+    });
+    set_plugstack(&[]);
+    let _ = std::process::Command::new("/bin/umount")
+        .arg(&full)
+        .status();
+    if let Err(e) = outcome {
+        std::panic::resume_unwind(e);
+    }
+}
+
+#[test]
+#[ignore = "needs the local Slurm cluster: run scripts/test.sh"]
+fn two_hundred_poison_records_do_not_delay_a_fresh_one() {
+    use spank_carbon::accounting::Delivery;
+    use spank_carbon::record::{Meta, Method, NodePart};
+    standard_setup();
+    set_plugstack(&["deliver_timeout_s=5", "retry_s=5"]);
+    // 200 records of jobs accounting never shows (a lost start record, say), with
+    // lower job ids than any real job: served first if the order were by id.
+    let pending = state_dir().join("pending");
+    for i in 0..200u32 {
+        let start = now() - 600.0 + i as f64;
+        let d = Delivery {
+            job: 1_000_000_000 + i,
+            field: spank_carbon::config::Field::System,
+            part: NodePart {
+                node: "node1".into(),
+                wh: 1.0,
+                gpus: 1,
+                co2e_g: 0.5,
+                method: Method::Counter,
+                start,
+                end: start + 10.0,
+                coverage: None,
+                flags: vec![],
+                peak_w: None,
+                intensity_src: None,
+                embodied_g: None,
+            },
+            meta: Meta {
+                intensity: spank_carbon::units::GramsPerKwh(400.0),
+                pue: 1.2,
+                expected_nodes: 1,
+            },
+            nodes: vec!["node1".into()],
+        };
+        let key = spank_carbon::state::JobKey::new(d.job, "node1")
+            .unwrap()
+            .with_run(start);
+        fs::write(
+            pending.join(format!("{key}.json")),
+            serde_json::to_vec(&d).unwrap(),
+        )
+        .unwrap();
+    }
+    // Let a courier take them up and give up on them once.
+    let first = submit(&["-N1", "-w", "node1", "--gres=gpu:1"], 0.5);
+    ends_well(first);
+    wait_delivered(first, "SystemComment", Duration::from_secs(60));
+    std::thread::sleep(Duration::from_secs(7));
+    // A fresh job's record arrives as fast as a lone job's would.
+    let job = submit(&["-N1", "-w", "node1", "--gres=gpu:1"], 0.5);
+    ends_well(job);
+    let ended = Instant::now();
+    let text = wait_delivered(job, "SystemComment", Duration::from_secs(60));
+    let took = ended.elapsed();
+    let rec = parse_rec(&text).unwrap_or_else(|| panic!("job {job}: no record: {text:?}"));
+    check_record(job, &rec, &["node1"], 1);
+    println!("fresh record in accounting {took:?} after its job ended, beside 200 poison records");
+    assert!(took < Duration::from_secs(10), "fresh record took {took:?}");
+    // The operator sees them, and why.
+    let line = plugstack_line(&[]);
+    let mut args = vec!["pending", "--"];
+    args.extend(line.split_whitespace().skip(2));
+    let listed = run("/usr/local/sbin/spank-carbon", &args);
+    let poison: Vec<&str> = listed.lines().filter(|l| l.starts_with("10000")).collect();
+    assert_eq!(poison.len(), 200, "{listed}");
+    assert!(
+        poison.iter().all(|l| l.contains("not in accounting")),
+        "{listed}"
+    );
+    set_plugstack(&[]);
+}
+
+#[test]
+#[ignore = "needs the local Slurm cluster: run scripts/test.sh"]
 fn corrupted_state_files_are_survived() {
     standard_setup();
     let job = submit(&["-N1", "-w", "node3", "--gres=gpu:1"], 3.0);
@@ -481,8 +610,67 @@ fn hostile_comments_no_injection_and_foreign_text_kept() {
 #[ignore = "needs the local Slurm cluster: run scripts/test.sh"]
 fn burst_of_200_jobs_over_4_nodes_loses_nothing() {
     standard_setup();
+    let jobs = submit_mix(200);
+    check_every_record(&jobs);
+    assert_no_node_drained();
+    // Nothing left behind: no sampler or courier, no job state, nothing pending.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let procs = processes_named("spank-carbon");
+        let jobs_left = fs::read_dir(state_dir().join("jobs")).unwrap().count();
+        let pending = fs::read_dir(state_dir().join("pending")).unwrap().count();
+        if procs.is_empty() && jobs_left == 0 && pending == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "left behind: {procs:?}, {jobs_left} job dirs, {pending} pending"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+#[test]
+#[ignore = "needs the local Slurm cluster: run scripts/test.sh"]
+fn slurmdbd_paused_while_100_jobs_end_every_record_whole_after() {
+    standard_setup();
+    set_plugstack(&["write_timeout_s=5"]);
+    cluster(&["pause-dbd"], &[]);
+    let outcome = std::panic::catch_unwind(|| {
+        let jobs = submit_mix(100);
+        for &(job, ..) in &jobs {
+            let deadline = Instant::now() + Duration::from_secs(300);
+            while in_queue(job) {
+                assert!(Instant::now() < deadline, "job {job} did not end");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+        // Couriers have tried against a slurmdbd that accepts and never answers.
+        std::thread::sleep(Duration::from_secs(10));
+        let waiting = fs::read_dir(state_dir().join("pending")).unwrap().count();
+        assert!(
+            waiting > 0,
+            "records should be waiting while slurmdbd is paused"
+        );
+        cluster(&["resume-dbd"], &[]);
+        jobs
+    });
+    let jobs = match outcome {
+        Ok(jobs) => jobs,
+        Err(e) => {
+            cluster(&["resume-dbd"], &[]);
+            std::panic::resume_unwind(e);
+        }
+    };
+    check_every_record(&jobs);
+    set_plugstack(&[]);
+    assert_no_node_drained();
+}
+
+/// Submits `n` short GPU jobs of 1 to 4 nodes, 1 or 2 GPUs per node.
+fn submit_mix(n: usize) -> Vec<(u32, usize, u32)> {
     let mut jobs = Vec::new();
-    for i in 0..200usize {
+    for i in 0..n {
         let nodes = [1, 1, 2, 1, 3, 1, 2, 4][i % 8];
         let gpus = 1 + (i % 2);
         let secs = [0.2, 0.5, 1.0][i % 3];
@@ -492,8 +680,13 @@ fn burst_of_200_jobs_over_4_nodes_loses_nothing() {
         );
         jobs.push((job, nodes, gpus as u32));
     }
+    jobs
+}
+
+/// Every job completed and its record is whole and right.
+fn check_every_record(jobs: &[(u32, usize, u32)]) {
     let mut failures = Vec::new();
-    for &(job, nodes, gpus) in &jobs {
+    for &(job, nodes, gpus) in jobs {
         if wait_job(job) != "COMPLETED" {
             failures.push(format!("job {job} did not complete"));
             continue;
@@ -520,20 +713,4 @@ fn burst_of_200_jobs_over_4_nodes_loses_nothing() {
         "{} lost: {failures:#?}",
         failures.len()
     );
-    assert_no_node_drained();
-    // Nothing left behind: no sampler or courier, no job state, nothing pending.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let procs = processes_named("spank-carbon");
-        let jobs_left = fs::read_dir(state_dir().join("jobs")).unwrap().count();
-        let pending = fs::read_dir(state_dir().join("pending")).unwrap().count();
-        if procs.is_empty() && jobs_left == 0 && pending == 0 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "left behind: {procs:?}, {jobs_left} job dirs, {pending} pending"
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
 }
