@@ -257,3 +257,129 @@ fn epilog_cost_of_a_two_year_series() {
     );
     fs::remove_dir_all(&dir).unwrap();
 }
+
+struct NoSpawn;
+impl spank_carbon::job::Spawner for NoSpawn {
+    fn spawn_detached(
+        &self,
+        _: &Path,
+        _: &[String],
+        _: &[(String, String)],
+    ) -> std::io::Result<u32> {
+        Ok(1)
+    }
+}
+
+fn no_nvml(
+    _: Option<&Path>,
+) -> Result<Box<dyn spank_carbon::gpu::GpuHost>, spank_carbon::gpu::GpuError> {
+    panic!("the sampler finished: the epilog must not open NVML")
+}
+
+/// The whole epilog as the plugin runs it (`job::epilog`: stop the sampler, read its
+/// state, total the energy, the intensity series, the pending record written and synced,
+/// the audit record), for a 30-day job on 8 GPUs with a two-year, five-minute series:
+/// the floor is 10 ms median. `EPILOG_RUNS` sets the runs (default 21).
+#[test]
+#[ignore = "a measurement: run it in release mode, see the file's comment"]
+fn whole_epilog_with_a_two_year_series_and_a_30_day_job() {
+    use spank_carbon::energy::Integrator;
+    use spank_carbon::job::{epilog, EpilogOutcome, JobEnv, JobInfo};
+    use spank_carbon::sampler::GpuState;
+    let dir = std::env::temp_dir().join(format!("sc-epilog-cost-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).unwrap();
+    let csv = dir.join("intensity.csv");
+    write_csv(&csv);
+    let root = dir.join("state");
+    let state = StateDir::open(&root).unwrap();
+    let config = Config {
+        state_dir: root.clone(),
+        intensity_series: Some(csv.clone()),
+        intensity_max_age_s: 10 * 86_400,
+        bin: "/nonexistent/spank-carbon".into(),
+        ..Config::default()
+    };
+    let end = T0 + f64::from(POINTS) * STEP_S - 3600.0;
+    let start = end - JOB_S;
+    let runs: usize = std::env::var("EPILOG_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(21);
+    let mut times = Vec::new();
+    for i in 0..=runs {
+        let job = 5_000_000 + i as u32;
+        let env = JobEnv {
+            job,
+            node: "node1".into(),
+            gpus: Some("0-7".into()),
+            nodes: vec!["node1".into()],
+            slurm_conf: None,
+            partition: None,
+        };
+        let key = spank_carbon::state::JobKey::new(job, "node1").unwrap();
+        let jd = state.create_job_dir(&key).unwrap();
+        let info = JobInfo {
+            job,
+            node: "node1".into(),
+            gres_indices: (0..8).collect(),
+            minors: (0..8).collect(),
+            nodes: vec!["node1".into()],
+            prolog_unix: start,
+            sampler_pid: None,
+        };
+        state::write_json(&jd.join("job.json"), &info).unwrap();
+        let mut s = sampler_state(start, 1280.0, 2025);
+        s.job = job;
+        s.gpus = (0..8)
+            .map(|m| GpuState {
+                minor: m,
+                uuid: format!("GPU-{m}"),
+                name: "FakeH100".into(),
+                shared: false,
+                start_counter: Some(1_000_000),
+                last_counter: Some(1_000_000 + 700_000 * JOB_S as u64),
+                end_counter: Some(1_000_000 + 700_000 * JOB_S as u64),
+                reset_seen: false,
+                integ: Integrator {
+                    mj: 700_000.0 * JOB_S,
+                    samples: JOB_S as u64,
+                    first_s: Some(0.0),
+                    last_s: Some(JOB_S),
+                    last_mw: Some(700_000.0),
+                    first_mw: Some(700_000.0),
+                    min_mw: Some(700_000.0),
+                    max_mw: Some(700_000.0),
+                },
+                errors: 0,
+            })
+            .collect();
+        state::write_json(&jd.join("sampler.json"), &s).unwrap();
+        let t = Instant::now();
+        let out = epilog(&config, &[], &env, &NoSpawn, &no_nvml).unwrap();
+        let took = t.elapsed();
+        let EpilogOutcome::Recorded { part } = out else {
+            panic!("{out:?}");
+        };
+        assert_eq!(part.intensity_src.as_deref(), Some("series"), "{part:?}");
+        assert!(part.wh > 1000.0, "a 30-day job on 8 GPUs: {part:?}");
+        if i == 0 {
+            println!(
+                "whole epilog, first after the series changed (parse + cache): {}",
+                ms(took)
+            );
+        } else {
+            times.push(took);
+        }
+    }
+    let med = median(times.clone());
+    times.sort();
+    println!(
+        "whole epilog, cached series, 30-day job, 8 GPUs: median {} (min {}, max {}, {} runs)",
+        ms(med),
+        ms(times[0]),
+        ms(*times.last().unwrap()),
+        times.len()
+    );
+    fs::remove_dir_all(&dir).unwrap();
+}
