@@ -63,7 +63,9 @@ enum Cmd {
     },
     /// Write records waiting in the state directory into the accounting database.
     Deliver {
-        /// Deliver only this record (<job>.<node>); default: every pending record.
+        /// Deliver only this job's records on this node (<job>.<node>, or
+        /// <job>.<node>@<run> for one run's; `spank-carbon pending` lists them); default:
+        /// every pending record.
         #[arg(long)]
         key: Option<String>,
         /// Log to standard error instead of the state directory's log file.
@@ -408,10 +410,17 @@ fn courier(state: &StateDir, config: &Config, only: Option<&JobKey>, foreground:
     let mut idle_since = Instant::now();
     loop {
         spank_carbon::retention::maybe_sweep(state, config, std::time::SystemTime::now());
-        let keys: BTreeSet<JobKey> = match only {
-            Some(k) => BTreeSet::from([k.clone()]),
-            None => state.pending_keys().into_iter().collect(),
-        };
+        // `--key <job>.<node>` names every run's record of that job on this node;
+        // `<job>.<node>@<run>` one of them.
+        let keys: BTreeSet<JobKey> = state
+            .pending_keys()
+            .into_iter()
+            .filter(|k| {
+                only.map_or(true, |o| {
+                    o.job == k.job && o.node == k.node && o.run.map_or(true, |r| k.run == Some(r))
+                })
+            })
+            .collect();
         items.retain(|k, _| keys.contains(k));
         given_up.retain(|k| keys.contains(k));
         for key in keys {
