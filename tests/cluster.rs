@@ -253,7 +253,7 @@ fn text_sacctmgr_would_alter_is_never_rewritten() {
     assert_eq!(pending_of(job), [format!("{job}.node4.json")]);
     assert!(spank_log().contains("upper-case"), "no log line saying why");
     std::fs::remove_file(
-        state_dir()
+        node_state_dir("node4")
             .join("pending")
             .join(format!("{job}.node4.json")),
     )

@@ -64,8 +64,14 @@ fn in_accounting(job: u32) {
     }
 }
 
-fn deliver_args(extra: &[&str]) -> Vec<String> {
-    let mut args = vec!["deliver".to_string(), "--foreground".into()];
+/// `spank-carbon deliver --foreground` for `node` (its state directory: `%n`).
+fn deliver_args(node: &str, extra: &[&str]) -> Vec<String> {
+    let mut args = vec![
+        "deliver".to_string(),
+        "--foreground".into(),
+        "--node".into(),
+        node.into(),
+    ];
     args.extend(extra.iter().map(|s| s.to_string()));
     args.push("--".into());
     args.extend(
@@ -112,7 +118,7 @@ fn records_given_up_on_arrive_by_the_courier_a_later_job_or_on_demand() {
     cluster(&["start-dbd"], &[]);
     in_accounting(b);
     in_accounting(c);
-    let args = deliver_args(&["--key", &format!("{b}.node2")]);
+    let args = deliver_args("node2", &["--key", &format!("{b}.node2")]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     run("/usr/local/sbin/spank-carbon", &args);
     let text_b = field(b, "SystemComment");
@@ -126,7 +132,7 @@ fn records_given_up_on_arrive_by_the_courier_a_later_job_or_on_demand() {
     let rec = parse_rec(&text).unwrap_or_else(|| panic!("job {c}: {text:?}"));
     check_record(c, &rec, &["node3"], 1);
     // Idempotent: delivering everything again writes nothing new.
-    let all = deliver_args(&[]);
+    let all = deliver_args("node2", &[]);
     let all: Vec<&str> = all.iter().map(String::as_str).collect();
     run("/usr/local/sbin/spank-carbon", &all);
     assert_eq!(field(b, "SystemComment"), text_b);
@@ -292,7 +298,7 @@ fn sampler_whose_epilog_never_comes_stops_and_leaves_no_state() {
     // A job Slurm does not know: exactly what a sampler sees once its job ended on a
     // node whose epilog never ran.
     let key = "4000000000.node1";
-    let job_dir = state_dir().join("jobs").join(key);
+    let job_dir = node_state_dir("node1").join("jobs").join(key);
     fs::create_dir_all(&job_dir).unwrap();
     let mut args = vec!["sample", "--key", key, "--minors", "2,0", "--"];
     let line = plugstack_line(&["liveness_s=1"]);
@@ -396,7 +402,7 @@ fn corrupted_state_files_are_survived() {
     let pid = sampler_pid(job, "node3");
     std::thread::sleep(Duration::from_millis(800));
     run("/bin/kill", &["-KILL", &pid.to_string()]);
-    let state_file = state_dir()
+    let state_file = node_state_dir("node3")
         .join("jobs")
         .join(format!("{job}.node3"))
         .join("sampler.json");
@@ -411,10 +417,12 @@ fn corrupted_state_files_are_survived() {
         "no log line about the corrupted file"
     );
     // A corrupted pending record: delivery reports it and carries on.
-    let bad = state_dir().join("pending").join("4000000001.node3.json");
+    let bad = node_state_dir("node3")
+        .join("pending")
+        .join("4000000001.node3.json");
     fs::write(&bad, b"[[[").unwrap();
     let line = plugstack_line(&[]);
-    let mut args = vec!["deliver", "--foreground", "--"];
+    let mut args = vec!["deliver", "--foreground", "--node", "node3", "--"];
     args.extend(line.split_whitespace().skip(2));
     let out = std::process::Command::new("/usr/local/sbin/spank-carbon")
         .args(&args)
@@ -469,7 +477,7 @@ fn hostile_comments_no_injection_and_foreign_text_kept() {
     assert!(stored.contains("DROP TABLE x"), "{stored}");
     assert!(spank_log().contains(&format!("job {job2}.node2: not delivered yet")));
     fs::remove_file(
-        state_dir()
+        node_state_dir("node2")
             .join("pending")
             .join(format!("{job2}.node2.json")),
     )
@@ -530,8 +538,8 @@ fn burst_of_200_jobs_over_4_nodes_loses_nothing() {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let procs = processes_named("spank-carbon");
-        let jobs_left = fs::read_dir(state_dir().join("jobs")).unwrap().count();
-        let pending = fs::read_dir(state_dir().join("pending")).unwrap().count();
+        let jobs_left = state_entries("jobs").len();
+        let pending = state_entries("pending").len();
         if procs.is_empty() && jobs_left == 0 && pending == 0 {
             break;
         }
