@@ -418,6 +418,7 @@ dbd_ok() { sl sacctmgr -n -P list cluster format=cluster; }
 start_slurmdbd() {
     if pid_of "$RUN/slurmdbd.pid" >/dev/null; then
         msg "slurmdbd already running"
+        continue_dbd || true # in case pause-dbd stopped it
     else
         msg "starting slurmdbd"
         touch "$LOG/slurmdbd.log" && chown slurm:slurm "$LOG/slurmdbd.log"

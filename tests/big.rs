@@ -118,3 +118,73 @@ fn sixty_four_node_job_gets_its_whole_record_within_30_s() {
         "job {job}: the whole record took {latency:.1} s after the job's end (limit {WITHIN_S} s)"
     );
 }
+
+/// The parser this file relies on reads the compact form: every node's part, the head
+/// tokens and the text around the segment (no cluster needed).
+#[test]
+fn the_test_parser_reads_the_compact_form() {
+    use spank_carbon::record::{merge, part_co2e, Meta, Method, NodePart};
+    use spank_carbon::units::GramsPerKwh;
+    let meta = Meta {
+        intensity: GramsPerKwh(400.0),
+        pue: 1.2,
+        expected_nodes: NODES_NEEDED as u32,
+    };
+    let wh_of = |i: usize| 0.25 + i as f64 / 997.0;
+    let mut text = "site-tag".to_string();
+    for i in 1..=NODES_NEEDED {
+        let wh = wh_of(i);
+        let part = NodePart {
+            node: format!("node{i}"),
+            wh,
+            gpus: 1 + (i % 3 == 0) as u32,
+            co2e_g: part_co2e(wh, &meta),
+            method: Method::Counter,
+            start: 1000.0,
+            end: 1005.0 + i as f64 / 10.0,
+            coverage: Some(1.0),
+            flags: Vec::new(),
+            peak_w: Some(100.0),
+            intensity_src: Some("fixed".into()),
+            embodied_g: None,
+        };
+        text = merge(&text, &part, &meta, None);
+    }
+    let rec = parse_rec(&text).unwrap();
+    assert!(
+        rec.top.contains_key("parts") && rec.top.contains_key("hostlist"),
+        "{text}"
+    );
+    assert!(rec.nodes.keys().all(|n| !n.is_empty()));
+    assert_eq!(rec.nodes.len(), NODES_NEEDED, "{text}");
+    assert_eq!(rec.num("nodes") as usize, NODES_NEEDED);
+    assert_eq!(rec.num("of") as usize, NODES_NEEDED);
+    assert_eq!(rec.before, "site-tag ");
+    assert_eq!(rec.after, "");
+    let mut total = 0.0;
+    for i in 1..=NODES_NEEDED {
+        let node = format!("node{i}");
+        // Parts keep 0.1 mWh (and the compact form 6 significant figures).
+        let (got, want) = (rec.node_num(&node, "wh"), wh_of(i));
+        assert!(
+            (got - want).abs() <= 5e-5 + want * 5e-6,
+            "{node}: {got} vs {want}"
+        );
+        assert_eq!(
+            rec.nodes[&node]["gpus"],
+            (1 + (i % 3 == 0) as u32).to_string()
+        );
+        total += wh_of(i);
+    }
+    let gpu_wh = rec.num("gpu_wh");
+    assert!(
+        (gpu_wh - total).abs() <= 5e-5 * (NODES_NEEDED + 1) as f64,
+        "{gpu_wh} vs {total}"
+    );
+    // Node order: by number, each once.
+    let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    assert_eq!(
+        node_order(names(&["node10", "node2", "node1", "node2", "node64"])),
+        names(&["node1", "node2", "node10", "node64"])
+    );
+}
