@@ -2,12 +2,16 @@
 # Runs every test of spank-carbon on this machine, from scratch:
 #   1. installs what it needs (Debian packages: Slurm 22.05, MariaDB, munge, libclang),
 #   2. checks formatting and lints, builds (release) and installs the plugin,
-#   3. builds the fake libnvidia-ml and starts a Slurm cluster of $SC_NODES nodes (default 4),
-#   4. runs the unit tests and the end-to-end tests against the cluster (tests/big.rs, a 64-node
-#      job, only with SC_NODES=64 or more: SC_NODES=64 scripts/test.sh),
+#   3. builds the fake libnvidia-ml and starts a 4-node Slurm cluster,
+#   4. runs the unit tests and the end-to-end tests against the cluster,
+#   5. with SC_NODES=64 (or more): restarts the cluster with that many nodes and runs tests/big.rs,
+#      a 64-node job (the other end-to-end tests are written for four nodes),
 # and stops every daemon it started when it ends, pass or fail. Needs root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+big_nodes=${SC_NODES:-4}
+[[ $big_nodes =~ ^[1-9][0-9]*$ ]] || { echo "SC_NODES must be a number, not '$big_nodes'" >&2; exit 2; }
+unset SC_NODES
 export PATH=$HOME/.cargo/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export SC_CLUSTER_DIR=${SC_CLUSTER_DIR:-/var/lib/spank-carbon-cluster}
 
@@ -30,24 +34,25 @@ step "starting the local Slurm cluster"
 trap 'step "stopping the cluster"; scripts/cluster.sh stop || true' EXIT
 scripts/cluster.sh stop >/dev/null 2>&1 || true
 rm -rf "$SC_CLUSTER_DIR/state" "$SC_CLUSTER_DIR/jobs" "$SC_CLUSTER_DIR/fake-nvml/reads.log"
-SC_PLUGSTACK="optional /usr/local/lib/spank-carbon/libspank_carbon.so state_dir=$SC_CLUSTER_DIR/state/%n" \
-    scripts/cluster.sh start
+plugstack="optional /usr/local/lib/spank-carbon/libspank_carbon.so state_dir=$SC_CLUSTER_DIR/state/%n"
+SC_PLUGSTACK=$plugstack scripts/cluster.sh start
 
 step "tests"
 # Everything but tests/real_gpu.rs, which needs an NVIDIA GPU (see BENCHMARKS.md), and
-# tests/big.rs unless the cluster has the 64 nodes it needs (cluster.sh checked SC_NODES).
-big_filter=" and not binary(big)"
-big_skip=(--skip sixty_four_node_job)
-if ((${SC_NODES:-4} >= 64)); then
-    big_filter=
-    big_skip=()
-else
-    echo "tests/big.rs (a 64-node job) left out: the cluster has ${SC_NODES:-4} nodes; SC_NODES=64 runs it"
-fi
+# tests/big.rs, which needs 64 nodes (below).
 if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --release --locked --run-ignored all --test-threads 1 --no-fail-fast \
-        -E "not binary(real_gpu)$big_filter"
+        -E 'not binary(real_gpu) and not binary(big)'
 else
     cargo test --release --locked -- --include-ignored --test-threads 1 --skip idle_gpus_counter \
-        "${big_skip[@]}"
+        --skip sixty_four_node_job
+fi
+
+if ((big_nodes >= 64)); then
+    step "tests/big.rs on a cluster of $big_nodes nodes"
+    scripts/cluster.sh stop
+    SC_NODES=$big_nodes SC_PLUGSTACK=$plugstack scripts/cluster.sh start
+    cargo test --release --locked --test big -- --include-ignored --test-threads 1 --nocapture
+else
+    echo "tests/big.rs (a 64-node job) not run: SC_NODES=64 scripts/test.sh runs it"
 fi
