@@ -543,7 +543,11 @@ wait_nodes_idle() {
 cmd_start() {
     need_root
     check_installed
-    local t0=$SECONDS
+    local t0=$SECONDS old_nodes
+    # The node count of the cluster configured before (empty if none): a change needs slurmctld
+    # restarted (scontrol reconfigure does not add or remove nodes) and surplus slurmd stopped.
+    old_nodes=$(configured_nodes)
+    [[ $old_nodes =~ ^[1-9][0-9]*$ && $old_nodes != "${#NODES[@]}" ]] || old_nodes=
     make_dirs
     write_configs
     start_munge
@@ -563,7 +567,16 @@ cmd_start() {
             sl scancel $old || true
         fi
     fi
-    if ((CONF_CHANGED && ctld_was_running)); then
+    if [[ -n $old_nodes ]] && ((old_nodes > ${#NODES[@]})); then
+        local surplus=() i
+        for ((i = ${#NODES[@]} + 1; i <= old_nodes; i++)); do surplus+=("node$i"); done
+        stop_slurmd "${surplus[@]}"
+    fi
+    if ((CONF_CHANGED && ctld_was_running)) && [[ -n $old_nodes ]]; then
+        msg "node count changed ($old_nodes -> ${#NODES[@]}): restarting slurmctld"
+        stop_named slurmctld "$RUN/slurmctld.pid"
+        start_slurmctld
+    elif ((CONF_CHANGED && ctld_was_running)); then
         msg "configuration changed: scontrol reconfigure"
         sl scontrol reconfigure || fail "scontrol reconfigure failed" "$LOG/slurmctld.log"
     fi
