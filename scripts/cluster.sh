@@ -3,33 +3,40 @@
 #
 #   cluster.sh install                   install the Debian packages (needs root; no-op when present)
 #   cluster.sh start                     write configs, start munged, MariaDB, slurmdbd, slurmctld and
-#                                        four slurmd (node1..node4); wait until all nodes are idle and
-#                                        `srun -N4 true` works
+#                                        $SC_NODES slurmd (default four: node1..node4); wait until all
+#                                        nodes are idle and `srun -N$SC_NODES true` works
 #   cluster.sh stop                      stop every daemon (slurmd, slurmctld, slurmdbd, MariaDB, munged)
 #   cluster.sh restart-slurmd [nodeN..]  restart the given slurmd (default all) and wait until they have
 #                                        re-registered and are idle (slurmd reads plugstack.conf at start)
 #   cluster.sh wait-idle                 wait until squeue is empty and every node is idle
 #   cluster.sh status                    show the daemons and sinfo
 #   cluster.sh stop-dbd | start-dbd      stop or start slurmdbd alone (accounting down while jobs end)
-#   cluster.sh pause-dbd | resume-dbd    SIGSTOP / SIGCONT slurmdbd (accounting hangs: connections are
-#                                        accepted by the kernel, nothing answers)
-#   cluster.sh restart-ctld-clean FIRST  a controller that lost its state: stop slurmctld, wipe its
-#                                        StateSaveLocation, start it with job ids from FIRST (FirstJobId);
-#                                        accounting keeps every earlier job, so ids repeat there
+#   cluster.sh pause-dbd | resume-dbd    SIGSTOP or SIGCONT slurmdbd (by its pid file): accounting hangs
+#                                        (connections open, no answer) instead of refusing
+#   cluster.sh restart-ctld-clean [FIRST] stop slurmctld, wipe its StateSaveLocation and start it with -c,
+#                                        as after a controller's state loss: job ids restart from
+#                                        FIRST (FirstJobId, default 1) while accounting keeps the old
+#                                        jobs; running jobs are lost; waits until the nodes are idle
+#   cluster.sh mem                       the slurmd processes' memory (RSS, PSS) and the host's available
 #
 # Environment:
 #   SC_CLUSTER_DIR   state, spool, logs, pid files, fake GPU devices
 #                    (default /var/lib/spank-carbon-cluster); logs in $SC_CLUSTER_DIR/log/
 #   SC_PLUGSTACK     if set, its content is written to /etc/slurm/plugstack.conf by `start`;
 #                    otherwise an existing plugstack.conf is left alone (an empty one is created if missing)
-#   SC_TIMEOUT       seconds for each bounded wait (default 60)
+#   SC_NODES         number of nodes for `start`: node1..node$SC_NODES (default 4, at most 256), each
+#                    slurmd on port 17000+i; other commands act on the nodes of the slurm.conf that
+#                    `start` wrote (SC_NODES, if set, overrides)
+#   SC_TIMEOUT       seconds for each bounded wait (default 60); waits on every node (registration,
+#                    `srun -N`, idle) get 3 s more per node beyond four
 #   SC_PROLOG_FLAGS  slurm.conf's PrologFlags (default Alloc; empty: none)
 #   SC_GPU_MINORS    device minors of the files nvidia0..nvidia3 (default "2 0 3 1")
 #
 # Layout: configs in /etc/slurm (slurm.conf, gres.conf, cgroup.conf, slurmdbd.conf, plugstack.conf), so every
-# Slurm command finds them by default. Nodes are node1..node4, all on 127.0.0.1 with distinct ports, each with
-# 4 CPUs and 4 fake GPUs ($SC_CLUSTER_DIR/dev/nodeN/nvidia[0-3], character devices 195:M with the
-# minors M given by SC_GPU_MINORS, default "2 0 3 1": nvidia0 is 195:2, nvidia1 195:0, ...).
+# Slurm command finds them by default. Nodes are node1..node$SC_NODES (default node1..node4), all on 127.0.0.1
+# with distinct ports, each with 4 CPUs and 4 fake GPUs ($SC_CLUSTER_DIR/dev/nodeN/nvidia[0-3], character
+# devices 195:M with the minors M given by SC_GPU_MINORS, default "2 0 3 1": nvidia0 is 195:2, nvidia1 195:0,
+# ...). Memory: an idle slurmd takes about 6 MB RSS (2.2 MB PSS, 1.6 MB private), so 64 take under 0.4 GB.
 # Accounting: cluster sc, accounts research and heavy; root (default research) and scuser in both.
 # Test-only set-up: the database password below is not a secret.
 set -euo pipefail
@@ -40,7 +47,6 @@ DIR=$SC_CLUSTER_DIR
 LOG=$DIR/log
 RUN=$DIR/run
 ETC=/etc/slurm
-NODES=(node1 node2 node3 node4)
 NODE_PORT_BASE=17001            # node1 -> 17001, node2 -> 17002, ...
 CTLD_PORT=6817
 DBD_PORT=6819
@@ -54,6 +60,31 @@ MYSQL_SOCK=/run/mysqld/mysqld.sock
 read -r -a GPU_MINORS <<<"${SC_GPU_MINORS:-2 0 3 1}"
 [[ ${#GPU_MINORS[@]} -eq 4 && "${GPU_MINORS[*]}" =~ ^[0-9]+( [0-9]+){3}$ ]] ||
     { echo "[cluster] ERROR: SC_GPU_MINORS must be four numbers, not '${SC_GPU_MINORS:-}'" >&2; exit 2; }
+
+# The nodes: SC_NODES; else, except for `start`, as many as the slurm.conf that `start` wrote names
+# (so that stop, wait-idle... act on a cluster started with another SC_NODES); else 4.
+configured_nodes() {
+    [[ -r $ETC/slurm.conf && $(head -n 1 "$ETC/slurm.conf") == *'Written by scripts/cluster.sh'* ]] || return 0
+    grep -cE '^NodeName=node[0-9]+ NodeAddr=127\.0\.0\.1 ' "$ETC/slurm.conf" || true
+}
+NODE_COUNT=${SC_NODES:-}
+if [[ -z $NODE_COUNT && ${1:-} != start ]]; then
+    NODE_COUNT=$(configured_nodes)
+    [[ $NODE_COUNT =~ ^[1-9][0-9]*$ ]] || NODE_COUNT=
+fi
+NODE_COUNT=${NODE_COUNT:-4}
+if ! [[ $NODE_COUNT =~ ^[1-9][0-9]*$ ]] || ((NODE_COUNT > 256)); then
+    echo "[cluster] ERROR: SC_NODES must be a number from 1 to 256, not '$NODE_COUNT'" >&2
+    exit 2
+fi
+NODES=()
+for ((i = 1; i <= NODE_COUNT; i++)); do NODES+=("node$i"); done
+unset i
+# Waits that involve every node (registration, srun -N, idle) grow by 3 s per node beyond four: 64 slurmd
+# registering and starting job steps on two cores take a while.
+EXTRA_WAIT=$((NODE_COUNT > 4 ? 3 * (NODE_COUNT - 4) : 0))
+NODE_TIMEOUT=$((SC_TIMEOUT + EXTRA_WAIT))
+SRUN_TIMEOUT=$((60 + EXTRA_WAIT))
 # libclang-dev: bindgen needs it to build the plugin; gcc builds the fake libnvidia-ml.
 PACKAGES=(slurm-wlm slurmdbd mariadb-server mariadb-client munge libslurm-dev libclang-dev gcc libc6-dev procps passwd util-linux coreutils)
 
@@ -211,6 +242,13 @@ write_configs() {
         nodelines+="NodeName=$n NodeAddr=127.0.0.1 NodeHostname=$n Port=$((NODE_PORT_BASE + i))"$'\n'
         i=$((i + 1))
     done
+    # Up to four nodes listed by name (as always); more as a host list, node[1-N].
+    local partition_nodes
+    if ((${#NODES[@]} <= 4)); then
+        partition_nodes=$(IFS=,; echo "${NODES[*]}")
+    else
+        partition_nodes="node[1-${#NODES[@]}]"
+    fi
 
     # SC_PROLOG_FLAGS (default Alloc; empty for none) lets tests run without PrologFlags=Alloc.
     local PROLOG_FLAGS_LINE="# PrologFlags: none"
@@ -274,7 +312,7 @@ MessageTimeout=10
 BatchStartTimeout=20
 UnkillableStepTimeout=30
 NodeName=DEFAULT CPUs=4 Sockets=1 CoresPerSocket=4 ThreadsPerCore=1 RealMemory=4000 Gres=gpu:4 State=UNKNOWN
-${nodelines}PartitionName=gpu Nodes=$(IFS=,; echo "${NODES[*]}") Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO
+${nodelines}PartitionName=gpu Nodes=${partition_nodes} Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO
 EOF
 
     local gres="# Written by scripts/cluster.sh: fake GPUs nvidia0..3 = character devices 195:{${GPU_MINORS[*]}}."$'\n'"AutoDetect=off"
@@ -380,6 +418,7 @@ dbd_ok() { sl sacctmgr -n -P list cluster format=cluster; }
 start_slurmdbd() {
     if pid_of "$RUN/slurmdbd.pid" >/dev/null; then
         msg "slurmdbd already running"
+        continue_dbd || true # in case pause-dbd stopped it
     else
         msg "starting slurmdbd"
         touch "$LOG/slurmdbd.log" && chown slurm:slurm "$LOG/slurmdbd.log"
@@ -426,14 +465,15 @@ setup_accounting() {
     done
 }
 
+# start_slurmctld [ARG...]: start slurmctld (with ARG..., e.g. -c) unless it runs; wait until it is UP.
 start_slurmctld() {
     if pid_of "$RUN/slurmctld.pid" >/dev/null; then
         msg "slurmctld already running"
     else
-        msg "starting slurmctld"
+        msg "starting slurmctld${*:+ $*}"
         touch "$LOG/slurmctld.log" && chown slurm:slurm "$LOG/slurmctld.log"
         # Started as root, slurmctld switches to SlurmUser=slurm itself.
-        slurmctld </dev/null >>"$LOG/slurmctld.out" 2>&1 ||
+        slurmctld "$@" </dev/null >>"$LOG/slurmctld.out" 2>&1 ||
             fail "slurmctld failed to start" "$LOG/slurmctld.log" "$LOG/slurmctld.out"
     fi
     wait_until "$SC_TIMEOUT" sl scontrol ping ||
@@ -484,15 +524,15 @@ resume_drained() {
 }
 
 wait_nodes_idle() {
-    local end=$((SECONDS + SC_TIMEOUT)) resumed=0
+    local start=$SECONDS end=$((SECONDS + NODE_TIMEOUT)) resumed=0
     while ! nodes_idle "$@"; do
         if ((SECONDS >= end)); then
             sl sinfo -N -l >&2 || true
             # shellcheck disable=SC2046
-            fail "nodes $* not idle after ${SC_TIMEOUT}s" "$LOG/slurmctld.log" $(node_logs "$@")
+            fail "nodes $* not idle after ${NODE_TIMEOUT}s" "$LOG/slurmctld.log" $(node_logs "$@")
         fi
         # Give the nodes a few seconds to register before resuming drained/down ones.
-        if ((!resumed && SECONDS >= end - SC_TIMEOUT + 5)); then
+        if ((!resumed && SECONDS >= start + 5)); then
             resume_drained
             resumed=1
         fi
@@ -503,7 +543,11 @@ wait_nodes_idle() {
 cmd_start() {
     need_root
     check_installed
-    local t0=$SECONDS
+    local t0=$SECONDS old_nodes
+    # The node count of the cluster configured before (empty if none): a change needs slurmctld
+    # restarted (scontrol reconfigure does not add or remove nodes) and surplus slurmd stopped.
+    old_nodes=$(configured_nodes)
+    [[ $old_nodes =~ ^[1-9][0-9]*$ && $old_nodes != "${#NODES[@]}" ]] || old_nodes=
     make_dirs
     write_configs
     start_munge
@@ -523,7 +567,16 @@ cmd_start() {
             sl scancel $old || true
         fi
     fi
-    if ((CONF_CHANGED && ctld_was_running)); then
+    if [[ -n $old_nodes ]] && ((old_nodes > ${#NODES[@]})); then
+        local surplus=() i
+        for ((i = ${#NODES[@]} + 1; i <= old_nodes; i++)); do surplus+=("node$i"); done
+        stop_slurmd "${surplus[@]}"
+    fi
+    if ((CONF_CHANGED && ctld_was_running)) && [[ -n $old_nodes ]]; then
+        msg "node count changed ($old_nodes -> ${#NODES[@]}): restarting slurmctld"
+        stop_named slurmctld "$RUN/slurmctld.pid"
+        start_slurmctld
+    elif ((CONF_CHANGED && ctld_was_running)); then
         msg "configuration changed: scontrol reconfigure"
         sl scontrol reconfigure || fail "scontrol reconfigure failed" "$LOG/slurmctld.log"
     fi
@@ -539,7 +592,7 @@ cmd_start() {
     wait_nodes_idle "${NODES[@]}"
     msg "checking srun -N${#NODES[@]} true"
     local out
-    if ! out=$(timeout 60 srun -N"${#NODES[@]}" true 2>&1); then
+    if ! out=$(timeout "$SRUN_TIMEOUT" srun -N"${#NODES[@]}" true 2>&1); then
         echo "$out" >&2
         # shellcheck disable=SC2046
         fail "srun -N${#NODES[@]} true failed" "$LOG/slurmctld.log" $(node_logs "${NODES[@]}")
@@ -620,6 +673,8 @@ cmd_stop() {
     fi
     stop_slurmd "${NODES[@]}"
     stop_named slurmd
+    # A paused slurmdbd (pause-dbd) would not see SIGTERM.
+    continue_dbd || true
     # slurmstepd ignores SIGTERM
     stop_named -t 2 slurmstepd
     stop_named spank-carbon
@@ -654,7 +709,7 @@ cmd_restart_slurmd() {
     sleep 1 # SlurmdStartTime has a resolution of one second
     start_slurmd "${nodes[@]}"
     # Wait until each slurmd has re-registered (new SlurmdStartTime), then until all are idle.
-    local end=$((SECONDS + SC_TIMEOUT))
+    local end=$((SECONDS + NODE_TIMEOUT))
     for n in "${nodes[@]}"; do
         while [[ $(slurmd_start_time "$n") == "${before[$n]}" ]]; do
             ((SECONDS < end)) || fail "slurmd $n did not re-register" "$LOG/$n.log" "$LOG/slurmctld.log"
@@ -666,7 +721,7 @@ cmd_restart_slurmd() {
 }
 
 wait_idle() {
-    local end=$((SECONDS + SC_TIMEOUT))
+    local end=$((SECONDS + NODE_TIMEOUT))
     while true; do
         local q
         q=$(sl squeue -h -o '%i' 2>/dev/null) || q=error
@@ -676,7 +731,7 @@ wait_idle() {
             sl squeue >&2 || true
             sl sinfo -N -l >&2 || true
             # shellcheck disable=SC2046
-            fail "cluster not idle after ${SC_TIMEOUT}s" "$LOG/slurmctld.log" $(node_logs "${NODES[@]}")
+            fail "cluster not idle after ${NODE_TIMEOUT}s" "$LOG/slurmctld.log" $(node_logs "${NODES[@]}")
         fi
         sleep 0.5
     done
@@ -692,29 +747,74 @@ cmd_wait_idle() {
 cmd_stop_dbd() {
     local pid
     pid=$(pid_of "$RUN/slurmdbd.pid") || { msg "slurmdbd not running"; return 0; }
+    continue_dbd || true
     stop_pids slurmdbd "$pid"
 }
 
-cmd_signal_dbd() {
+# SIGCONT to slurmdbd if it runs (a no-op unless pause-dbd stopped it); 0 if it runs.
+continue_dbd() {
     local pid
-    pid=$(pid_of "$RUN/slurmdbd.pid") || die "slurmdbd is not running"
-    kill "-$1" "$pid"
-    msg "slurmdbd (pid $pid): SIG$1"
+    pid=$(pid_of "$RUN/slurmdbd.pid") || return 1
+    kill -CONT "$pid" 2>/dev/null || true
 }
 
+# Pauses or resumes slurmdbd (fault tests: accounting that hangs rather than refuses).
+cmd_pause_dbd() {
+    need_root
+    local pid
+    pid=$(pid_of "$RUN/slurmdbd.pid") || die "slurmdbd is not running"
+    kill -STOP "$pid" || die "kill -STOP $pid failed"
+    msg "slurmdbd paused (SIGSTOP, pid $pid): 'resume-dbd' resumes it"
+}
+
+cmd_resume_dbd() {
+    need_root
+    continue_dbd || die "slurmdbd is not running"
+    wait_until "$SC_TIMEOUT" dbd_ok || fail "slurmdbd does not answer after SIGCONT" "$LOG/slurmdbd.log"
+    msg "slurmdbd resumed"
+}
+
+# slurmctld as after the loss of its state: stopped, StateSaveLocation emptied, started with -c (no
+# job, no node state recovered). Job ids restart from FirstJobId; accounting keeps the old jobs, so a
+# new job gets the id of an old one.
 cmd_restart_ctld_clean() {
     need_root
-    local first=${1:-1} pid
+    check_installed
+    local first=${1:-1}
     [[ $first =~ ^[1-9][0-9]{0,8}$ ]] || die "restart-ctld-clean: FIRST must be a job id, not '${first}'"
-    pid=$(pid_of "$RUN/slurmctld.pid" || true)
-    stop_pids slurmctld "$pid"
-    rm -rf "$DIR/ctld"
-    install -d -m 0755 -o slurm -g slurm "$DIR/ctld"
+    stop_named slurmctld "$RUN/slurmctld.pid"
     sed -i '/^FirstJobId=/d' "$ETC/slurm.conf"
     echo "FirstJobId=$first" >>"$ETC/slurm.conf"
-    start_slurmctld
+    [[ -d $DIR/ctld ]] || die "no StateSaveLocation $DIR/ctld"
+    msg "wiping slurmctld's state in $DIR/ctld"
+    find "$DIR/ctld" -mindepth 1 -delete
+    start_slurmctld -c
+    # The slurmd still run: they register again when slurmctld pings them (every SlurmdTimeout/3),
+    # and steps of jobs that slurmctld no longer knows are killed. Allow a minute more for that.
+    NODE_TIMEOUT=$((NODE_TIMEOUT + 60))
+    wait_nodes_idle "${NODES[@]}"
     wait_idle
-    msg "slurmctld restarted without state: job ids from $first"
+    msg "slurmctld restarted with a clean state; next job id: $(sl scontrol show config | awk '$1 == "NEXT_JOB_ID" { print $3 }')"
+}
+
+# The slurmd processes' memory: RSS (shared pages counted in each) and PSS (shared pages divided).
+cmd_mem() {
+    local pids p rss=0 pss=0 n=0 r q
+    pids=$(pgrep -x slurmd || true)
+    for p in $pids; do
+        r=$(awk '$1 == "Rss:" { print $2 }' "/proc/$p/smaps_rollup" 2>/dev/null || true)
+        q=$(awk '$1 == "Pss:" { print $2 }' "/proc/$p/smaps_rollup" 2>/dev/null || true)
+        [[ -n $r && -n $q ]] || continue
+        rss=$((rss + r))
+        pss=$((pss + q))
+        n=$((n + 1))
+    done
+    if ((n)); then
+        echo "slurmd: $n processes, RSS $((rss / 1024)) MiB in all ($((rss / n)) KiB each), PSS $((pss / 1024)) MiB in all ($((pss / n)) KiB each)"
+    else
+        echo "slurmd: none running"
+    fi
+    awk '$1 == "MemAvailable:" { printf "host: %d MiB available\n", $2 / 1024 }' /proc/meminfo
 }
 
 cmd_start_dbd() {
@@ -752,9 +852,10 @@ restart-slurmd) cmd_restart_slurmd "$@" ;;
 wait-idle) cmd_wait_idle ;;
 stop-dbd) cmd_stop_dbd ;;
 start-dbd) cmd_start_dbd ;;
+pause-dbd) cmd_pause_dbd ;;
+resume-dbd) cmd_resume_dbd ;;
 restart-ctld-clean) cmd_restart_ctld_clean "$@" ;;
-pause-dbd) cmd_signal_dbd STOP ;;
-resume-dbd) cmd_signal_dbd CONT ;;
+mem) cmd_mem ;;
 status) cmd_status ;;
 -h | --help | help) usage ;;
 *)

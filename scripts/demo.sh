@@ -22,7 +22,7 @@ tests/fake-nvml/build.sh "$fake" >/dev/null
 # Fake GPUs: 4 per node, 250-310 W each, energy counters that are the exact integral.
 {
     echo "epoch $(date +%s)"
-    for n in 1 2 3 4; do
+    for n in $(seq 1 "${SC_NODES:-4}"); do
         for m in 0 1 2 3; do
             printf 'gpu node%d %d 0x%02x %d name=FakeH100\n' "$n" "$m" $((0x10 * (m + 1))) $((250000 + 20000 * m + 5000 * n))
         done
@@ -30,7 +30,7 @@ tests/fake-nvml/build.sh "$fake" >/dev/null
 } >"$fake/fake-nvml.conf"
 
 echo "=== starting the local cluster"
-SC_PLUGSTACK="optional /usr/local/lib/spank-carbon/libspank_carbon.so nvml_lib=$fake/libnvidia-ml.so.1 state_dir=$SC_CLUSTER_DIR/state sample_ms=500 settle_ms=1500" \
+SC_PLUGSTACK="optional /usr/local/lib/spank-carbon/libspank_carbon.so nvml_lib=$fake/libnvidia-ml.so.1 state_dir=$SC_CLUSTER_DIR/state/%n sample_ms=500 settle_ms=1500" \
     scripts/cluster.sh start
 
 echo "=== running a 2-node job with 2 GPUs per node for 10 s"

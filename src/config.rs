@@ -209,6 +209,52 @@ fn absolute_path(key: &str, value: &str) -> Result<PathBuf, ConfigError> {
     Ok(p.to_path_buf())
 }
 
+/// `value` with `%n` replaced by the (lower-cased, validated) node name and `%%` by `%`.
+/// Any other `%` is an error, and so is `%n` with no node name known.
+pub fn substitute_node(key: &str, value: &str, node: Option<&str>) -> Result<String, ConfigError> {
+    let mut out = String::with_capacity(value.len());
+    let mut chars = value.chars();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('%') => out.push('%'),
+            Some('n') => {
+                let Some(node) = node else {
+                    return Err(bad(
+                        key,
+                        value,
+                        "`%n` needs the node's name, and none is known \
+                         (SLURMD_NODENAME is not set; on the command line give --node NAME)",
+                    ));
+                };
+                let name = node.to_ascii_lowercase();
+                if !crate::record::valid_node_name(&name) {
+                    return Err(bad(
+                        key,
+                        value,
+                        format!(
+                            "`%n`: `{}` is not a valid node name",
+                            node.chars().take(64).collect::<String>()
+                        ),
+                    ));
+                }
+                out.push_str(&name);
+            }
+            _ => {
+                return Err(bad(
+                    key,
+                    value,
+                    "`%` must be followed by `n` (the node's name) or `%` (a literal `%`)",
+                ))
+            }
+        }
+    }
+    Ok(out)
+}
+
 fn boolean(key: &str, value: &str) -> Result<bool, ConfigError> {
     match value {
         "1" | "true" | "yes" => Ok(true),
@@ -232,7 +278,12 @@ impl Config {
                 }
             }
             "nvml_lib" => self.nvml_lib = Some(absolute_path(key, value)?),
-            "state_dir" => self.state_dir = absolute_path(key, value)?,
+            "state_dir" => {
+                // Checked here (a bad `%` escape is reported at once); substituted by
+                // `for_node`.
+                substitute_node(key, value, Some("n"))?;
+                self.state_dir = absolute_path(key, value)?
+            }
             "sample_ms" => self.sample_ms = integer(key, value, 10, 3_600_000)?,
             "checkpoint_s" => self.checkpoint_s = integer(key, value, 1, 86_400)?,
             "bin" => self.bin = absolute_path(key, value)?,
@@ -294,6 +345,30 @@ impl Config {
             }
         }
         Ok(config)
+    }
+
+    /// Builds the configuration from plugstack.conf arguments for the node `node`
+    /// (SLURMD_NODENAME, `--node`...): `%n` in `state_dir` becomes the node's name.
+    /// Without a node, a `state_dir` with `%n` is an error naming the key.
+    pub fn from_args_on<S: AsRef<str>>(
+        args: &[S],
+        node: Option<&str>,
+    ) -> Result<Config, ConfigError> {
+        Config::from_args(args)?.for_node(node)
+    }
+
+    /// Substitutes the node's name for `%n` (and `%` for `%%`) in `state_dir`, as Slurm
+    /// does in its per-node paths (`SlurmdSpoolDir=/var/spool/slurmd/%n`), so that several
+    /// slurmd on one host each have their own state directory and courier. The name is
+    /// lower-cased and must be a valid node name (it becomes a path component).
+    pub fn for_node(mut self, node: Option<&str>) -> Result<Config, ConfigError> {
+        let key = "state_dir";
+        let template = self.state_dir.to_string_lossy().into_owned();
+        let resolved = substitute_node(key, &template, node)?;
+        if resolved != template {
+            self.state_dir = absolute_path(key, &resolved)?;
+        }
+        Ok(self)
     }
 
     /// Applies the keys of a TOML document.
@@ -436,6 +511,60 @@ mod tests {
         }
         let e = Config::from_args(&["lonely"]).unwrap_err();
         assert_eq!(e, ConfigError::NotKeyValue("lonely".into()));
+    }
+
+    #[test]
+    fn state_dir_names_the_node() {
+        let args = ["state_dir=/var/lib/sc/%n"];
+        let c = Config::from_args_on(&args, Some("Node7")).unwrap();
+        assert_eq!(c.state_dir, Path::new("/var/lib/sc/node7"));
+        let c = Config::from_args_on(&["state_dir=/s/%n/x-%n%%"], Some("gpu-01.a")).unwrap();
+        assert_eq!(c.state_dir, Path::new("/s/gpu-01.a/x-gpu-01.a%"));
+        // Two nodes, two directories; without `%n` the node changes nothing.
+        let a = Config::from_args_on(&args, Some("node1")).unwrap();
+        let b = Config::from_args_on(&args, Some("node2")).unwrap();
+        assert_ne!(a.state_dir, b.state_dir);
+        let c = Config::from_args_on(&["state_dir=/var/lib/sc"], Some("node1")).unwrap();
+        assert_eq!(c.state_dir, Path::new("/var/lib/sc"));
+        let c = Config::from_args_on::<&str>(&[], None).unwrap();
+        assert_eq!(c.state_dir, Path::new(DEFAULT_STATE_DIR));
+        // The file's value is substituted too.
+        let mut c = Config::default();
+        c.apply_toml("state_dir = \"/t/%n\"\n").unwrap();
+        assert_eq!(
+            c.for_node(Some("n1")).unwrap().state_dir,
+            Path::new("/t/n1")
+        );
+    }
+
+    #[test]
+    fn state_dir_node_errors_name_the_key() {
+        let args = ["state_dir=/var/lib/sc/%n"];
+        let e = Config::from_args_on(&args, None).unwrap_err();
+        assert!(e.to_string().contains("`state_dir`"), "{e}");
+        assert!(e.to_string().contains("SLURMD_NODENAME"), "{e}");
+        // Plain `from_args` knows no node: never a literal `%n` directory.
+        assert!(Config::from_args(&args).unwrap().for_node(None).is_err());
+        for node in ["../etc", "a/b", "", ".hidden", "x y", &"n".repeat(65)] {
+            let e = Config::from_args_on(&args, Some(node)).unwrap_err();
+            assert!(e.to_string().contains("`state_dir`"), "{node}: {e}");
+            assert!(
+                e.to_string().contains("not a valid node name"),
+                "{node}: {e}"
+            );
+        }
+        for value in ["/s/%", "/s/%h", "/s/%N", "/s/100%x"] {
+            let e = Config::from_args(&[format!("state_dir={value}")]).unwrap_err();
+            assert!(e.to_string().contains("`state_dir`"), "{value}: {e}");
+            assert!(e.to_string().contains("followed by"), "{value}: {e}");
+        }
+        // `%%n` is a literal `%n`, not the node.
+        let c = Config::from_args_on(&["state_dir=/s/%%n"], None).unwrap();
+        assert_eq!(c.state_dir, Path::new("/s/%n"));
+        assert_eq!(
+            substitute_node("k", "/a/%n/%%/%n", Some("B2")).unwrap(),
+            "/a/b2/%/b2"
+        );
     }
 
     #[test]

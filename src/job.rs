@@ -200,7 +200,7 @@ pub fn prolog(
         })?;
     info.sampler_pid = Some(pid);
     state::write_json(&info_path, &info)?;
-    ensure_courier(config, &state, args, spawner, true);
+    ensure_courier(config, &state, args, &env.node, spawner, true);
     sweep_stale_jobs(config, &state);
     Ok(PrologOutcome::Started { minors, pid })
 }
@@ -373,10 +373,13 @@ pub fn courier_running(state: &StateDir) -> bool {
 /// that leaves a record (`stale_only` false), and by every prolog for records older than
 /// `deliver_timeout_s` + `settle_ms` (a courier that was killed, a node rebooted while
 /// records waited), so that records go out once slurmdbd answers, with no manual step.
+/// The courier gets the node's name (SLURMD_NODENAME), as the sampler does, so that it
+/// resolves `%n` in `state_dir` to this node's directory.
 pub fn ensure_courier(
     config: &Config,
     state: &StateDir,
     args: &[String],
+    node: &str,
     spawner: &dyn Spawner,
     stale_only: bool,
 ) {
@@ -385,7 +388,8 @@ pub fn ensure_courier(
     }
     let mut argv = vec!["deliver".to_string(), "--".into()];
     argv.extend(args.iter().cloned());
-    if let Err(e) = spawner.spawn_detached(&config.bin, &argv, &[]) {
+    let child_env = [("SLURMD_NODENAME".to_string(), node.to_string())];
+    if let Err(e) = spawner.spawn_detached(&config.bin, &argv, &child_env) {
         log::error!(
             "could not start delivery; records wait in {}: {e}",
             state.pending_dir().display()
@@ -689,7 +693,7 @@ pub fn epilog(
     };
     let _ = fs::remove_dir_all(&dir);
     // The node's courier takes it from here; start one if none runs.
-    ensure_courier(config, &state, args, spawner, false);
+    ensure_courier(config, &state, args, &env.node, spawner, false);
     Ok(EpilogOutcome::Recorded { part })
 }
 
@@ -702,7 +706,7 @@ mod tests {
     use crate::units::Milliwatts;
     use std::sync::Mutex;
 
-    /// Counts the programs it is asked to start, starts none.
+    /// Counts the programs it is asked to start (arguments, then environment), starts none.
     struct NoSpawn(Mutex<Vec<String>>);
 
     impl Spawner for NoSpawn {
@@ -710,9 +714,13 @@ mod tests {
             &self,
             _program: &Path,
             args: &[String],
-            _env: &[(String, String)],
+            env: &[(String, String)],
         ) -> std::io::Result<u32> {
-            self.0.lock().unwrap().push(args.join(" "));
+            let env: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            self.0
+                .lock()
+                .unwrap()
+                .push(format!("{} | {}", args.join(" "), env.join(" ")));
             Ok(1)
         }
     }
@@ -832,7 +840,17 @@ mod tests {
             .unwrap();
         assert_eq!(pending.part, part);
         assert!(!state.job_dir(&key).exists(), "job state cleaned up");
-        assert_eq!(spawner.0.lock().unwrap().len(), 1, "the courier is started");
+        {
+            let spawned = spawner.0.lock().unwrap();
+            assert_eq!(spawned.len(), 1, "the courier is started");
+            // With the node's name, so that it finds this node's `%n` state directory.
+            assert!(
+                spawned[0].starts_with("deliver -- ")
+                    && spawned[0].ends_with("| SLURMD_NODENAME=n1"),
+                "{}",
+                spawned[0]
+            );
+        }
         // With the file writable again, the audit record is kept too, in the day's file.
         fs::remove_dir(&day_file).unwrap();
         let (root, config, env) = job_in_state("full", 42, true);

@@ -71,6 +71,10 @@ enum Cmd {
         /// Log to standard error instead of the state directory's log file.
         #[arg(long)]
         foreground: bool,
+        /// The node whose records to deliver, for `%n` in state_dir (default:
+        /// SLURMD_NODENAME, else the short host name).
+        #[arg(long)]
+        node: Option<String>,
         /// The plugin's plugstack.conf arguments (key=value).
         #[arg(last = true)]
         args: Vec<String>,
@@ -81,6 +85,10 @@ enum Cmd {
     Pending {
         #[arg(long)]
         json: bool,
+        /// The node whose records to list, for `%n` in state_dir (default:
+        /// SLURMD_NODENAME, else the short host name).
+        #[arg(long)]
+        node: Option<String>,
         /// The plugin's plugstack.conf arguments (key=value), for its state_dir.
         #[arg(last = true)]
         args: Vec<String>,
@@ -157,9 +165,11 @@ fn main() -> ExitCode {
         Cmd::Deliver {
             key,
             foreground,
+            node,
             args,
-        } => deliver(key.as_deref(), foreground, &args),
-        Cmd::Pending { json, args } => match config_or_exit(&args) {
+        } => deliver(key.as_deref(), foreground, node.as_deref(), &args),
+        Cmd::Pending { json, node, args } => match config_on(&args, operator_node(node.as_deref()))
+        {
             Ok(config) => pending_cli::run(&config, json),
             Err(code) => code,
         },
@@ -221,11 +231,29 @@ fn main() -> ExitCode {
     }
 }
 
+/// The configuration of the node slurmd names in SLURMD_NODENAME (the sampler and the
+/// courier the plugin starts get it), for `%n` in state_dir.
 fn config_or_exit(args: &[String]) -> Result<Config, ExitCode> {
-    Config::from_args(args).map_err(|e| {
+    config_on(args, std::env::var("SLURMD_NODENAME").ok())
+}
+
+fn config_on(args: &[String], node: Option<String>) -> Result<Config, ExitCode> {
+    Config::from_args_on(args, node.as_deref()).map_err(|e| {
         eprintln!("spank-carbon: configuration: {e}");
         ExitCode::from(2)
     })
+}
+
+/// The node an operator's command acts for: `--node`, else SLURMD_NODENAME, else the
+/// short host name.
+fn operator_node(flag: Option<&str>) -> Option<String> {
+    flag.map(str::to_string)
+        .or_else(|| std::env::var("SLURMD_NODENAME").ok())
+        .or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
+            let short = host.trim().split('.').next()?.to_string();
+            (!short.is_empty()).then_some(short)
+        })
 }
 
 /// Logs of the detached processes go to `<state_dir>/spank-carbon.log`.
@@ -564,12 +592,12 @@ fn claim(path: &std::path::Path) -> Option<std::fs::File> {
     Some(file)
 }
 
-fn deliver(key: Option<&str>, foreground: bool, args: &[String]) -> ExitCode {
+fn deliver(key: Option<&str>, foreground: bool, node: Option<&str>, args: &[String]) -> ExitCode {
     if !foreground {
         // Background work: let the job and Slurm's daemons go first.
         let _ = rustix::process::setpriority_process(None, 19);
     }
-    let config = match config_or_exit(args) {
+    let config = match config_on(args, operator_node(node)) {
         Ok(c) => c,
         Err(code) => return code,
     };

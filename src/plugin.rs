@@ -49,7 +49,9 @@ fn trampoline(phase: Phase, sp: spank_t, ac: c_int, av: *mut *mut c_char) -> c_i
         install_slurm_logger();
         // SAFETY: Slurm passes `ac` valid C strings in `av`.
         let args = unsafe { collect_args(ac, av) };
-        let config = match Config::from_args(&args) {
+        // `%n` in state_dir: this node's name, as the sampler and courier resolve it.
+        let node = std::env::var("SLURMD_NODENAME").ok();
+        let config = match Config::from_args_on(&args, node.as_deref()) {
             Ok(c) => c,
             Err(e) => {
                 log::error!("plugstack.conf: {e}; spank-carbon does nothing until this is fixed");

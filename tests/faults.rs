@@ -64,8 +64,14 @@ fn in_accounting(job: u32) {
     }
 }
 
-fn deliver_args(extra: &[&str]) -> Vec<String> {
-    let mut args = vec!["deliver".to_string(), "--foreground".into()];
+/// `spank-carbon deliver --foreground` for `node` (its state directory: `%n`).
+fn deliver_args(node: &str, extra: &[&str]) -> Vec<String> {
+    let mut args = vec![
+        "deliver".to_string(),
+        "--foreground".into(),
+        "--node".into(),
+        node.into(),
+    ];
     args.extend(extra.iter().map(|s| s.to_string()));
     args.push("--".into());
     args.extend(
@@ -112,7 +118,7 @@ fn records_given_up_on_arrive_by_the_courier_a_later_job_or_on_demand() {
     cluster(&["start-dbd"], &[]);
     in_accounting(b);
     in_accounting(c);
-    let args = deliver_args(&["--key", &format!("{b}.node2")]);
+    let args = deliver_args("node2", &["--key", &format!("{b}.node2")]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     run("/usr/local/sbin/spank-carbon", &args);
     let text_b = field(b, "SystemComment");
@@ -126,7 +132,7 @@ fn records_given_up_on_arrive_by_the_courier_a_later_job_or_on_demand() {
     let rec = parse_rec(&text).unwrap_or_else(|| panic!("job {c}: {text:?}"));
     check_record(c, &rec, &["node3"], 1);
     // Idempotent: delivering everything again writes nothing new.
-    let all = deliver_args(&[]);
+    let all = deliver_args("node2", &[]);
     let all: Vec<&str> = all.iter().map(String::as_str).collect();
     run("/usr/local/sbin/spank-carbon", &all);
     assert_eq!(field(b, "SystemComment"), text_b);
@@ -292,7 +298,7 @@ fn sampler_whose_epilog_never_comes_stops_and_leaves_no_state() {
     // A job Slurm does not know: exactly what a sampler sees once its job ended on a
     // node whose epilog never ran.
     let key = "4000000000.node1";
-    let job_dir = state_dir().join("jobs").join(key);
+    let job_dir = node_state_dir("node1").join("jobs").join(key);
     fs::create_dir_all(&job_dir).unwrap();
     let mut args = vec!["sample", "--key", key, "--minors", "2,0", "--"];
     let line = plugstack_line(&["liveness_s=1"]);
@@ -451,7 +457,8 @@ fn two_hundred_poison_records_do_not_delay_a_fresh_one() {
     set_plugstack(&["deliver_timeout_s=5", "retry_s=5"]);
     // 200 records of jobs accounting never shows (a lost start record, say), with
     // lower job ids than any real job: served first if the order were by id.
-    let pending = state_dir().join("pending");
+    let pending = node_state_dir("node1").join("pending");
+    fs::create_dir_all(&pending).unwrap();
     for i in 0..200u32 {
         let start = now() - 600.0 + i as f64;
         let d = Delivery {
@@ -504,7 +511,7 @@ fn two_hundred_poison_records_do_not_delay_a_fresh_one() {
     assert!(took < Duration::from_secs(10), "fresh record took {took:?}");
     // The operator sees them, and why.
     let line = plugstack_line(&[]);
-    let mut args = vec!["pending", "--"];
+    let mut args = vec!["pending", "--node", "node1", "--"];
     args.extend(line.split_whitespace().skip(2));
     let listed = run("/usr/local/sbin/spank-carbon", &args);
     let poison: Vec<&str> = listed.lines().filter(|l| l.starts_with("10000")).collect();
@@ -525,7 +532,7 @@ fn corrupted_state_files_are_survived() {
     let pid = sampler_pid(job, "node3");
     std::thread::sleep(Duration::from_millis(800));
     run("/bin/kill", &["-KILL", &pid.to_string()]);
-    let state_file = state_dir()
+    let state_file = node_state_dir("node3")
         .join("jobs")
         .join(format!("{job}.node3"))
         .join("sampler.json");
@@ -540,10 +547,12 @@ fn corrupted_state_files_are_survived() {
         "no log line about the corrupted file"
     );
     // A corrupted pending record: delivery reports it and carries on.
-    let bad = state_dir().join("pending").join("4000000001.node3.json");
+    let bad = node_state_dir("node3")
+        .join("pending")
+        .join("4000000001.node3.json");
     fs::write(&bad, b"[[[").unwrap();
     let line = plugstack_line(&[]);
-    let mut args = vec!["deliver", "--foreground", "--"];
+    let mut args = vec!["deliver", "--foreground", "--node", "node3", "--"];
     args.extend(line.split_whitespace().skip(2));
     let out = std::process::Command::new("/usr/local/sbin/spank-carbon")
         .args(&args)
@@ -619,8 +628,8 @@ fn burst_of_200_jobs_over_4_nodes_loses_nothing() {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let procs = processes_named("spank-carbon");
-        let jobs_left = fs::read_dir(state_dir().join("jobs")).unwrap().count();
-        let pending = fs::read_dir(state_dir().join("pending")).unwrap().count();
+        let jobs_left = state_entries("jobs").len();
+        let pending = state_entries("pending").len();
         if procs.is_empty() && jobs_left == 0 && pending == 0 {
             break;
         }
@@ -649,7 +658,7 @@ fn slurmdbd_paused_while_100_jobs_end_every_record_whole_after() {
         }
         // Couriers have tried against a slurmdbd that accepts and never answers.
         std::thread::sleep(Duration::from_secs(10));
-        let waiting = fs::read_dir(state_dir().join("pending")).unwrap().count();
+        let waiting = state_entries("pending").len();
         assert!(
             waiting > 0,
             "records should be waiting while slurmdbd is paused"

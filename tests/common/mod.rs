@@ -13,19 +13,88 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub const CLUSTER_DIR: &str = "/var/lib/spank-carbon-cluster";
 pub const PLUGIN: &str = "/usr/local/lib/spank-carbon/libspank_carbon.so";
-pub const NODES: [&str; 4] = ["node1", "node2", "node3", "node4"];
 
 pub fn dir(sub: &str) -> PathBuf {
     Path::new(CLUSTER_DIR).join(sub)
 }
 
-pub fn state_dir() -> PathBuf {
+/// The nodes of the running cluster (scripts/cluster.sh: node1..node$SC_NODES), in
+/// numeric order: from `sinfo`, else (slurmctld down) from the slurm.conf the cluster
+/// script wrote.
+pub fn nodes() -> Vec<String> {
+    let listed = try_run("/usr/bin/sinfo", &["-h", "-N", "-o", "%N"])
+        .map(|out| {
+            out.lines()
+                .map(|l| l.trim().to_string())
+                .collect::<Vec<_>>()
+        })
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| {
+            let conf = fs::read_to_string("/etc/slurm/slurm.conf").unwrap_or_default();
+            conf.lines()
+                .filter_map(|l| l.strip_prefix("NodeName="))
+                .filter_map(|l| l.split_whitespace().next())
+                .filter(|n| *n != "DEFAULT")
+                .map(str::to_string)
+                .collect()
+        });
+    let nodes = node_order(listed);
+    assert!(!nodes.is_empty(), "no nodes: is the cluster up?");
+    nodes
+}
+
+/// Node names sorted by their number (node2 before node10), duplicates removed (sinfo
+/// lists a node once per partition).
+pub fn node_order(mut names: Vec<String>) -> Vec<String> {
+    let number = |n: &str| -> u64 {
+        n.trim_start_matches(|c: char| !c.is_ascii_digit())
+            .parse()
+            .unwrap_or(u64::MAX)
+    };
+    names.sort_by(|a, b| number(a).cmp(&number(b)).then(a.cmp(b)));
+    names.dedup();
+    names
+}
+
+/// Where the nodes' state directories are: the test plugstack's `state_dir` is
+/// `<this>/%n`, one directory per node (several slurmd on one host, one courier each).
+pub fn state_root() -> PathBuf {
     dir("state")
+}
+
+/// One node's state directory.
+pub fn node_state_dir(node: &str) -> PathBuf {
+    state_root().join(node)
+}
+
+/// Every node's state directory that exists, in node order.
+pub fn state_dirs() -> Vec<PathBuf> {
+    let names = fs::read_dir(state_root())
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    node_order(names)
+        .into_iter()
+        .map(|n| node_state_dir(&n))
+        .collect()
+}
+
+/// The files in `sub` (jobs, pending...) of every node's state directory.
+pub fn state_entries(sub: &str) -> Vec<PathBuf> {
+    state_dirs()
+        .iter()
+        .filter_map(|d| fs::read_dir(d.join(sub)).ok())
+        .flat_map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path()))
+        .collect()
 }
 
 /// A node's local record of a job (in `records/`, a day file or an old per-job file).
 pub fn local_record(job: u32, node: &str) -> Option<serde_json::Value> {
-    spank_carbon::retention::find_record(&state_dir().join("records"), job, node)
+    spank_carbon::retention::find_record(&node_state_dir(node).join("records"), job, node)
 }
 
 pub fn fake_dir() -> PathBuf {
@@ -81,23 +150,23 @@ pub fn now() -> f64 {
 /// Extra GPU options per (node, minor), e.g. `counter=0`.
 pub type GpuOptions = BTreeMap<(String, u32), String>;
 
-/// Writes the fake NVML's configuration: 4 GPUs per node.
+/// Writes the fake NVML's configuration: 4 GPUs on each of the cluster's nodes.
 pub fn write_fake_config(options: &GpuOptions) {
     let mut text = format!(
         "epoch {:.3}\nlog {}\n",
         now() - 100_000.0,
         fake_dir().join("reads.log").display()
     );
-    for node in NODES {
+    for node in nodes() {
         for minor in 0..4u32 {
             let extra = options
-                .get(&(node.to_string(), minor))
+                .get(&(node.clone(), minor))
                 .cloned()
                 .unwrap_or_default();
             text.push_str(&format!(
                 "gpu {node} {minor} {:#04x} {} {extra}\n",
                 pci_bus_of_minor(minor),
-                power_mw(node, minor)
+                power_mw(&node, minor)
             ));
         }
     }
@@ -111,7 +180,7 @@ pub fn plugstack_line(extra: &[&str]) -> String {
             "nvml_lib={}",
             fake_dir().join("libnvidia-ml.so.1").display()
         ),
-        format!("state_dir={}", state_dir().display()),
+        format!("state_dir={}/%n", state_root().display()),
         "sample_ms=200".into(),
         "settle_ms=1500".into(),
         "stagger_ms=300".into(),
@@ -146,10 +215,8 @@ pub fn standard_setup() {
     let _ = Command::new("/usr/bin/pkill")
         .args(["-x", "spank-carbon"])
         .status();
-    if let Ok(rd) = fs::read_dir(state_dir().join("pending")) {
-        for e in rd.filter_map(|e| e.ok()) {
-            let _ = fs::remove_file(e.path());
-        }
+    for pending in state_entries("pending") {
+        let _ = fs::remove_file(pending);
     }
 }
 
@@ -258,24 +325,28 @@ pub fn wait_job(job: u32) -> String {
     }
 }
 
-/// Pending deliveries of a job left in the state directory.
+/// Pending deliveries of a job left in the nodes' state directories (file names).
 pub fn pending_of(job: u32) -> Vec<String> {
-    fs::read_dir(state_dir().join("pending"))
-        .map(|rd| {
-            rd.filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n.starts_with(&format!("{job}.")))
-                .collect()
-        })
-        .unwrap_or_default()
+    let prefix = format!("{job}.");
+    state_entries("pending")
+        .iter()
+        .filter_map(|p| p.file_name())
+        .map(|n| n.to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(&prefix))
+        .collect()
 }
 
 /// Removes a job's pending records (left pending on purpose by a test); returns their
 /// names (`<job>.<node>@<run>.json`).
 pub fn remove_pending(job: u32) -> Vec<String> {
-    let names = pending_of(job);
-    for n in &names {
-        fs::remove_file(state_dir().join("pending").join(n)).unwrap();
+    let prefix = format!("{job}.");
+    let mut names = Vec::new();
+    for path in state_entries("pending") {
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if name.starts_with(&prefix) {
+            fs::remove_file(&path).unwrap();
+            names.push(name);
+        }
     }
     names
 }
@@ -366,6 +437,11 @@ pub fn parse_rec(field: &str) -> Option<Rec> {
             "method",
             "embodied_g",
             "run",
+            // The compact form's (jobs over 32 nodes): kept in `top`, decoded below.
+            "window",
+            "hostlist",
+            "part-defaults",
+            "parts",
         ];
         if let Some(node) = k.strip_prefix("node.") {
             let fields = v
@@ -382,6 +458,26 @@ pub fn parse_rec(field: &str) -> Option<Rec> {
         consumed += 1 + tok.len();
     }
     rec.after = field[consumed..].to_string();
+    if rec.top.contains_key("parts") {
+        // The compact form has no `node.` tokens: its per-node parts (energy in base 36,
+        // GPUs, method...) are decoded by the crate; the head above is read here.
+        let seg = spank_carbon::record::parse(&field[start..consumed])
+            .unwrap_or_else(|| panic!("compact record the crate cannot read: {field}"));
+        assert!(seg.compact, "parts= without a compact form: {field}");
+        for (name, p) in seg.parts {
+            let fields = [
+                ("wh", p.wh.to_string()),
+                ("gpus", p.gpus.to_string()),
+                ("co2e", p.co2e_g.to_string()),
+                ("m", p.method.as_str().to_string()),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .chain((!p.flags.is_empty()).then(|| ("f".to_string(), p.flags.join("+"))))
+            .collect();
+            rec.nodes.insert(name, fields);
+        }
+    }
     Some(rec)
 }
 
@@ -543,8 +639,12 @@ pub fn check_record(job: u32, rec: &Rec, nodes: &[&str], gpus_per_node: u32) {
     );
 }
 
+/// The detached processes' logs of every node, one after the other.
 pub fn spank_log() -> String {
-    fs::read_to_string(state_dir().join("spank-carbon.log")).unwrap_or_default()
+    state_dirs()
+        .iter()
+        .filter_map(|d| fs::read_to_string(d.join("spank-carbon.log")).ok())
+        .collect()
 }
 
 pub fn slurmd_log(node: &str) -> String {
