@@ -10,6 +10,11 @@
 #   4. srun start-up with and without the plugin loaded
 #   5. a long fuzz run of the parsers (property tests)
 #   6. the report over 100,000 job records
+#   7. the whole epilog with a two-year, five-minute intensity series and a 30-day job
+#   8. big jobs: time from a job's end to its whole record, and accounting calls per node, for
+#      4, 16 and 64 nodes (a cluster of that many slurmd, each with its own state directory)
+#   9. the merge protocol's deterministic simulation over many seeds, and its projection to
+#      4,096 nodes
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH=$HOME/.cargo/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
@@ -246,5 +251,45 @@ t1=$(date +%s)
     echo "## 5. Fuzz (property tests) with PROPTEST_CASES=${PROPTEST_CASES:-20000}"
     echo
     echo "$(grep -E '^test result' "$out/fuzz.log" | tail -1) ($((t1 - t0)) s)"
+} >>"$res"
+# --- 7. the epilog with a two-year series ----------------------------------------------------
+cargo test --release --locked --test series_cost -- --ignored --nocapture --test-threads=1 \
+    >"$out/series.log" 2>&1
+{
+    echo "## 7. Epilog with a two-year, five-minute intensity series (210,240 points) and a 30-day job"
+    echo
+    grep -E "whole epilog|cached|no cache|sampler|old scan|parse" "$out/series.log" | sed 's/^/    /'
+    echo
+} >>"$res"
+
+# --- 8. big jobs on 4, 16 and 64 nodes --------------------------------------------------------
+{
+    echo "## 8. Time from a job's end to its whole record, accounting calls per node (1 GPU per node)"
+    echo
+} >>"$res"
+for n in ${BIG_NODES:-4 16 64}; do
+    scripts/cluster.sh stop >/dev/null 2>&1 || true
+    rm -rf "$SC_CLUSTER_DIR/state"
+    SC_NODES=$n SC_PLUGSTACK="optional $plugin nvml_lib=$fake/libnvidia-ml.so.1 state_dir=$SC_CLUSTER_DIR/state/%n" \
+        scripts/cluster.sh start >/dev/null
+    SC_BIG_JOB_NODES=$n cargo test --release --locked --test big -- --include-ignored \
+        --test-threads 1 --nocapture sixty_four >"$out/big-$n.log" 2>&1 || true
+    {
+        echo "- $n nodes: $(grep -h -E 'whole record|accounting calls|panicked' "$out/big-$n.log" | tr '\n' ' ')"
+    } >>"$res"
+done
+echo >>"$res"
+scripts/cluster.sh stop >/dev/null 2>&1 || true
+SC_PLUGSTACK="optional $plugin nvml_lib=$fake/libnvidia-ml.so.1 state_dir=$SC_CLUSTER_DIR/state" \
+    scripts/cluster.sh start >/dev/null
+
+# --- 9. the merge protocol's simulation -------------------------------------------------------
+SIM_SEEDS=${SIM_SEEDS:-5000} cargo test --release --locked --lib sim -- --include-ignored --nocapture \
+    >"$out/sim.log" 2>&1 || true
+{
+    echo "## 9. Deterministic simulation of delivery (SIM_SEEDS=${SIM_SEEDS:-5000})"
+    echo
+    grep -E "^sim|seeds|nodes" "$out/sim.log" | sed 's/^/    /'
+    echo
 } >>"$res"
 cat "$res"

@@ -4,13 +4,13 @@
 #   2. checks formatting and lints, builds (release) and installs the plugin,
 #   3. builds the fake libnvidia-ml and starts a 4-node Slurm cluster,
 #   4. runs the unit tests and the end-to-end tests against the cluster,
-#   5. with SC_NODES=64 (or more): restarts the cluster with that many nodes and runs tests/big.rs,
-#      a 64-node job (the other end-to-end tests are written for four nodes),
+#   5. restarts the cluster with 64 nodes (SC_BIG_NODES; 0 skips it) and runs tests/big.rs, a
+#      64-node job (the other end-to-end tests are written for four nodes),
 # and stops every daemon it started when it ends, pass or fail. Needs root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-big_nodes=${SC_NODES:-4}
-[[ $big_nodes =~ ^[1-9][0-9]*$ ]] || { echo "SC_NODES must be a number, not '$big_nodes'" >&2; exit 2; }
+big_nodes=${SC_BIG_NODES:-64}
+[[ $big_nodes =~ ^[0-9]+$ ]] || { echo "SC_BIG_NODES must be a number, not '$big_nodes'" >&2; exit 2; }
 unset SC_NODES
 export PATH=$HOME/.cargo/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export SC_CLUSTER_DIR=${SC_CLUSTER_DIR:-/var/lib/spank-carbon-cluster}
@@ -38,14 +38,16 @@ plugstack="optional /usr/local/lib/spank-carbon/libspank_carbon.so state_dir=$SC
 SC_PLUGSTACK=$plugstack scripts/cluster.sh start
 
 step "tests"
-# Everything but tests/real_gpu.rs, which needs an NVIDIA GPU (see BENCHMARKS.md), and
-# tests/big.rs, which needs 64 nodes (below).
+# Everything but tests/real_gpu.rs, which needs an NVIDIA GPU (see BENCHMARKS.md),
+# tests/series_cost.rs, a measurement (scripts/bench.sh runs it), and tests/big.rs, which
+# needs 64 nodes (below).
 if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --release --locked --run-ignored all --test-threads 1 --no-fail-fast \
-        -E 'not binary(real_gpu) and not binary(big)'
+        -E 'not binary(real_gpu) and not binary(big) and not binary(series_cost)'
 else
     cargo test --release --locked -- --include-ignored --test-threads 1 --skip idle_gpus_counter \
-        --skip sixty_four_node_job
+        --skip sixty_four_node_job --skip epilog_cost_of_a_two_year_series \
+        --skip whole_epilog_with_a_two_year_series
 fi
 
 if ((big_nodes >= 64)); then
@@ -54,5 +56,5 @@ if ((big_nodes >= 64)); then
     SC_NODES=$big_nodes SC_PLUGSTACK=$plugstack scripts/cluster.sh start
     cargo test --release --locked --test big -- --include-ignored --test-threads 1 --nocapture
 else
-    echo "tests/big.rs (a 64-node job) not run: SC_NODES=64 scripts/test.sh runs it"
+    echo "tests/big.rs (a 64-node job) not run: SC_BIG_NODES=0"
 fi
