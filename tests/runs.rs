@@ -57,11 +57,9 @@ fn segments(field: &str) -> Vec<Rec> {
 fn truth_wh_per_run(job: u32, node: &str) -> Vec<f64> {
     let job_s = job.to_string();
     let text = std::fs::read_to_string(fake_dir().join("reads.log")).unwrap_or_default();
-    // pid -> (first ns, minor -> (min mJ, max mJ))
-    let mut by_pid: std::collections::BTreeMap<
-        u32,
-        (u128, std::collections::BTreeMap<u32, (u64, u64)>),
-    > = Default::default();
+    // pid -> (first reading, minor -> (lowest mJ, highest mJ))
+    type Span = std::collections::BTreeMap<u32, (u64, u64)>;
+    let mut by_pid: std::collections::BTreeMap<u32, (u128, Span)> = Default::default();
     for l in text.lines() {
         let f: Vec<&str> = l.split_whitespace().collect();
         if f.len() != 7 || f[5] != "energy" || f[2] != job_s || f[1] != node {
