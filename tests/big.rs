@@ -133,7 +133,7 @@ fn sixty_four_node_job_gets_its_whole_record_within_30_s() {
         .lines()
         .filter(|l| l.contains(&prefix) && l.contains(": record in "))
         .filter_map(|l| {
-            let inner = l.rsplit_once('(')?.1;
+            let inner = l.split_once(": record in ")?.1.split_once(" (")?.1;
             let (w, r) = inner.split_once(" write(s), ")?;
             Some((w.parse().ok()?, r.split_once(' ')?.0.parse().ok()?))
         })
