@@ -296,6 +296,22 @@ impl Timing {
     }
 }
 
+/// Where the merge protocol gets the time: [`SystemClock`] in the courier, a virtual
+/// clock in the simulation (`tests/simulation.rs`), so that [`round_with`] never reads
+/// the time itself.
+pub trait Clock {
+    fn now(&self) -> Instant;
+}
+
+/// The real monotonic clock.
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+}
+
 /// The longest a record whose job is not (yet) in accounting waits between reads.
 const MAX_WAIT: Duration = Duration::from_secs(300);
 
@@ -332,7 +348,11 @@ impl Item {
     /// A record whose delivery starts now, after its node's stagger (its rank in the
     /// job's node list).
     pub fn new(delivery: Delivery, timing: &Timing) -> Item {
-        let now = Instant::now();
+        Item::new_at(delivery, timing, Instant::now())
+    }
+
+    /// [`Item::new`] at time `now`.
+    pub fn new_at(delivery: Delivery, timing: &Timing, now: Instant) -> Item {
         let rank = delivery
             .nodes
             .iter()
@@ -355,7 +375,11 @@ impl Item {
 
     /// Starts over (a retry after giving up): due now, a new deadline.
     pub fn restart(&mut self, timing: &Timing) {
-        let now = Instant::now();
+        self.restart_at(timing, Instant::now())
+    }
+
+    /// [`Item::restart`] at time `now`.
+    pub fn restart_at(&mut self, timing: &Timing, now: Instant) {
         self.not_before = now;
         self.deadline = now + timing.give_up;
         self.last_seen = None;
@@ -367,19 +391,19 @@ impl Item {
         self.not_before <= now
     }
 
-    fn failed(&mut self, e: String) {
+    fn failed(&mut self, e: String, now: Instant) {
         self.last_error = e;
         self.waits_for_job = false;
-        self.not_before = Instant::now() + self.backoff;
+        self.not_before = now + self.backoff;
         self.backoff = (self.backoff * 2).min(Duration::from_secs(30));
     }
 
     /// Accounting answered, but does not have the job's run (ended) yet: read again
     /// later, less and less often, so that a job that never ends there costs little.
-    fn wait_for_job(&mut self, why: String, timing: &Timing) {
+    fn wait_for_job(&mut self, why: String, timing: &Timing, now: Instant) {
         self.last_error = why;
         self.waits_for_job = true;
-        self.not_before = Instant::now() + self.backoff;
+        self.not_before = now + self.backoff;
         self.backoff = (self.backoff * 2).clamp(timing.poll(), MAX_WAIT);
     }
 }
@@ -410,7 +434,18 @@ pub fn round(
     timing: &Timing,
     lowercases: bool,
 ) -> Vec<Step> {
-    let now = Instant::now();
+    round_with(acct, &SystemClock, items, timing, lowercases)
+}
+
+/// [`round`] with the time taken from `clock` (it reads no other).
+pub fn round_with(
+    acct: &dyn Accounting,
+    clock: &dyn Clock,
+    items: &mut [&mut Item],
+    timing: &Timing,
+    lowercases: bool,
+) -> Vec<Step> {
+    let now = clock.now();
     let mut steps: Vec<Step> = items.iter().map(|_| Step::Wait).collect();
     for field in [Field::System, Field::Admin, Field::Job] {
         let mut due: Vec<usize> = (0..items.len())
@@ -423,8 +458,12 @@ pub fn round(
         let mut jobs: Vec<u32> = due.iter().map(|&i| items[i].delivery.job).collect();
         jobs.sort_unstable();
         jobs.dedup();
+        // The field's text is as of some moment during the read: at the earliest when it
+        // started (how old a write's basis may be), at the latest when it returned (since
+        // when the text has been seen).
+        let read_started = clock.now();
         let rows = acct.read(&jobs, field);
-        let read_at = Instant::now();
+        let read_at = clock.now();
         // Merge first, then write every field that lacks its part.
         let mut writes: Vec<(usize, String, String, bool)> = Vec::new();
         for i in due {
@@ -440,25 +479,26 @@ pub fn round(
             };
             steps[i] = match job_rows {
                 Err(e) => {
-                    item.failed(e);
+                    item.failed(e, read_at);
                     Step::Wait
                 }
                 Ok(None) => {
-                    item.wait_for_job("the job is not in accounting yet".into(), timing);
+                    item.wait_for_job("the job is not in accounting yet".into(), timing, read_at);
                     Step::Wait
                 }
                 Ok(Some(job_rows)) => {
                     let system = field == Field::System;
                     match rows::target(job_rows, item.delivery.part.start, system) {
                         Target::Wait(why) => {
-                            item.wait_for_job(why, timing);
+                            item.wait_for_job(why, timing, read_at);
                             Step::Wait
                         }
                         Target::Refuse(why) => Step::Refused(AcctError::NoRow(why)),
                         Target::Write { id, value, run } => {
                             item.backoff = timing.poll();
                             let single = item.delivery.nodes.len() <= 1 && job_rows.runs.len() <= 1;
-                            match examine(item, &value, run, single, timing, lowercases) {
+                            let read = (read_started, read_at);
+                            match examine(item, &value, run, single, timing, lowercases, read) {
                                 Ok(step) => step,
                                 Err(merged) => {
                                     writes.push((i, id, merged, single));
@@ -471,10 +511,11 @@ pub fn round(
             };
         }
         for batch in writes.chunks(PARALLEL_WRITES) {
-            if read_at.elapsed() >= timing.settle / 2 {
+            let now = clock.now();
+            if now.saturating_duration_since(read_started) >= timing.settle / 2 {
                 // The read is too old to write from: read again first (next round).
                 for (i, ..) in batch {
-                    items[*i].not_before = Instant::now();
+                    items[*i].not_before = now;
                 }
                 continue;
             }
@@ -483,6 +524,7 @@ pub fn round(
                 .map(|(_, id, v, _)| (id.as_str(), v.as_str()))
                 .collect();
             let results = acct.write_all(&requests, field);
+            let now = clock.now();
             for ((i, _, merged, single), result) in batch.iter().zip(results) {
                 let item = &mut items[*i];
                 steps[*i] = match result {
@@ -495,18 +537,18 @@ pub fn round(
                         item.writes += 1;
                         item.last_seen = None;
                         item.guard_at = None;
-                        item.not_before = Instant::now() + timing.poll();
+                        item.not_before = now + timing.poll();
                         Step::Wait
                     }
                     Err(e) => {
-                        item.failed(e.to_string());
+                        item.failed(e.to_string(), now);
                         Step::Wait
                     }
                 };
             }
         }
     }
-    let now = Instant::now();
+    let now = clock.now();
     for (item, step) in items.iter().zip(steps.iter_mut()) {
         if matches!(step, Step::Wait) && item.reads > 0 && now > item.deadline {
             *step = Step::GaveUp(AcctError::GaveUp {
@@ -519,7 +561,9 @@ pub fn round(
 }
 
 /// The merge protocol's step for one record whose row was read (`current`, to hold the
-/// segment of run `run`): done, waiting, or (`Err`) the field to write.
+/// segment of run `run`) by a read that started and returned at `started` and `now`:
+/// done, waiting, or (`Err`) the field to write. The text is taken to be seen from `now`
+/// on and until `started` (the safe ends of the read: see DESIGN-merge.md).
 fn examine(
     item: &mut Item,
     current: &str,
@@ -527,10 +571,11 @@ fn examine(
     single: bool,
     timing: &Timing,
     lowercases: bool,
+    (started, now): (Instant, Instant),
 ) -> Result<Step, String> {
     let d = &item.delivery;
     if item.last_seen.as_deref() != Some(current) {
-        item.stable_since = Instant::now();
+        item.stable_since = now;
         item.last_seen = Some(current.to_string());
     }
     let merged = record::merge_in_run(current, &d.part, &d.meta, Some(&d.nodes), run);
@@ -551,19 +596,19 @@ fn examine(
     if single {
         return Ok(done());
     }
-    if item.stable_since.elapsed() < timing.settle {
-        item.not_before = Instant::now() + timing.poll();
+    if started.saturating_duration_since(item.stable_since) < timing.settle {
+        item.not_before = now + timing.poll();
         return Ok(Step::Wait);
     }
     match item.guard_at {
-        Some(at) if Instant::now() >= at => Ok(done()),
+        Some(at) if started >= at => Ok(done()),
         Some(at) => {
             item.not_before = at;
             Ok(Step::Wait)
         }
         None => {
             // Settled: one more look once any write based on an older read has landed.
-            let at = Instant::now() + timing.flight;
+            let at = now + timing.flight;
             item.guard_at = Some(at);
             item.not_before = at;
             Ok(Step::Wait)
