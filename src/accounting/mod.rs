@@ -331,6 +331,9 @@ pub struct Item {
     /// Given up on after this.
     pub deadline: Instant,
     last_seen: Option<String>,
+    /// Whether `last_seen` is known to hold the part (merging it in changed nothing), so
+    /// that polling an unchanged field does not merge again.
+    holds: bool,
     stable_since: Instant,
     /// When the settled part is checked the last time (see [`Timing::flight`]).
     guard_at: Option<Instant>,
@@ -363,6 +366,7 @@ impl Item {
             not_before: now + timing.stagger * rank,
             deadline: now + timing.give_up,
             last_seen: None,
+            holds: false,
             stable_since: now,
             guard_at: None,
             writes: 0,
@@ -496,9 +500,12 @@ pub fn round_with(
                         Target::Refuse(why) => Step::Refused(AcctError::NoRow(why)),
                         Target::Write { id, value, run } => {
                             item.backoff = timing.poll();
+                            let base = carried(job_rows, &value, run, &item.delivery);
                             let single = item.delivery.nodes.len() <= 1 && job_rows.runs.len() <= 1;
                             let read = (read_started, read_at);
-                            match examine(item, &value, run, single, timing, lowercases, read) {
+                            match examine(
+                                item, &value, &base, run, single, timing, lowercases, read,
+                            ) {
                                 Ok(step) => step,
                                 Err(merged) => {
                                     writes.push((i, id, merged, single));
@@ -560,13 +567,63 @@ pub fn round_with(
     steps
 }
 
+/// The latest row's `value` with the parts of run `run` that the job's earlier rows hold
+/// and it lacks: a requeued run's parts go to its own row while that is the job's latest,
+/// and to the latest row (which sacctmgr addresses from then on) once the next run's row
+/// is in; a part that settled in the run's own row before that is carried over by the
+/// run's nodes that write after, so that the run's segment in the latest row is whole.
+fn carried(job_rows: &JobRows, value: &str, run: u64, d: &Delivery) -> String {
+    let Some(latest) = job_rows.latest() else {
+        return value.to_string();
+    };
+    let mut base = value.to_string();
+    for row in &job_rows.runs {
+        if std::ptr::eq(row, latest)
+            || row.id != latest.id
+            || !row.value.contains(&format!(" run={run}"))
+        {
+            continue;
+        }
+        let Some(found) = record::find_run(&row.value, run) else {
+            continue;
+        };
+        let Some(have) = record::find_run(&base, run) else {
+            // The latest row has none of the run yet: the segment as it stands.
+            let segment = &row.value[found.start..found.end];
+            base = if base.is_empty() {
+                segment.to_string()
+            } else {
+                format!("{base} {segment}")
+            };
+            continue;
+        };
+        let meta = match (found.intensity, found.pue) {
+            (Some(intensity), Some(pue)) => Meta {
+                intensity: crate::units::GramsPerKwh(intensity),
+                pue,
+                expected_nodes: found.expected_nodes.unwrap_or(0).max(d.meta.expected_nodes),
+            },
+            _ => d.meta,
+        };
+        for part in found.parts.values() {
+            if part.node != d.part.node && !have.parts.contains_key(&part.node) {
+                base = record::merge_in_run(&base, part, &meta, Some(&d.nodes), run);
+            }
+        }
+    }
+    base
+}
+
 /// The merge protocol's step for one record whose row was read (`current`, to hold the
-/// segment of run `run`) by a read that started and returned at `started` and `now`:
+/// segment of run `run`; `base`: `current` with what the run's earlier rows add, see
+/// [`carried`]) by a read that started and returned at `started` and `now`:
 /// done, waiting, or (`Err`) the field to write. The text is taken to be seen from `now`
 /// on and until `started` (the safe ends of the read: see DESIGN-merge.md).
+#[allow(clippy::too_many_arguments)]
 fn examine(
     item: &mut Item,
     current: &str,
+    base: &str,
     run: u64,
     single: bool,
     timing: &Timing,
@@ -577,14 +634,18 @@ fn examine(
     if item.last_seen.as_deref() != Some(current) {
         item.stable_since = now;
         item.last_seen = Some(current.to_string());
+        item.holds = false;
     }
-    let merged = record::merge_in_run(current, &d.part, &d.meta, Some(&d.nodes), run);
-    if merged != *current {
-        item.guard_at = None;
-        return match check_writable(&merged, lowercases) {
-            Ok(()) => Err(merged),
-            Err(e) => Ok(Step::Refused(e.into())),
-        };
+    if !(item.holds && base == current) {
+        let merged = record::merge_in_run(base, &d.part, &d.meta, Some(&d.nodes), run);
+        if merged != *current {
+            item.guard_at = None;
+            return match check_writable(&merged, lowercases) {
+                Ok(()) => Err(merged),
+                Err(e) => Ok(Step::Refused(e.into())),
+            };
+        }
+        item.holds = true;
     }
     let done = || {
         Step::Done(Delivered {
