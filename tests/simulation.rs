@@ -508,7 +508,13 @@ fn scenario(seed: u64, sizes: Option<&[usize]>) -> Scenario {
         let submit = BASE_UNIX + j as u64 * 100_000;
         let start1 = submit + 10;
         let end1 = start1 + 300 + rng.below(10_000);
-        let ended1 = rng.between(secs(0), secs(30));
+        let bench = sizes.is_some();
+        // The bench: every epilog at once, as the completion record arrives.
+        let ended1 = if bench {
+            T::ZERO
+        } else {
+            rng.between(secs(0), secs(30))
+        };
         let mut rows = Vec::new();
         // (run start, run end, completion in accounting)
         let mut runs: Vec<(u64, u64, T, bool)> = Vec::new();
@@ -602,7 +608,9 @@ fn scenario(seed: u64, sizes: Option<&[usize]>) -> Scenario {
                         names.clone()
                     },
                 };
-                let at = if old {
+                let at = if bench {
+                    T::ZERO
+                } else if old {
                     rng.between(secs(0), secs(60))
                 } else {
                     ended.saturating_sub(secs(5)) + rng.between(secs(0), secs(20))

@@ -294,6 +294,14 @@ impl Timing {
     pub fn poll(&self) -> Duration {
         (self.settle / 6).clamp(Duration::from_millis(100), Duration::from_secs(1))
     }
+
+    /// The longest a node waits between looks at a field that holds its part but keeps
+    /// changing: a big job's field changes with every node's write, and a node looking
+    /// every [`Timing::poll`] until the last one wrote would cost accounting a read per
+    /// node per poll for the whole spread of the stagger.
+    pub fn max_watch(&self) -> Duration {
+        (self.settle * 2).max(self.poll())
+    }
 }
 
 /// Where the merge protocol gets the time: [`SystemClock`] in the courier, a virtual
@@ -340,6 +348,9 @@ pub struct Item {
     writes: u32,
     reads: u32,
     backoff: Duration,
+    /// How long to wait before looking again at a field that holds the part but keeps
+    /// changing (others still writing): doubles up to [`Timing::max_watch`].
+    watch: Duration,
     /// Why the record is not delivered yet.
     pub last_error: String,
     /// Whether it waits for accounting to know the job's run (not for accounting to
@@ -364,7 +375,9 @@ impl Item {
         Item {
             delivery,
             not_before: now + timing.stagger * rank,
-            deadline: now + timing.give_up,
+            // Counted from the node's turn: in a job of more than give_up / stagger
+            // nodes, the last ones' turns come after that.
+            deadline: now + timing.stagger * rank + timing.give_up,
             last_seen: None,
             holds: false,
             stable_since: now,
@@ -372,6 +385,7 @@ impl Item {
             writes: 0,
             reads: 0,
             backoff: timing.poll(),
+            watch: timing.poll(),
             last_error: String::from("the job is not in accounting yet"),
             waits_for_job: true,
         }
@@ -389,6 +403,7 @@ impl Item {
         self.last_seen = None;
         self.guard_at = None;
         self.backoff = timing.poll();
+        self.watch = timing.poll();
     }
 
     pub fn is_due(&self, now: Instant) -> bool {
@@ -545,6 +560,7 @@ pub fn round_with(
                         item.last_seen = None;
                         item.guard_at = None;
                         item.not_before = now + timing.poll();
+                        item.watch = timing.poll();
                         Step::Wait
                     }
                     Err(e) => {
@@ -658,7 +674,17 @@ fn examine(
         return Ok(done());
     }
     if started.saturating_duration_since(item.stable_since) < timing.settle {
-        item.not_before = now + timing.poll();
+        item.not_before = if item.stable_since == now {
+            // Changed, with the part in: others are still writing. Look less and less
+            // often (a part dropped meanwhile is merged back at the next look; only
+            // settling decides when the part is done, however seldom it looks).
+            let at = now + item.watch;
+            item.watch = (item.watch * 2).min(timing.max_watch());
+            at
+        } else {
+            // Unchanged: look again once it may have settled.
+            (item.stable_since + timing.settle).max(now + timing.poll())
+        };
         return Ok(Step::Wait);
     }
     match item.guard_at {
