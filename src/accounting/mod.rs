@@ -937,6 +937,71 @@ mod tests {
     }
 
     #[test]
+    fn a_requeued_runs_parts_settled_in_its_own_row_are_carried_to_the_latest() {
+        let nodes = ["a", "b", "c"];
+        let row = |submit: u64, state: &str, start: u64, end: Option<u64>, value: String| Row {
+            id: "9".into(),
+            state: state.into(),
+            ended: end.is_some(),
+            submit,
+            start: Some(start),
+            end,
+            value,
+        };
+        let d = |n: &str, wh: f64| delivery(n, wh, &nodes);
+        let mut own = String::from("site");
+        for (n, wh) in [("a", 1.0), ("b", 2.0)] {
+            let x = d(n, wh);
+            own = record::merge_in_run(&own, &x.part, &x.meta, Some(&x.nodes), 0);
+        }
+        // Run 0 was requeued; run 1's row is the latest and has none of run 0's parts.
+        let rows = JobRows {
+            runs: vec![
+                row(0, "REQUEUED", 0, Some(3), own.clone()),
+                row(3, "RUNNING", 30, None, "x".into()),
+            ],
+            selects_others: false,
+        };
+        let c = d("c", 4.0);
+        let base = carried(&rows, "x", 0, &c);
+        let seg = record::find_run(&base, 0).unwrap();
+        assert_eq!(seg.parts.keys().collect::<Vec<_>>(), ["a", "b"]);
+        assert!(base.starts_with("x "), "{base}");
+        // The latest row already has part of run 0 (c's): a is merged in (b, the node
+        // delivering, merges its own part after).
+        let latest = record::merge_in_run("x", &c.part, &c.meta, Some(&c.nodes), 0);
+        let base = carried(&rows, &latest, 0, &d("b", 2.0));
+        let seg = record::parse_all(&base);
+        assert_eq!(seg.len(), 1);
+        assert_eq!(seg[0].1.parts.keys().collect::<Vec<_>>(), ["a", "c"]);
+        assert_eq!(seg[0].1.gpu_wh(), 5.0);
+        // Another run's segment is not carried; neither is anything when the latest row
+        // is the run's own.
+        assert_eq!(carried(&rows, "x", 30, &c), "x");
+        let alone = JobRows {
+            runs: vec![rows.runs[0].clone()],
+            selects_others: false,
+        };
+        assert_eq!(carried(&alone, &own, 0, &c), own);
+    }
+
+    #[test]
+    fn give_up_counts_from_the_nodes_turn() {
+        let t = Timing {
+            stagger: Duration::from_millis(400),
+            give_up: Duration::from_secs(300),
+            ..timing()
+        };
+        let names: Vec<String> = (0..1000).map(|i| format!("n{i}")).collect();
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let now = Instant::now();
+        let item = Item::new_at(delivery("n999", 1.0, &refs), &t, now);
+        // Its turn comes after 399.6 s, past give_up: it still gets give_up from then.
+        assert!(item.not_before - now > t.give_up);
+        assert_eq!(item.deadline - item.not_before, t.give_up);
+    }
+
+    #[test]
     fn one_round_reads_every_due_record_at_once() {
         struct Count {
             reads: RefCell<Vec<Vec<u32>>>,
