@@ -516,7 +516,11 @@ pub fn round_with(
                         Target::Write { id, value, run } => {
                             item.backoff = timing.poll();
                             let base = carried(job_rows, &value, run, &item.delivery);
-                            let single = item.delivery.nodes.len() <= 1 && job_rows.runs.len() <= 1;
+                            // A requeued run's row will be shared with the next run's
+                            // writers (its row becomes the latest): not a lone writer.
+                            let single = item.delivery.nodes.len() <= 1
+                                && job_rows.runs.len() <= 1
+                                && job_rows.runs.iter().all(|r| r.state != "REQUEUED");
                             let read = (read_started, read_at);
                             match examine(
                                 item, &value, &base, run, single, timing, lowercases, read,
