@@ -372,12 +372,14 @@ impl Item {
             .iter()
             .position(|n| *n == delivery.part.node)
             .unwrap_or(0) as u32;
+        let spread = timing.stagger * u32::try_from(delivery.nodes.len()).unwrap_or(u32::MAX);
         Item {
             delivery,
             not_before: now + timing.stagger * rank,
-            // Counted from the node's turn: in a job of more than give_up / stagger
-            // nodes, the last ones' turns come after that.
-            deadline: now + timing.stagger * rank + timing.give_up,
+            // Counted from the last node's turn: in a job of more than give_up / stagger
+            // nodes, the last turns come after that, and every node watches the field
+            // change until the last one wrote.
+            deadline: now + spread + timing.give_up,
             last_seen: None,
             holds: false,
             stable_since: now,
@@ -990,7 +992,7 @@ mod tests {
     }
 
     #[test]
-    fn give_up_counts_from_the_nodes_turn() {
+    fn give_up_counts_from_the_last_nodes_turn() {
         let t = Timing {
             stagger: Duration::from_millis(400),
             give_up: Duration::from_secs(300),
@@ -999,10 +1001,14 @@ mod tests {
         let names: Vec<String> = (0..1000).map(|i| format!("n{i}")).collect();
         let refs: Vec<&str> = names.iter().map(String::as_str).collect();
         let now = Instant::now();
-        let item = Item::new_at(delivery("n999", 1.0, &refs), &t, now);
+        let last = Item::new_at(delivery("n999", 1.0, &refs), &t, now);
         // Its turn comes after 399.6 s, past give_up: it still gets give_up from then.
-        assert!(item.not_before - now > t.give_up);
-        assert_eq!(item.deadline - item.not_before, t.give_up);
+        assert!(last.not_before - now > t.give_up);
+        assert!(last.deadline - last.not_before >= t.give_up);
+        // The first node watches the field until the last one wrote, and then some.
+        let first = Item::new_at(delivery("n0", 1.0, &refs), &t, now);
+        assert_eq!(first.not_before, now);
+        assert!(first.deadline >= last.not_before + t.give_up);
     }
 
     #[test]
