@@ -2,9 +2,11 @@
 //! code) against a simulated slurmdbd, in virtual time, single-threaded, fully
 //! determined by a seed. See DESIGN-merge.md for the fault model it draws from.
 //!
-//! `cargo test --test simulation` runs `SEEDS` seeds; `SIM_SEED=N` runs one seed (and
-//! prints its trace summary), `SIM_SEEDS=N` runs N seeds. The benchmark of item 3 of
-//! issue 8 is the ignored test `bench` (`SIM_BENCH_NODES=4,16,64` picks the sizes).
+//! `cargo test --test simulation` runs `SEEDS` seeds; `SIM_SEED=N` runs one seed,
+//! `SIM_SEEDS=N` runs seeds 0..N, `SIM_TRACE=1` prints every write, done and crash (add
+//! `-- --nocapture`). The benchmark of item 3 of issue 8 is the ignored test `bench`
+//! (`cargo test --test simulation bench -- --ignored --nocapture`; `SIM_BENCH_NODES=4,16`
+//! picks the sizes, `SIM_STAGGER_MS` and `SIM_GIVE_UP_S` the timing).
 //!
 //! How time works: every node's courier has its own virtual clock. The simulation
 //! always runs the courier whose clock is earliest; a round reads at its start (the
@@ -678,10 +680,14 @@ struct Outcome {
 }
 
 fn timing(stagger_ms: u64) -> Timing {
+    let give_up = std::env::var("SIM_GIVE_UP_S")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(300);
     Timing {
         stagger: ms(stagger_ms),
         settle: ms(3000),
-        give_up: secs(300),
+        give_up: secs(give_up),
         flight: secs(15) + ms(1500),
     }
 }
