@@ -294,6 +294,30 @@ impl Timing {
     pub fn poll(&self) -> Duration {
         (self.settle / 6).clamp(Duration::from_millis(100), Duration::from_secs(1))
     }
+
+    /// The longest a node waits between looks at a field that holds its part but keeps
+    /// changing: a big job's field changes with every node's write, and a node looking
+    /// every [`Timing::poll`] until the last one wrote would cost accounting a read per
+    /// node per poll for the whole spread of the stagger.
+    pub fn max_watch(&self) -> Duration {
+        (self.settle * 2).max(self.poll())
+    }
+}
+
+/// Where the merge protocol gets the time: [`SystemClock`] in the courier, a virtual
+/// clock in the simulation (`tests/simulation.rs`), so that [`round_with`] never reads
+/// the time itself.
+pub trait Clock {
+    fn now(&self) -> Instant;
+}
+
+/// The real monotonic clock.
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
 }
 
 /// The longest a record whose job is not (yet) in accounting waits between reads.
@@ -315,12 +339,18 @@ pub struct Item {
     /// Given up on after this.
     pub deadline: Instant,
     last_seen: Option<String>,
+    /// Whether `last_seen` is known to hold the part (merging it in changed nothing), so
+    /// that polling an unchanged field does not merge again.
+    holds: bool,
     stable_since: Instant,
     /// When the settled part is checked the last time (see [`Timing::flight`]).
     guard_at: Option<Instant>,
     writes: u32,
     reads: u32,
     backoff: Duration,
+    /// How long to wait before looking again at a field that holds the part but keeps
+    /// changing (others still writing): doubles up to [`Timing::max_watch`].
+    watch: Duration,
     /// Why the record is not delivered yet.
     pub last_error: String,
     /// Whether it waits for accounting to know the job's run (not for accounting to
@@ -332,22 +362,32 @@ impl Item {
     /// A record whose delivery starts now, after its node's stagger (its rank in the
     /// job's node list).
     pub fn new(delivery: Delivery, timing: &Timing) -> Item {
-        let now = Instant::now();
+        Item::new_at(delivery, timing, Instant::now())
+    }
+
+    /// [`Item::new`] at time `now`.
+    pub fn new_at(delivery: Delivery, timing: &Timing, now: Instant) -> Item {
         let rank = delivery
             .nodes
             .iter()
             .position(|n| *n == delivery.part.node)
             .unwrap_or(0) as u32;
+        let spread = timing.stagger * u32::try_from(delivery.nodes.len()).unwrap_or(u32::MAX);
         Item {
             delivery,
             not_before: now + timing.stagger * rank,
-            deadline: now + timing.give_up,
+            // Counted from the last node's turn: in a job of more than give_up / stagger
+            // nodes, the last turns come after that, and every node watches the field
+            // change until the last one wrote.
+            deadline: now + spread + timing.give_up,
             last_seen: None,
+            holds: false,
             stable_since: now,
             guard_at: None,
             writes: 0,
             reads: 0,
             backoff: timing.poll(),
+            watch: timing.poll(),
             last_error: String::from("the job is not in accounting yet"),
             waits_for_job: true,
         }
@@ -355,31 +395,36 @@ impl Item {
 
     /// Starts over (a retry after giving up): due now, a new deadline.
     pub fn restart(&mut self, timing: &Timing) {
-        let now = Instant::now();
+        self.restart_at(timing, Instant::now())
+    }
+
+    /// [`Item::restart`] at time `now`.
+    pub fn restart_at(&mut self, timing: &Timing, now: Instant) {
         self.not_before = now;
         self.deadline = now + timing.give_up;
         self.last_seen = None;
         self.guard_at = None;
         self.backoff = timing.poll();
+        self.watch = timing.poll();
     }
 
     pub fn is_due(&self, now: Instant) -> bool {
         self.not_before <= now
     }
 
-    fn failed(&mut self, e: String) {
+    fn failed(&mut self, e: String, now: Instant) {
         self.last_error = e;
         self.waits_for_job = false;
-        self.not_before = Instant::now() + self.backoff;
+        self.not_before = now + self.backoff;
         self.backoff = (self.backoff * 2).min(Duration::from_secs(30));
     }
 
     /// Accounting answered, but does not have the job's run (ended) yet: read again
     /// later, less and less often, so that a job that never ends there costs little.
-    fn wait_for_job(&mut self, why: String, timing: &Timing) {
+    fn wait_for_job(&mut self, why: String, timing: &Timing, now: Instant) {
         self.last_error = why;
         self.waits_for_job = true;
-        self.not_before = Instant::now() + self.backoff;
+        self.not_before = now + self.backoff;
         self.backoff = (self.backoff * 2).clamp(timing.poll(), MAX_WAIT);
     }
 }
@@ -410,7 +455,18 @@ pub fn round(
     timing: &Timing,
     lowercases: bool,
 ) -> Vec<Step> {
-    let now = Instant::now();
+    round_with(acct, &SystemClock, items, timing, lowercases)
+}
+
+/// [`round`] with the time taken from `clock` (it reads no other).
+pub fn round_with(
+    acct: &dyn Accounting,
+    clock: &dyn Clock,
+    items: &mut [&mut Item],
+    timing: &Timing,
+    lowercases: bool,
+) -> Vec<Step> {
+    let now = clock.now();
     let mut steps: Vec<Step> = items.iter().map(|_| Step::Wait).collect();
     for field in [Field::System, Field::Admin, Field::Job] {
         let mut due: Vec<usize> = (0..items.len())
@@ -423,8 +479,12 @@ pub fn round(
         let mut jobs: Vec<u32> = due.iter().map(|&i| items[i].delivery.job).collect();
         jobs.sort_unstable();
         jobs.dedup();
+        // The field's text is as of some moment during the read: at the earliest when it
+        // started (how old a write's basis may be), at the latest when it returned (since
+        // when the text has been seen).
+        let read_started = clock.now();
         let rows = acct.read(&jobs, field);
-        let read_at = Instant::now();
+        let read_at = clock.now();
         // Merge first, then write every field that lacks its part.
         let mut writes: Vec<(usize, String, String, bool)> = Vec::new();
         for i in due {
@@ -440,25 +500,33 @@ pub fn round(
             };
             steps[i] = match job_rows {
                 Err(e) => {
-                    item.failed(e);
+                    item.failed(e, read_at);
                     Step::Wait
                 }
                 Ok(None) => {
-                    item.wait_for_job("the job is not in accounting yet".into(), timing);
+                    item.wait_for_job("the job is not in accounting yet".into(), timing, read_at);
                     Step::Wait
                 }
                 Ok(Some(job_rows)) => {
                     let system = field == Field::System;
                     match rows::target(job_rows, item.delivery.part.start, system) {
                         Target::Wait(why) => {
-                            item.wait_for_job(why, timing);
+                            item.wait_for_job(why, timing, read_at);
                             Step::Wait
                         }
                         Target::Refuse(why) => Step::Refused(AcctError::NoRow(why)),
                         Target::Write { id, value, run } => {
                             item.backoff = timing.poll();
-                            let single = item.delivery.nodes.len() <= 1 && job_rows.runs.len() <= 1;
-                            match examine(item, &value, run, single, timing, lowercases) {
+                            let base = carried(job_rows, &value, run, &item.delivery);
+                            // A requeued run's row will be shared with the next run's
+                            // writers (its row becomes the latest): not a lone writer.
+                            let single = item.delivery.nodes.len() <= 1
+                                && job_rows.runs.len() <= 1
+                                && job_rows.runs.iter().all(|r| r.state != "REQUEUED");
+                            let read = (read_started, read_at);
+                            match examine(
+                                item, &value, &base, run, single, timing, lowercases, read,
+                            ) {
                                 Ok(step) => step,
                                 Err(merged) => {
                                     writes.push((i, id, merged, single));
@@ -471,10 +539,11 @@ pub fn round(
             };
         }
         for batch in writes.chunks(PARALLEL_WRITES) {
-            if read_at.elapsed() >= timing.settle / 2 {
+            let now = clock.now();
+            if now.saturating_duration_since(read_started) >= timing.settle / 2 {
                 // The read is too old to write from: read again first (next round).
                 for (i, ..) in batch {
-                    items[*i].not_before = Instant::now();
+                    items[*i].not_before = now;
                 }
                 continue;
             }
@@ -483,6 +552,7 @@ pub fn round(
                 .map(|(_, id, v, _)| (id.as_str(), v.as_str()))
                 .collect();
             let results = acct.write_all(&requests, field);
+            let now = clock.now();
             for ((i, _, merged, single), result) in batch.iter().zip(results) {
                 let item = &mut items[*i];
                 steps[*i] = match result {
@@ -495,18 +565,19 @@ pub fn round(
                         item.writes += 1;
                         item.last_seen = None;
                         item.guard_at = None;
-                        item.not_before = Instant::now() + timing.poll();
+                        item.not_before = now + timing.poll();
+                        item.watch = timing.poll();
                         Step::Wait
                     }
                     Err(e) => {
-                        item.failed(e.to_string());
+                        item.failed(e.to_string(), now);
                         Step::Wait
                     }
                 };
             }
         }
     }
-    let now = Instant::now();
+    let now = clock.now();
     for (item, step) in items.iter().zip(steps.iter_mut()) {
         if matches!(step, Step::Wait) && item.reads > 0 && now > item.deadline {
             *step = Step::GaveUp(AcctError::GaveUp {
@@ -518,28 +589,85 @@ pub fn round(
     steps
 }
 
+/// The latest row's `value` with the parts of run `run` that the job's earlier rows hold
+/// and it lacks: a requeued run's parts go to its own row while that is the job's latest,
+/// and to the latest row (which sacctmgr addresses from then on) once the next run's row
+/// is in; a part that settled in the run's own row before that is carried over by the
+/// run's nodes that write after, so that the run's segment in the latest row is whole.
+fn carried(job_rows: &JobRows, value: &str, run: u64, d: &Delivery) -> String {
+    let Some(latest) = job_rows.latest() else {
+        return value.to_string();
+    };
+    let mut base = value.to_string();
+    for row in &job_rows.runs {
+        if std::ptr::eq(row, latest)
+            || row.id != latest.id
+            || !row.value.contains(&format!(" run={run}"))
+        {
+            continue;
+        }
+        let Some(found) = record::find_run(&row.value, run) else {
+            continue;
+        };
+        let Some(have) = record::find_run(&base, run) else {
+            // The latest row has none of the run yet: the segment as it stands.
+            let segment = &row.value[found.start..found.end];
+            base = if base.is_empty() {
+                segment.to_string()
+            } else {
+                format!("{base} {segment}")
+            };
+            continue;
+        };
+        let meta = match (found.intensity, found.pue) {
+            (Some(intensity), Some(pue)) => Meta {
+                intensity: crate::units::GramsPerKwh(intensity),
+                pue,
+                expected_nodes: found.expected_nodes.unwrap_or(0).max(d.meta.expected_nodes),
+            },
+            _ => d.meta,
+        };
+        for part in found.parts.values() {
+            if part.node != d.part.node && !have.parts.contains_key(&part.node) {
+                base = record::merge_in_run(&base, part, &meta, Some(&d.nodes), run);
+            }
+        }
+    }
+    base
+}
+
 /// The merge protocol's step for one record whose row was read (`current`, to hold the
-/// segment of run `run`): done, waiting, or (`Err`) the field to write.
+/// segment of run `run`; `base`: `current` with what the run's earlier rows add, see
+/// [`carried`]) by a read that started and returned at `started` and `now`:
+/// done, waiting, or (`Err`) the field to write. The text is taken to be seen from `now`
+/// on and until `started` (the safe ends of the read: see DESIGN-merge.md).
+#[allow(clippy::too_many_arguments)]
 fn examine(
     item: &mut Item,
     current: &str,
+    base: &str,
     run: u64,
     single: bool,
     timing: &Timing,
     lowercases: bool,
+    (started, now): (Instant, Instant),
 ) -> Result<Step, String> {
     let d = &item.delivery;
     if item.last_seen.as_deref() != Some(current) {
-        item.stable_since = Instant::now();
+        item.stable_since = now;
         item.last_seen = Some(current.to_string());
+        item.holds = false;
     }
-    let merged = record::merge_in_run(current, &d.part, &d.meta, Some(&d.nodes), run);
-    if merged != *current {
-        item.guard_at = None;
-        return match check_writable(&merged, lowercases) {
-            Ok(()) => Err(merged),
-            Err(e) => Ok(Step::Refused(e.into())),
-        };
+    if !(item.holds && base == current) {
+        let merged = record::merge_in_run(base, &d.part, &d.meta, Some(&d.nodes), run);
+        if merged != *current {
+            item.guard_at = None;
+            return match check_writable(&merged, lowercases) {
+                Ok(()) => Err(merged),
+                Err(e) => Ok(Step::Refused(e.into())),
+            };
+        }
+        item.holds = true;
     }
     let done = || {
         Step::Done(Delivered {
@@ -551,19 +679,29 @@ fn examine(
     if single {
         return Ok(done());
     }
-    if item.stable_since.elapsed() < timing.settle {
-        item.not_before = Instant::now() + timing.poll();
+    if started.saturating_duration_since(item.stable_since) < timing.settle {
+        item.not_before = if item.stable_since == now {
+            // Changed, with the part in: others are still writing. Look less and less
+            // often (a part dropped meanwhile is merged back at the next look; only
+            // settling decides when the part is done, however seldom it looks).
+            let at = now + item.watch;
+            item.watch = (item.watch * 2).min(timing.max_watch());
+            at
+        } else {
+            // Unchanged: look again once it may have settled.
+            (item.stable_since + timing.settle).max(now + timing.poll())
+        };
         return Ok(Step::Wait);
     }
     match item.guard_at {
-        Some(at) if Instant::now() >= at => Ok(done()),
+        Some(at) if started >= at => Ok(done()),
         Some(at) => {
             item.not_before = at;
             Ok(Step::Wait)
         }
         None => {
             // Settled: one more look once any write based on an older read has landed.
-            let at = Instant::now() + timing.flight;
+            let at = now + timing.flight;
             item.guard_at = Some(at);
             item.not_before = at;
             Ok(Step::Wait)
@@ -802,6 +940,75 @@ mod tests {
             assert_eq!(seg.parts.len(), 5, "round {round}: {:?}", seg.parts.keys());
             assert_eq!(seg.gpu_wh(), 15.0);
         }
+    }
+
+    #[test]
+    fn a_requeued_runs_parts_settled_in_its_own_row_are_carried_to_the_latest() {
+        let nodes = ["a", "b", "c"];
+        let row = |submit: u64, state: &str, start: u64, end: Option<u64>, value: String| Row {
+            id: "9".into(),
+            state: state.into(),
+            ended: end.is_some(),
+            submit,
+            start: Some(start),
+            end,
+            value,
+        };
+        let d = |n: &str, wh: f64| delivery(n, wh, &nodes);
+        let mut own = String::from("site");
+        for (n, wh) in [("a", 1.0), ("b", 2.0)] {
+            let x = d(n, wh);
+            own = record::merge_in_run(&own, &x.part, &x.meta, Some(&x.nodes), 0);
+        }
+        // Run 0 was requeued; run 1's row is the latest and has none of run 0's parts.
+        let rows = JobRows {
+            runs: vec![
+                row(0, "REQUEUED", 0, Some(3), own.clone()),
+                row(3, "RUNNING", 30, None, "x".into()),
+            ],
+            selects_others: false,
+        };
+        let c = d("c", 4.0);
+        let base = carried(&rows, "x", 0, &c);
+        let seg = record::find_run(&base, 0).unwrap();
+        assert_eq!(seg.parts.keys().collect::<Vec<_>>(), ["a", "b"]);
+        assert!(base.starts_with("x "), "{base}");
+        // The latest row already has part of run 0 (c's): a is merged in (b, the node
+        // delivering, merges its own part after).
+        let latest = record::merge_in_run("x", &c.part, &c.meta, Some(&c.nodes), 0);
+        let base = carried(&rows, &latest, 0, &d("b", 2.0));
+        let seg = record::parse_all(&base);
+        assert_eq!(seg.len(), 1);
+        assert_eq!(seg[0].1.parts.keys().collect::<Vec<_>>(), ["a", "c"]);
+        assert_eq!(seg[0].1.gpu_wh(), 5.0);
+        // Another run's segment is not carried; neither is anything when the latest row
+        // is the run's own.
+        assert_eq!(carried(&rows, "x", 30, &c), "x");
+        let alone = JobRows {
+            runs: vec![rows.runs[0].clone()],
+            selects_others: false,
+        };
+        assert_eq!(carried(&alone, &own, 0, &c), own);
+    }
+
+    #[test]
+    fn give_up_counts_from_the_last_nodes_turn() {
+        let t = Timing {
+            stagger: Duration::from_millis(400),
+            give_up: Duration::from_secs(300),
+            ..timing()
+        };
+        let names: Vec<String> = (0..1000).map(|i| format!("n{i}")).collect();
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let now = Instant::now();
+        let last = Item::new_at(delivery("n999", 1.0, &refs), &t, now);
+        // Its turn comes after 399.6 s, past give_up: it still gets give_up from then.
+        assert!(last.not_before - now > t.give_up);
+        assert!(last.deadline - last.not_before >= t.give_up);
+        // The first node watches the field until the last one wrote, and then some.
+        let first = Item::new_at(delivery("n0", 1.0, &refs), &t, now);
+        assert_eq!(first.not_before, now);
+        assert!(first.deadline >= last.not_before + t.give_up);
     }
 
     #[test]
