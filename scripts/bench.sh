@@ -284,12 +284,21 @@ SC_PLUGSTACK="optional $plugin nvml_lib=$fake/libnvidia-ml.so.1 state_dir=$SC_CL
     scripts/cluster.sh start >/dev/null
 
 # --- 9. the merge protocol's simulation -------------------------------------------------------
-SIM_SEEDS=${SIM_SEEDS:-5000} cargo test --release --locked --lib sim -- --include-ignored --nocapture \
+t0=$(date +%s)
+SIM_SEEDS=${SIM_SEEDS:-5000} cargo test --release --locked --test simulation sim_ -- --nocapture \
     >"$out/sim.log" 2>&1 || true
+t1=$(date +%s)
+: >"$out/sim-bench.log"
+for n in ${SIM_BENCH_NODES:-4 16 64 256 1024}; do
+    SIM_BENCH_NODES=$n cargo test --release --locked --test simulation bench -- --ignored --nocapture \
+        >>"$out/sim-bench.log" 2>&1 || true
+done
 {
-    echo "## 9. Deterministic simulation of delivery (SIM_SEEDS=${SIM_SEEDS:-5000})"
+    echo "## 9. Deterministic simulation of delivery (SIM_SEEDS=${SIM_SEEDS:-5000}, $((t1 - t0)) s)"
     echo
-    grep -E "^sim|seeds|nodes" "$out/sim.log" | sed 's/^/    /'
+    grep -E "^test result|seeds|FAILED|SIM_SEED" "$out/sim.log" | sed 's/^/    /'
+    echo
+    grep -vE "^\s*$|Compiling|Finished|Running|running|^test |warning" "$out/sim-bench.log" | sed 's/^/    /'
     echo
 } >>"$res"
 cat "$res"

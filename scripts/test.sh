@@ -39,15 +39,15 @@ SC_PLUGSTACK=$plugstack scripts/cluster.sh start
 
 step "tests"
 # Everything but tests/real_gpu.rs, which needs an NVIDIA GPU (see BENCHMARKS.md),
-# tests/series_cost.rs, a measurement (scripts/bench.sh runs it), and tests/big.rs, which
-# needs 64 nodes (below).
+# tests/series_cost.rs and the simulation's bench, measurements (scripts/bench.sh runs
+# them), and tests/big.rs, which needs 64 nodes (below).
 if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --release --locked --run-ignored all --test-threads 1 --no-fail-fast \
-        -E 'not binary(real_gpu) and not binary(big) and not binary(series_cost)'
+        -E 'not binary(real_gpu) and not binary(big) and not binary(series_cost) and not (binary(simulation) and test(=bench))'
 else
     cargo test --release --locked -- --include-ignored --test-threads 1 --skip idle_gpus_counter \
         --skip sixty_four_node_job --skip epilog_cost_of_a_two_year_series \
-        --skip whole_epilog_with_a_two_year_series
+        --skip whole_epilog_with_a_two_year_series --skip bench
 fi
 
 if ((big_nodes >= 64)); then
