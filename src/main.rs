@@ -412,6 +412,7 @@ fn courier(state: &StateDir, config: &Config, only: Option<&JobKey>, foreground:
     let tools = SlurmTools {
         sacct: config.sacct.clone(),
         sacctmgr: config.sacctmgr.clone(),
+        squeue: config.squeue.clone(),
         timeout: Duration::from_secs(config.write_timeout_s),
     };
     let timing = Timing {

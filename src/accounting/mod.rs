@@ -67,12 +67,23 @@ pub trait Accounting {
             .map(|(id, value)| self.write(id, field, value))
             .collect()
     }
+    /// How slurmctld names each of `jobs` it still knows (`JobIDRaw` -> `N`, `A_T`, `H+O`).
+    /// Accounting can lag behind: for a few seconds after an array's last task ended, sacct
+    /// shows it as plain `N`, before the rows of its other tasks are in, and a write to
+    /// `jobid=N` then changes every task of array N. None known by default.
+    fn ctld_names(
+        &self,
+        _jobs: &[u32],
+    ) -> Result<std::collections::BTreeMap<u32, String>, AcctError> {
+        Ok(Default::default())
+    }
 }
 
 /// Slurm's own tools, run by absolute path with an argument vector and a time limit.
 pub struct SlurmTools {
     pub sacct: PathBuf,
     pub sacctmgr: PathBuf,
+    pub squeue: PathBuf,
     pub timeout: Duration,
 }
 
@@ -227,6 +238,12 @@ impl Accounting for SlurmTools {
             .lines()
             .filter(|l| l.contains(" submitted at "))
             .count();
+        if changed > 1 {
+            log::error!(
+                "sacctmgr jobid={id} changed {changed} rows, not one: {}",
+                stdout.trim().replace('\n', "; ")
+            );
+        }
         if out.status.success() && stdout.contains("Modified") && changed == 1 {
             Ok(())
         } else {
@@ -235,6 +252,45 @@ impl Accounting for SlurmTools {
                 detail: detail(&out),
             })
         }
+    }
+
+    fn ctld_names(
+        &self,
+        jobs: &[u32],
+    ) -> Result<std::collections::BTreeMap<u32, String>, AcctError> {
+        let mut names = std::collections::BTreeMap::new();
+        if jobs.is_empty() {
+            return Ok(names);
+        }
+        let list = jobs
+            .iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        let out = run_tool(
+            &self.squeue,
+            &["-h", "-t", "all", "-j", &list, "-o", "%A|%i"],
+            self.timeout,
+        )?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        if !out.status.success() {
+            // One id that slurmctld no longer knows: "Invalid job id specified".
+            if jobs.len() == 1 && String::from_utf8_lossy(&out.stderr).contains("Invalid job id") {
+                return Ok(names);
+            }
+            return Err(AcctError::Failed {
+                tool: "squeue".into(),
+                detail: detail(&out),
+            });
+        }
+        for line in stdout.lines() {
+            if let Some((raw, id)) = line.trim().split_once('|') {
+                if let Ok(raw) = raw.parse::<u32>() {
+                    names.insert(raw, id.to_string());
+                }
+            }
+        }
+        Ok(names)
     }
 
     /// Up to [`PARALLEL_WRITES`] sacctmgr at a time: each waits about a quarter of a
@@ -537,6 +593,34 @@ pub fn round_with(
                     }
                 }
             };
+        }
+        // A plain `jobid=N` also selects every task of array N and every component of
+        // het job N: write by it only when slurmctld (while it knows the job) names it so
+        // too, not `N_T` or `N+O` that accounting has not caught up with yet.
+        let plain: Vec<u32> = writes
+            .iter()
+            .filter(|(_, id, ..)| !id.contains(['_', '+']))
+            .map(|(i, ..)| items[*i].delivery.job)
+            .collect();
+        if !plain.is_empty() {
+            let names = acct.ctld_names(&plain);
+            writes.retain(|(i, id, ..)| {
+                if id.contains(['_', '+']) {
+                    return true;
+                }
+                let job = items[*i].delivery.job;
+                let why = match &names {
+                    Ok(names) => match names.get(&job) {
+                        Some(name) if name != id => format!(
+                            "slurmctld names job {job} `{name}`, accounting still `{id}`: waiting for accounting"
+                        ),
+                        _ => return true,
+                    },
+                    Err(e) => format!("cannot ask slurmctld how it names job {job}: {e}"),
+                };
+                items[*i].wait_for_job(why, timing, read_at);
+                false
+            });
         }
         for batch in writes.chunks(PARALLEL_WRITES) {
             let now = clock.now();
@@ -1009,6 +1093,53 @@ mod tests {
         let first = Item::new_at(delivery("n0", 1.0, &refs), &t, now);
         assert_eq!(first.not_before, now);
         assert!(first.deadline >= last.not_before + t.give_up);
+    }
+
+    /// Accounting that shows job 9 as plain `9` (it has not caught up) while slurmctld
+    /// names it `9_4`, an array task: a write to `jobid=9` would change the whole array.
+    #[test]
+    fn a_plain_id_is_not_written_while_slurmctld_names_an_array_task() {
+        struct Lagging {
+            ctld: RefCell<Option<String>>,
+            writes: RefCell<Vec<String>>,
+        }
+        impl Accounting for Lagging {
+            fn read(&self, jobs: &[u32], _: Field) -> Result<Rows, AcctError> {
+                Ok(rows(jobs, Some(String::new())))
+            }
+            fn write(&self, id: &str, _: Field, _: &str) -> Result<(), AcctError> {
+                self.writes.borrow_mut().push(id.to_string());
+                Ok(())
+            }
+            fn ctld_names(
+                &self,
+                jobs: &[u32],
+            ) -> Result<std::collections::BTreeMap<u32, String>, AcctError> {
+                Ok(jobs
+                    .iter()
+                    .filter_map(|&j| Some((j, self.ctld.borrow().clone()?)))
+                    .collect())
+            }
+        }
+        let acct = Lagging {
+            ctld: RefCell::new(Some("9_4".into())),
+            writes: RefCell::new(vec![]),
+        };
+        let mut item = Item::new(delivery("n1", 1.0, &["n1"]), &timing());
+        let steps = round(&acct, &mut [&mut item], &timing(), true);
+        assert!(matches!(steps[0], Step::Wait));
+        assert!(
+            acct.writes.borrow().is_empty(),
+            "wrote {:?}",
+            acct.writes.borrow()
+        );
+        assert!(item.last_error.contains("9_4"), "{}", item.last_error);
+        // slurmctld agrees (or has forgotten the job): the write goes.
+        *acct.ctld.borrow_mut() = None;
+        item.not_before = Instant::now();
+        let steps = round(&acct, &mut [&mut item], &timing(), true);
+        assert!(matches!(steps[0], Step::Done(_)), "{steps:?}");
+        assert_eq!(*acct.writes.borrow(), ["9"]);
     }
 
     #[test]
