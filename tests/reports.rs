@@ -298,11 +298,12 @@ fn embodied_emissions_are_their_own_number() {
         0.01,
     );
     // Operational CO2e is untouched by it.
-    assert_close(
-        "co2e",
-        rec.num("co2e_g"),
-        rec.num("gpu_wh") / 1000.0 * 1.2 * 400.0,
-        0.002,
+    let g_per_wh = 1.2 * 400.0 / 1000.0;
+    let want = rec.num("gpu_wh") * g_per_wh;
+    assert!(
+        (rec.num("co2e_g") - want).abs() <= 0.00005 + 0.00005 * g_per_wh + 1e-9,
+        "co2e: got {}, want {want} (both rounded to 4 decimals)",
+        rec.num("co2e_g")
     );
     let human = report(&["-j", &job.to_string()], &[]);
     assert!(
