@@ -1,26 +1,20 @@
 //! `spank-carbon`: the sampler the plugin starts, record delivery, and tools.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::fs::OpenOptions;
-use std::io::Read;
-use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 
+mod courier;
 mod fairshare_cli;
 mod measure;
 mod pending_cli;
 mod report_cli;
+mod sample_cli;
 
-use spank_carbon::accounting::{self, AcctError, Item, SlurmTools, Step, Timing};
 use spank_carbon::config::Config;
-use spank_carbon::gpu::NvmlHost;
-use spank_carbon::logging::{self, chain};
-use spank_carbon::sampler::{self, SamplerOptions, Stop};
-use spank_carbon::state::{self, JobKey, StateDir};
+use spank_carbon::logging::{self};
+use spank_carbon::state::{JobKey, StateDir};
 
 #[derive(Parser)]
 #[command(
@@ -161,7 +155,7 @@ enum Cmd {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Cmd::Sample { key, minors, args } => sample(&key, &minors, &args),
+        Cmd::Sample { key, minors, args } => sample_cli::sample(&key, &minors, &args),
         Cmd::Deliver {
             key,
             foreground,
@@ -233,7 +227,7 @@ fn main() -> ExitCode {
 
 /// The configuration of the node slurmd names in SLURMD_NODENAME (the sampler and the
 /// courier the plugin starts get it), for `%n` in state_dir.
-fn config_or_exit(args: &[String]) -> Result<Config, ExitCode> {
+pub(crate) fn config_or_exit(args: &[String]) -> Result<Config, ExitCode> {
     config_on(args, std::env::var("SLURMD_NODENAME").ok())
 }
 
@@ -257,340 +251,12 @@ fn operator_node(flag: Option<&str>) -> Option<String> {
 }
 
 /// Logs of the detached processes go to `<state_dir>/spank-carbon.log`.
-fn log_to_state_dir(config: &Config) {
+pub(crate) fn log_to_state_dir(config: &Config) {
     let path = config.state_dir.join(spank_carbon::retention::LOG_NAME);
     match spank_carbon::retention::LogFile::open(&path) {
         Ok(f) => logging::init_writer(Box::new(f), log::LevelFilter::Info),
         Err(_) => logging::init_writer(Box::new(std::io::stderr()), log::LevelFilter::Info),
     }
-}
-
-/// Stops on SIGTERM/SIGINT (through a self-pipe, so waiting costs no wake-ups) or when
-/// the job's state directory disappears.
-struct SignalStop {
-    pipe: UnixStream,
-    job_dir: PathBuf,
-}
-
-impl Stop for SignalStop {
-    fn wait(&self, timeout: Duration) -> bool {
-        let _ = self
-            .pipe
-            .set_read_timeout(Some(timeout.max(Duration::from_millis(1))));
-        let mut buf = [0u8; 16];
-        if matches!((&self.pipe).read(&mut buf), Ok(n) if n > 0) {
-            return true;
-        }
-        !self.job_dir.is_dir()
-    }
-}
-
-fn sample(key: &str, minors: &[u32], args: &[String]) -> ExitCode {
-    // First of all, so that an early SIGTERM from the epilog is not lost.
-    let (reader, writer) = match UnixStream::pair() {
-        Ok(p) => p,
-        Err(_) => return ExitCode::FAILURE,
-    };
-    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        if signal_hook::low_level::pipe::register(sig, writer.try_clone().expect("clone")).is_err()
-        {
-            return ExitCode::FAILURE;
-        }
-    }
-    let config = match config_or_exit(args) {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
-    log_to_state_dir(&config);
-    let key = match JobKey::parse(key) {
-        Ok(k) => k,
-        Err(e) => {
-            log::error!("sampler: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let state = match StateDir::existing(&config.state_dir) {
-        Ok(Some(state)) => state,
-        Ok(None) => {
-            log::error!(
-                "job {key}: sampler: no state directory {}",
-                config.state_dir.display()
-            );
-            return ExitCode::FAILURE;
-        }
-        Err(e) => {
-            log::error!("job {key}: sampler: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let job_dir = state.job_dir(&key);
-    let host = match NvmlHost::open(config.nvml_lib.as_deref()) {
-        Ok(h) => h,
-        Err(e) => {
-            let why = chain(&e);
-            log::error!("job {key}: no measurement on this node: {why}");
-            // For the epilog to report in slurmd's log.
-            let _ = state::write_atomic(&job_dir.join("sampler.error"), why.as_bytes());
-            return ExitCode::FAILURE;
-        }
-    };
-    let squeue = config.squeue.clone();
-    let job_s = key.job.to_string();
-    let job_alive = move || job_still_running(&squeue, &job_s);
-    let opts = SamplerOptions {
-        job: key.job,
-        node: key.node.clone(),
-        interval: config.sample_interval(),
-        checkpoint_every: Duration::from_secs(config.checkpoint_s),
-        max_runtime: Duration::from_secs(config.max_job_s),
-        job_alive: Some(&job_alive),
-        liveness_every: Duration::from_secs(config.liveness_s),
-    };
-    let stop = SignalStop {
-        pipe: reader,
-        job_dir: job_dir.clone(),
-    };
-    match sampler::run(
-        &host,
-        minors,
-        &opts,
-        &stop,
-        Some(&job_dir.join("sampler.json")),
-    ) {
-        Ok(end) if end.stop_reason.as_deref() == Some(sampler::ORPHANED) => {
-            log::warn!(
-                "job {key}: {}; sampler stopped, measurement kept as a local record only",
-                sampler::ORPHANED
-            );
-            if let Err(e) = spank_carbon::job::finish_orphan(&config, &state, &key, &end) {
-                log::error!("job {key}: {}", chain(&e));
-            }
-            ExitCode::SUCCESS
-        }
-        Ok(_) => ExitCode::SUCCESS,
-        Err(e) => {
-            log::error!("job {key}: sampler: {}", chain(&e));
-            ExitCode::FAILURE
-        }
-    }
-}
-
-/// Whether Slurm still lists the job as active. An unanswered question counts as yes:
-/// the sampler never stops on uncertainty.
-fn job_still_running(squeue: &std::path::Path, job: &str) -> bool {
-    let out = match accounting::run_tool(
-        &squeue.to_path_buf(),
-        &["-h", "-t", "all", "-j", job, "-o", "%T"],
-        Duration::from_secs(20),
-    ) {
-        Ok(out) => out,
-        Err(_) => return true,
-    };
-    let text = String::from_utf8_lossy(&out.stdout);
-    if !out.status.success() {
-        // "Invalid job id specified": slurmctld no longer knows the job.
-        return !String::from_utf8_lossy(&out.stderr).contains("Invalid job id");
-    }
-    let state = text.trim();
-    !(state.is_empty() || accounting::ENDED.contains(&state))
-}
-
-/// How long a courier with nothing left to deliver stays for the next record.
-const COURIER_LINGER: Duration = Duration::from_secs(10);
-
-/// The most records one round of a courier reads and writes.
-const ROUND_MAX: usize = 200;
-
-/// The node's courier: delivers every pending record of the state directory (or only
-/// `only`) in rounds, one sacct read for all the records due in a round, until none is
-/// left. In the background (started by an epilog) it is the node's only courier (a
-/// lock in the state directory decides), picks up records that later epilogs leave, and
-/// keeps retrying those it gave up on every `retry_s`; in the foreground (the operator's
-/// `spank-carbon deliver`) it stops when each record is delivered or given up on.
-/// Returns the number of records not delivered.
-fn courier(state: &StateDir, config: &Config, only: Option<&JobKey>, foreground: bool) -> usize {
-    let tools = SlurmTools {
-        sacct: config.sacct.clone(),
-        sacctmgr: config.sacctmgr.clone(),
-        squeue: config.squeue.clone(),
-        timeout: Duration::from_secs(config.write_timeout_s),
-    };
-    let timing = Timing {
-        stagger: Duration::from_millis(config.stagger_ms),
-        settle: Duration::from_millis(config.settle_ms),
-        give_up: Duration::from_secs(config.deliver_timeout_s),
-        flight: Duration::from_secs(config.write_timeout_s)
-            + Duration::from_millis(config.settle_ms / 2),
-    };
-    let retry = Duration::from_secs(config.retry_s);
-    let mut lock = None;
-    if !foreground {
-        lock = spank_carbon::job::try_courier_lock(state);
-        if lock.is_none() {
-            return 0; // the node's courier runs and will pick the records up
-        }
-    }
-    let mut items: BTreeMap<JobKey, Item> = BTreeMap::new();
-    // Records only a change of the field's content can help, and unreadable files.
-    let mut stuck: BTreeSet<JobKey> = BTreeSet::new();
-    // Records given up on, waiting `retry_s` for their next try.
-    let mut given_up: BTreeSet<JobKey> = BTreeSet::new();
-    let mut failed = 0;
-    let mut idle_since = Instant::now();
-    loop {
-        spank_carbon::retention::maybe_sweep(state, config, std::time::SystemTime::now());
-        // `--key <job>.<node>` names every run's record of that job on this node;
-        // `<job>.<node>@<run>` one of them.
-        let keys: BTreeSet<JobKey> = state
-            .pending_keys()
-            .into_iter()
-            .filter(|k| {
-                only.map_or(true, |o| {
-                    o.job == k.job && o.node == k.node && o.run.map_or(true, |r| k.run == Some(r))
-                })
-            })
-            .collect();
-        items.retain(|k, _| keys.contains(k));
-        given_up.retain(|k| keys.contains(k));
-        for key in keys {
-            if items.contains_key(&key) || stuck.contains(&key) {
-                continue;
-            }
-            match state::load_pending(state, &key) {
-                Ok(Some(d)) => {
-                    items.insert(key, Item::new(d, &timing));
-                }
-                Ok(None) => {} // delivered meanwhile
-                Err(e) => {
-                    log::error!("job {key}: not delivered: {}", chain(&e));
-                    stuck.insert(key);
-                    failed += 1;
-                }
-            }
-        }
-        if items.is_empty() {
-            if foreground {
-                return failed;
-            }
-            if idle_since.elapsed() < COURIER_LINGER {
-                std::thread::sleep(Duration::from_millis(500));
-                continue;
-            }
-            // Leave, unless a record arrived after the last look: the epilog that left
-            // it saw the lock held and counted on this courier.
-            drop(lock.take());
-            let fresh = state.pending_keys().iter().any(|k| !stuck.contains(k));
-            if fresh {
-                lock = spank_carbon::job::try_courier_lock(state);
-                if lock.is_some() {
-                    idle_since = Instant::now();
-                    continue;
-                }
-            }
-            log::info!("courier: nothing left to deliver");
-            return failed;
-        }
-        idle_since = Instant::now();
-        let now = Instant::now();
-        // Claim the due records' files, so that an operator's `spank-carbon deliver`
-        // and this courier never work on one record at once.
-        // A round takes at most ROUND_MAX records, oldest due first, to keep its read
-        // and writes short; the others stay due for the next round.
-        let mut claims = Vec::new();
-        let mut due: Vec<(&JobKey, &mut Item)> =
-            items.iter_mut().filter(|(_, i)| i.is_due(now)).collect();
-        due.sort_by_key(|(_, i)| i.not_before);
-        for (key, item) in due {
-            match (claims.len() < ROUND_MAX)
-                .then(|| claim(&state.pending_path(key)))
-                .flatten()
-            {
-                Some(file) => claims.push(file),
-                None => item.not_before = now + timing.poll(),
-            }
-        }
-        let keys: Vec<JobKey> = items.keys().cloned().collect();
-        let steps = {
-            let mut refs: Vec<&mut Item> = items.values_mut().collect();
-            accounting::round(
-                &tools,
-                &mut refs,
-                &timing,
-                spank_carbon::SACCTMGR_LOWERCASES,
-            )
-        };
-        let mut delivered_any = false;
-        for (key, step) in keys.into_iter().zip(steps) {
-            let path = state.pending_path(&key);
-            match step {
-                Step::Wait => {}
-                Step::Done(done) => {
-                    let _ = std::fs::remove_file(&path);
-                    state::clear_stuck(state, &key);
-                    if let Some(item) = items.remove(&key) {
-                        log::info!(
-                            "job {key}: record in {} ({} write(s), {} read(s))",
-                            item.delivery.field.slurm_name(),
-                            done.writes,
-                            done.reads
-                        );
-                    }
-                    delivered_any = true;
-                }
-                Step::Refused(e) | Step::GaveUp(e) => {
-                    log::error!(
-                        "job {key}: not delivered yet, kept in {}: {}",
-                        path.display(),
-                        chain(&e)
-                    );
-                    state::note_stuck(state, &key, &chain(&e));
-                    let retry_later = matches!(e, AcctError::GaveUp { .. }) && !foreground;
-                    match items.get_mut(&key) {
-                        Some(item) if retry_later => {
-                            // A record whose job accounting does not have (ended) is
-                            // not hurried by other deliveries: it would only be polled.
-                            let hurry = !item.waits_for_job;
-                            item.restart(&timing);
-                            item.not_before += retry;
-                            item.deadline += retry;
-                            if hurry {
-                                given_up.insert(key);
-                            }
-                        }
-                        _ => {
-                            items.remove(&key);
-                            stuck.insert(key);
-                            failed += 1;
-                        }
-                    }
-                }
-            }
-        }
-        drop(claims);
-        if delivered_any {
-            // Accounting takes records again: those waiting for their retry go now.
-            for key in std::mem::take(&mut given_up) {
-                if let Some(item) = items.get_mut(&key) {
-                    item.restart(&timing);
-                }
-            }
-        }
-        let next = items
-            .values()
-            .map(|i| i.not_before)
-            .min()
-            .unwrap_or(now)
-            .saturating_duration_since(Instant::now());
-        // At most two rounds a second: records that end close together share a read.
-        std::thread::sleep(next.clamp(Duration::from_millis(500), Duration::from_secs(1)));
-    }
-}
-
-/// An exclusive lock on a pending record's file; `None` if it is gone or taken.
-fn claim(path: &std::path::Path) -> Option<std::fs::File> {
-    let file = OpenOptions::new().read(true).open(path).ok()?;
-    rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).ok()?;
-    Some(file)
 }
 
 fn deliver(key: Option<&str>, foreground: bool, node: Option<&str>, args: &[String]) -> ExitCode {
@@ -629,7 +295,7 @@ fn deliver(key: Option<&str>, foreground: bool, node: Option<&str>, args: &[Stri
         }
         None => None,
     };
-    if courier(&state, &config, only.as_ref(), foreground) > 0 {
+    if courier::courier(&state, &config, only.as_ref(), foreground) > 0 {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS

@@ -1,0 +1,146 @@
+//! `spank-carbon sample`: the sampler the plugin's prolog starts, one per job and node,
+//! until the epilog stops it (or its job is gone).
+
+use std::io::Read;
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use spank_carbon::accounting::{self};
+use spank_carbon::gpu::NvmlHost;
+use spank_carbon::logging::chain;
+use spank_carbon::sampler::{self, SamplerOptions, Stop};
+use spank_carbon::state::{self, JobKey, StateDir};
+
+use crate::{config_or_exit, log_to_state_dir};
+
+/// Stops on SIGTERM/SIGINT (through a self-pipe, so waiting costs no wake-ups) or when
+/// the job's state directory disappears.
+struct SignalStop {
+    pipe: UnixStream,
+    job_dir: PathBuf,
+}
+
+impl Stop for SignalStop {
+    fn wait(&self, timeout: Duration) -> bool {
+        let _ = self
+            .pipe
+            .set_read_timeout(Some(timeout.max(Duration::from_millis(1))));
+        let mut buf = [0u8; 16];
+        if matches!((&self.pipe).read(&mut buf), Ok(n) if n > 0) {
+            return true;
+        }
+        !self.job_dir.is_dir()
+    }
+}
+
+pub fn sample(key: &str, minors: &[u32], args: &[String]) -> ExitCode {
+    // First of all, so that an early SIGTERM from the epilog is not lost.
+    let (reader, writer) = match UnixStream::pair() {
+        Ok(p) => p,
+        Err(_) => return ExitCode::FAILURE,
+    };
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        if signal_hook::low_level::pipe::register(sig, writer.try_clone().expect("clone")).is_err()
+        {
+            return ExitCode::FAILURE;
+        }
+    }
+    let config = match config_or_exit(args) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    log_to_state_dir(&config);
+    let key = match JobKey::parse(key) {
+        Ok(k) => k,
+        Err(e) => {
+            log::error!("sampler: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let state = match StateDir::existing(&config.state_dir) {
+        Ok(Some(state)) => state,
+        Ok(None) => {
+            log::error!(
+                "job {key}: sampler: no state directory {}",
+                config.state_dir.display()
+            );
+            return ExitCode::FAILURE;
+        }
+        Err(e) => {
+            log::error!("job {key}: sampler: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let job_dir = state.job_dir(&key);
+    let host = match NvmlHost::open(config.nvml_lib.as_deref()) {
+        Ok(h) => h,
+        Err(e) => {
+            let why = chain(&e);
+            log::error!("job {key}: no measurement on this node: {why}");
+            // For the epilog to report in slurmd's log.
+            let _ = state::write_atomic(&job_dir.join("sampler.error"), why.as_bytes());
+            return ExitCode::FAILURE;
+        }
+    };
+    let squeue = config.squeue.clone();
+    let job_s = key.job.to_string();
+    let job_alive = move || job_still_running(&squeue, &job_s);
+    let opts = SamplerOptions {
+        job: key.job,
+        node: key.node.clone(),
+        interval: config.sample_interval(),
+        checkpoint_every: Duration::from_secs(config.checkpoint_s),
+        max_runtime: Duration::from_secs(config.max_job_s),
+        job_alive: Some(&job_alive),
+        liveness_every: Duration::from_secs(config.liveness_s),
+    };
+    let stop = SignalStop {
+        pipe: reader,
+        job_dir: job_dir.clone(),
+    };
+    match sampler::run(
+        &host,
+        minors,
+        &opts,
+        &stop,
+        Some(&job_dir.join("sampler.json")),
+    ) {
+        Ok(end) if end.stop_reason.as_deref() == Some(sampler::ORPHANED) => {
+            log::warn!(
+                "job {key}: {}; sampler stopped, measurement kept as a local record only",
+                sampler::ORPHANED
+            );
+            if let Err(e) = spank_carbon::job::finish_orphan(&config, &state, &key, &end) {
+                log::error!("job {key}: {}", chain(&e));
+            }
+            ExitCode::SUCCESS
+        }
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            log::error!("job {key}: sampler: {}", chain(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Whether Slurm still lists the job as active. An unanswered question counts as yes:
+/// the sampler never stops on uncertainty.
+fn job_still_running(squeue: &std::path::Path, job: &str) -> bool {
+    let out = match accounting::run_tool(
+        &squeue.to_path_buf(),
+        &["-h", "-t", "all", "-j", job, "-o", "%T"],
+        Duration::from_secs(20),
+    ) {
+        Ok(out) => out,
+        Err(_) => return true,
+    };
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        // "Invalid job id specified": slurmctld no longer knows the job.
+        return !String::from_utf8_lossy(&out.stderr).contains("Invalid job id");
+    }
+    let state = text.trim();
+    !(state.is_empty() || accounting::ENDED.contains(&state))
+}
