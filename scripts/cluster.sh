@@ -53,7 +53,33 @@ DBD_PORT=6819
 DB_NAME=slurm_acct_db
 DB_USER=slurm
 DB_PASS=spank-carbon-test
+# MariaDB's data directory, socket and pid file, as this MariaDB builds them in (Debian sid's live in
+# /var/lib/mariadb and /run/mariadbd); read by mariadb_paths, since `install` may not have run yet.
 MYSQL_SOCK=/run/mysqld/mysqld.sock
+MYSQL_DATADIR=/var/lib/mysql
+MYSQL_PID=/run/mysqld/mysqld.pid
+MYSQL_SNAPSHOT_OPT=
+mariadb_paths() {
+    local help v
+    help=$(mariadbd --verbose --help 2>/dev/null || mysqld --verbose --help 2>/dev/null || true)
+    v=$(awk '$1 == "socket" && NF == 2 && $2 ~ /^\// { print $2; exit }' <<<"$help"); [[ $v == /* ]] && MYSQL_SOCK=$v
+    v=$(awk '$1 == "datadir" && NF == 2 && $2 ~ /^\// { print $2; exit }' <<<"$help"); [[ $v == /* ]] && MYSQL_DATADIR=${v%/}
+    v=$(awk '$1 == "pid-file" && NF == 2 && $2 ~ /^\// { print $2; exit }' <<<"$help"); [[ $v == /* ]] && MYSQL_PID=$v
+    # MariaDB 11.8 (trixie, sid) turns innodb_snapshot_isolation on by default; Slurm's accounting
+    # docs require it off (26.05.3+ slurmdbd stops on the error, 24.11 loses the transaction).
+    if grep -q '^innodb-snapshot-isolation ' <<<"$help"; then
+        MYSQL_SNAPSHOT_OPT=--innodb-snapshot-isolation=OFF
+    fi
+    return 0
+}
+# The Slurm release that runs here (slurmd -V: "slurm-wlm 24.11.5"), as a number like 2411: the
+# configuration leaves out what a release no longer knows and adds what it needs.
+slurm_release() {
+    local v
+    v=$(slurmd -V 2>/dev/null | grep -oE '[0-9]+\.[0-9]+' | head -n 1 || true)
+    [[ $v =~ ^([0-9]+)\.([0-9]+)$ ]] || die "cannot read the Slurm version from 'slurmd -V'"
+    echo $((10#${BASH_REMATCH[1]} * 100 + 10#${BASH_REMATCH[2]}))
+}
 # Device minor of gres file nvidia<i> (i = 0..3), the same on every node. Deliberately neither the
 # gres index nor the identity, so a plugin that confuses gres index and /dev/nvidiaN minor shows;
 # tests/common/mod.rs (minor_of_file) relies on this default.
@@ -214,7 +240,7 @@ write_file() {
 make_dirs() {
     install -d -m 0755 "$DIR" "$DIR/dev" "$DIR/spool"
     install -d -m 0755 -o slurm -g slurm "$LOG" "$RUN" "$DIR/ctld"
-    install -d -m 0755 -o mysql -g mysql /run/mysqld
+    install -d -m 0755 -o mysql -g mysql "$(dirname "$MYSQL_SOCK")" "$(dirname "$MYSQL_PID")"
     install -d -m 0755 -o munge -g munge /run/munge /var/lib/munge /var/log/munge
     install -d -m 0755 "$ETC"
     runuser -u slurm -- test -w "$DIR/ctld" -a -w "$LOG" ||
@@ -253,6 +279,12 @@ write_configs() {
     # SC_PROLOG_FLAGS (default Alloc; empty for none) lets tests run without PrologFlags=Alloc.
     local PROLOG_FLAGS_LINE="# PrologFlags: none"
     [[ -n ${SC_PROLOG_FLAGS-Alloc} ]] && PROLOG_FLAGS_LINE="PrologFlags=${SC_PROLOG_FLAGS-Alloc}"
+    # What differs between the Slurm releases the tests run (22.05, 24.11, 26.05): switch/none is gone
+    # from 23.02; 24.11+ wants UnkillableStepTimeout >= 5 x MessageTimeout; cgroup.conf: below.
+    local rel SWITCH_LINE="SwitchType=switch/none" UNKILLABLE=30
+    rel=$(slurm_release)
+    ((rel < 2302)) || SWITCH_LINE="# SwitchType: switch/none is gone from 23.02"
+    ((rel < 2411)) || UNKILLABLE=60
     write_file "$ETC/slurm.conf" 0644 root:root <<EOF
 # Written by scripts/cluster.sh (spank-carbon test cluster); rewritten on every start.
 ClusterName=sc
@@ -276,7 +308,7 @@ TaskPlugin=task/none
 JobAcctGatherType=jobacct_gather/none
 MpiDefault=none
 MailProg=/bin/true
-SwitchType=switch/none
+${SWITCH_LINE}
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
 GresTypes=gpu
@@ -310,7 +342,7 @@ SlurmctldTimeout=30
 SlurmdTimeout=30
 MessageTimeout=10
 BatchStartTimeout=20
-UnkillableStepTimeout=30
+UnkillableStepTimeout=${UNKILLABLE}
 NodeName=DEFAULT CPUs=4 Sockets=1 CoresPerSocket=4 ThreadsPerCore=1 RealMemory=4000 Gres=gpu:4 State=UNKNOWN
 ${nodelines}PartitionName=gpu Nodes=${partition_nodes} Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO
 EOF
@@ -325,10 +357,12 @@ EOF
     # file system is mounted, and cgroup/v2 wants systemd or a writable hierarchy. cgroup/v1's
     # initialisation touches nothing, and with proctrack/linuxproc, task/none and jobacct_gather/none
     # nothing else uses cgroups, so this works on v1, v2 and cgroup-less machines alike.
+    # From 24.05 `CgroupPlugin=disabled` says so outright (CgroupAutomount is defunct from 23.11).
+    local cgroup_conf=$'CgroupPlugin=cgroup/v1\nCgroupAutomount=no'
+    ((rel < 2405)) || cgroup_conf=CgroupPlugin=disabled
     write_file "$ETC/cgroup.conf" 0644 root:root <<EOF
 # Written by scripts/cluster.sh (spank-carbon test cluster).
-CgroupPlugin=cgroup/v1
-CgroupAutomount=no
+$cgroup_conf
 EOF
 
     write_file "$ETC/slurmdbd.conf" 0600 slurm:slurm <<EOF
@@ -393,14 +427,14 @@ start_mariadb() {
     if db_ok >/dev/null 2>&1; then
         msg "MariaDB already running"
     else
-        if [[ ! -d /var/lib/mysql/mysql ]]; then
+        if [[ ! -d $MYSQL_DATADIR/mysql ]]; then
             msg "initialising the MariaDB data directory"
-            mariadb-install-db --user=mysql --datadir=/var/lib/mysql >"$LOG/mariadb-install.log" 2>&1 ||
+            mariadb-install-db --user=mysql --datadir="$MYSQL_DATADIR" >"$LOG/mariadb-install.log" 2>&1 ||
                 fail "mariadb-install-db failed" "$LOG/mariadb-install.log"
         fi
         msg "starting MariaDB"
         touch "$LOG/mariadb.log" && chown mysql:mysql "$LOG/mariadb.log"
-        setsid mysqld_safe --user=mysql --skip-syslog --log-error="$LOG/mariadb.log" \
+        setsid mysqld_safe --user=mysql --skip-syslog --log-error="$LOG/mariadb.log" $MYSQL_SNAPSHOT_OPT \
             </dev/null >>"$LOG/mysqld_safe.out" 2>&1 &
         wait_until "$SC_TIMEOUT" db_ok || fail "MariaDB does not answer" "$LOG/mariadb.log" "$LOG/mysqld_safe.out"
     fi
@@ -685,7 +719,7 @@ cmd_stop() {
         mariadb-admin --socket="$MYSQL_SOCK" -uroot shutdown >/dev/null 2>&1 || true
     fi
     stop_named mysqld_safe
-    stop_named mariadbd /run/mysqld/mysqld.pid
+    stop_named mariadbd "$MYSQL_PID"
     stop_named munged /run/munge/munged.pid
     msg "stopped"
 }
@@ -842,6 +876,7 @@ usage() {
 }
 
 PATH=$PATH:/usr/sbin:/sbin
+mariadb_paths
 cmd=${1:-}
 shift || true
 case $cmd in
