@@ -497,7 +497,10 @@ pub fn gpus(f: &Facts) -> Vec<Finding> {
                 error(
                     C,
                     format!("{e}; NVML sees {seen} GPU(s) here"),
-                    format!("give this node's GPUs with File= lines in {conf} (or set gres_conf)"),
+                    format!(
+                        "give this node's GPUs with `Name=gpu File=` lines in {conf} (or set \
+                         gres_conf=); --node NAME if the node is not named as the host"
+                    ),
                 )
             } else {
                 warning(
@@ -515,7 +518,14 @@ pub fn gpus(f: &Facts) -> Vec<Finding> {
                 format!("{conf} has AutoDetect={auto} and no File= line for this node: the plugin maps a job's GPUs through File= lines"),
                 format!("list the GPUs with `Name=gpu File=/dev/nvidia[0-N]` lines in {conf}"),
             ),
-            (None, 0) => ok(C, format!("no GPU in {conf} for this node and none seen by NVML: nothing to measure")),
+            (None, 0) => match &g.nvml {
+                Nvml::Opened { .. } => ok(C, format!("no GPU in {conf} for this node and none seen by NVML: nothing to measure")),
+                Nvml::Failed(e) | Nvml::TimedOut(e) => warning(
+                    C,
+                    format!("no GPU in {conf} for this node, and NVML is not usable ({e})"),
+                    "nothing to measure here; ignore on a node without GPUs",
+                ),
+            },
             (None, n) => warning(
                 C,
                 format!("{conf} gives this node no GPU, but NVML sees {n}: jobs here get no SLURM_JOB_GPUS and are not measured"),

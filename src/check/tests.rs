@@ -294,6 +294,19 @@ fn gpus_must_map_to_nvml() {
     only_problem(&f, "gpus", Status::Error);
     f.gpus.indices = Ok(vec![]);
     only_problem(&f, "gpus", Status::Warning);
+    // A node without GPUs: fine with NVML there, a warning without.
+    f.gpus.nvml = Nvml::Opened {
+        driver: "x".into(),
+        gpus: vec![],
+    };
+    assert!(diagnose(&f).iter().all(|x| x.status == Status::Ok));
+    f.gpus.nvml = Nvml::Failed("no libnvidia-ml".into());
+    let w = only_problem(&f, "gpus", Status::Warning);
+    assert!(w.detail.contains("no libnvidia-ml"));
+    f.gpus.nvml = Nvml::Opened {
+        driver: "x".into(),
+        gpus: vec![gpu(0, Some(1))],
+    };
     f.gpus.autodetect = Some("nvml".into());
     let e = only_problem(&f, "gpus", Status::Error);
     assert!(e.detail.contains("AutoDetect=nvml"));
