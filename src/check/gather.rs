@@ -136,6 +136,15 @@ pub fn gather(o: &Options, open: &'static OpenHost) -> Facts {
             (p, m)
         })
         .collect();
+    let library_dirs = ours
+        .iter()
+        .filter_map(|l| {
+            let p = plugin_path(&l.plugin, slurm_conf.as_ref().ok());
+            let dir = p.parent()?.to_path_buf();
+            let m = stat(&dir);
+            Some((dir, m))
+        })
+        .collect();
     let args: Vec<String> = ours.first().map(|l| l.args.clone()).unwrap_or_default();
     // The configuration the plugin would use (defaults where the arguments are bad:
     // that is reported by itself).
@@ -156,6 +165,7 @@ pub fn gather(o: &Options, open: &'static OpenHost) -> Facts {
         plugstack_path,
         plugstack,
         libraries,
+        library_dirs,
         differences: super::version_differences(),
     }
 }

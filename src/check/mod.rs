@@ -174,6 +174,9 @@ pub struct Facts {
     pub plugstack: Result<Plugstack, String>,
     /// The spank-carbon library of each plugstack line naming it: resolved path, lstat.
     pub libraries: Vec<(PathBuf, Option<FileMeta>)>,
+    /// The directories holding them, with their stat: whoever can write there can
+    /// replace the library.
+    pub library_dirs: Vec<(PathBuf, Option<FileMeta>)>,
     pub gpus: Gpus,
     pub state: StateFacts,
     pub accounting: AccountingFacts,
@@ -414,6 +417,18 @@ pub fn plugstack(f: &Facts) -> Vec<Finding> {
     out.push(arguments_finding(&line.args, f.node.as_deref()));
     for (path, meta) in &f.libraries {
         out.push(library_finding(path, meta.as_ref()));
+    }
+    for (dir, meta) in &f.library_dirs {
+        if let Some(m) = meta {
+            if m.uid != 0 || m.mode & 0o022 != 0 {
+                let d = dir.display();
+                out.push(error(
+                    "plugin library",
+                    format!("{d} (uid {}, mode {:o}): others can replace the library slurmd runs as root", m.uid, m.mode & 0o7777),
+                    format!("chown root:root {d} && chmod go-w {d}"),
+                ));
+            }
+        }
     }
     out
 }

@@ -70,6 +70,13 @@ fn facts() -> Facts {
             problems: vec![],
         }),
         libraries: vec![(SO.into(), Some(root_file(0o755)))],
+        library_dirs: vec![(
+            "/usr/local/lib/spank-carbon".into(),
+            Some(FileMeta {
+                mode: 0o40755,
+                ..root_dir()
+            }),
+        )],
         gpus: Gpus {
             gres_conf: "/etc/slurm/gres.conf".into(),
             autodetect: None,
@@ -223,6 +230,7 @@ fn plugstack_without_the_plugin_or_with_it_twice_is_an_error() {
     let mut f = facts();
     f.plugstack = Ok(Plugstack::default());
     f.libraries.clear();
+    f.library_dirs.clear();
     let e = only_problem(&f, "plugstack.conf", Status::Error);
     assert!(e.detail.contains("no line names libspank_carbon.so"));
     assert!(e.fix.unwrap().contains("optional /usr/local/lib"));
@@ -276,6 +284,19 @@ fn library_must_exist_and_be_roots_alone() {
     });
     let e = only_problem(&f, "plugin library", Status::Error);
     assert!(e.fix.unwrap().starts_with("chown root"));
+    // Its directory too: whoever writes there can swap the library.
+    let mut f = facts();
+    f.library_dirs[0].1 = Some(FileMeta {
+        mode: 0o40777,
+        ..root_dir()
+    });
+    let e = only_problem(&f, "plugin library", Status::Error);
+    assert!(
+        e.detail
+            .contains("/usr/local/lib/spank-carbon (uid 0, mode 777)"),
+        "{}",
+        e.detail
+    );
 }
 
 #[test]
