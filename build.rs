@@ -68,6 +68,7 @@ fn main() {
         .allowlist_type("spank_item")
         .allowlist_type("spank_context")
         .allowlist_var("ESPANK_SUCCESS")
+        .allowlist_function("spank_context")
         .rustified_enum("spank_item")
         .rustified_enum("spank_context")
         .layout_tests(false)

@@ -5,6 +5,7 @@
 //! `plugin` is the only place where Slurm calls in, and the only `unsafe` code.
 
 pub mod accounting;
+pub mod check;
 pub mod config;
 pub mod energy;
 pub mod fairshare;

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod check_cli;
 mod courier;
 mod fairshare_cli;
 mod measure;
@@ -148,6 +149,9 @@ enum Cmd {
         #[arg(long, default_value = "/usr/bin/sacctmgr")]
         sacctmgr: PathBuf,
     },
+    /// Check this node's setup (Slurm version, slurm.conf, plugstack.conf, GPUs, state
+    /// directory, accounting): one line per item, with the fix; fails on any error.
+    Check(check_cli::Options),
     /// Print the Slurm version this build targets.
     SlurmVersion,
 }
@@ -218,6 +222,7 @@ fn main() -> ExitCode {
             sacct,
             sacctmgr,
         }),
+        Cmd::Check(options) => check_cli::run(options),
         Cmd::SlurmVersion => {
             println!("{}", spank_carbon::SLURM_VERSION);
             ExitCode::SUCCESS

@@ -4,8 +4,10 @@
 //! crate's `unsafe` code is here.
 //!
 //! Contexts (SPANK): slurm_spank_job_prolog/epilog run in S_CTX_JOB_SCRIPT, as root, in
-//! a fresh `slurmstepd spank prolog|epilog` process; srun, sbatch and salloc load the
-//! plugin too but find no function of theirs to call, so they pay only the dlopen.
+//! a fresh `slurmstepd spank prolog|epilog` process. slurm_spank_init is called in every
+//! other context: by slurmd once at start (S_CTX_SLURMD), where it checks what would keep
+//! the plugin from measuring and logs it; by srun, sbatch, salloc and every step's
+//! slurmstepd, where it only asks the context and returns.
 
 use std::ffi::{c_char, c_int, c_uint, c_void, CStr, CString};
 use std::os::unix::process::CommandExt;
@@ -16,7 +18,7 @@ use crate::config::Config;
 use crate::gpu::{GpuError, GpuHost, NvmlHost};
 use crate::job::{self, EpilogOutcome, JobEnv, PrologOutcome, Spawner};
 use crate::logging::{chain, PREFIX};
-use crate::spank_sys::{spank_item, spank_t, SLURM_VERSION_NUMBER};
+use crate::spank_sys::{spank_context, spank_item, spank_t, SLURM_VERSION_NUMBER};
 
 #[no_mangle]
 pub static plugin_name: [u8; 13] = *b"spank-carbon\0";
@@ -35,6 +37,63 @@ pub extern "C" fn slurm_spank_job_prolog(sp: spank_t, ac: c_int, av: *mut *mut c
 #[no_mangle]
 pub extern "C" fn slurm_spank_job_epilog(sp: spank_t, ac: c_int, av: *mut *mut c_char) -> c_int {
     trampoline(Phase::Epilog, sp, ac, av)
+}
+
+/// Never silently off: in slurmd (once, at its start) checks the plugstack arguments and
+/// slurm.conf's PrologFlags and logs each problem at error level with what to change.
+/// Elsewhere (srun, sbatch, salloc, each step's slurmstepd) it asks the context and
+/// returns. Always 0: the check never fails slurmd.
+#[no_mangle]
+pub extern "C" fn slurm_spank_init(_sp: spank_t, ac: c_int, av: *mut *mut c_char) -> c_int {
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        if context() != Some(spank_context::S_CTX_SLURMD as c_int) {
+            return;
+        }
+        // SAFETY: Slurm passes `ac` valid C strings in `av`.
+        let args = unsafe { collect_args(ac, av) };
+        slurmd_startup_check(&args);
+    }));
+    0
+}
+
+/// spank_context() (see the bindings), resolved at run time like the other Slurm
+/// functions; its value is compared as an int, never trusted to be a known variant.
+fn context() -> Option<c_int> {
+    type ContextFn = unsafe extern "C" fn() -> c_int;
+    let sym = slurm_symbol(c"spank_context");
+    if sym.is_null() {
+        return None;
+    }
+    // SAFETY: `spank_context` is `spank_context_t spank_context(void)`, an enum (int).
+    let f = unsafe { std::mem::transmute::<*mut c_void, ContextFn>(sym) };
+    // SAFETY: it takes no argument and reads Slurm's global SPANK stack.
+    Some(unsafe { f() })
+}
+
+fn slurmd_startup_check(args: &[String]) {
+    static DONE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if DONE.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        return;
+    }
+    install_slurm_logger();
+    // slurmd sets SLURM_CONF to the file it read (configless: its cached copy).
+    let path = crate::check::gather::slurm_conf_path(None);
+    let conf = crate::check::gather::slurm_conf(&path);
+    let node = std::env::var("SLURMD_NODENAME").ok();
+    let problems = crate::check::slurmd_problems(args, node.as_deref(), &path, &conf);
+    for p in &problems {
+        let fix = p.fix.as_deref().unwrap_or("");
+        match p.status {
+            crate::check::Status::Error => log::error!("{}: {}; fix: {fix}", p.check, p.detail),
+            _ => log::warn!("{}: {}; fix: {fix}", p.check, p.detail),
+        }
+    }
+    if problems.is_empty() {
+        log::info!(
+            "loaded (built for Slurm {}); plugstack arguments and PrologFlags ok",
+            crate::SLURM_VERSION
+        );
+    }
 }
 
 #[derive(Clone, Copy, PartialEq)]
