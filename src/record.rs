@@ -48,6 +48,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+use crate::slurm::Differences;
 use crate::units::{co2e_grams, GramsPerKwh};
 
 pub const MARKER: &str = "spank-carbon/1";
@@ -668,11 +669,15 @@ pub enum Unwritable {
     Control,
     #[error("it would exceed the column's {FIELD_MAX_BYTES} bytes")]
     TooLong,
+    #[error("it starts or ends with whitespace (other writers' text), which this Slurm's sacctmgr would trim")]
+    Whitespace,
 }
 
 /// Checks that sacctmgr stores `value` exactly as given. Slurm before 23.02 lower-cases
-/// every comment value it sets (`lowercases`); every version turns quotes into backticks.
-pub fn check_writable(value: &str, lowercases: bool) -> Result<(), Unwritable> {
+/// every comment value it sets (`diffs.lowercases`), 25.05 and later trim leading and
+/// trailing whitespace (`diffs.trims_whitespace`); every version turns quotes into
+/// backticks.
+pub fn check_writable(value: &str, diffs: &Differences) -> Result<(), Unwritable> {
     if value.len() > FIELD_MAX_BYTES {
         return Err(Unwritable::TooLong);
     }
@@ -689,8 +694,13 @@ pub fn check_writable(value: &str, lowercases: bool) -> Result<(), Unwritable> {
         return Err(Unwritable::Control);
     }
     // 22.05's strip_quotes lower-cases ASCII letters only (it never sets a locale).
-    if lowercases && value.bytes().any(|b| b.is_ascii_uppercase()) {
+    if diffs.lowercases && value.bytes().any(|b| b.is_ascii_uppercase()) {
         return Err(Unwritable::UpperCase);
+    }
+    // 25.05's sacctmgr trims what isspace() takes as whitespace at either end.
+    let space = |c: char| c.is_ascii_whitespace() || c == '\u{b}';
+    if diffs.trims_whitespace && (value.starts_with(space) || value.ends_with(space)) {
+        return Err(Unwritable::Whitespace);
     }
     Ok(())
 }
@@ -1151,7 +1161,10 @@ mod tests {
         );
         assert!(field.len() <= 40 * 1024, "{} bytes", field.len());
         let foreign = "x".repeat(16 * 1024);
-        assert_eq!(check_writable(&format!("{foreign} {field}"), true), Ok(()));
+        assert_eq!(
+            check_writable(&format!("{foreign} {field}"), &v22()),
+            Ok(())
+        );
         assert!(
             field.contains(" gpus=32768 nodes=4096 of=4096 "),
             "{}",
@@ -1418,7 +1431,7 @@ mod tests {
             "{f}"
         );
         assert_eq!(f, f.to_lowercase());
-        assert!(check_writable(&f, true).is_ok());
+        assert!(check_writable(&f, &v22()).is_ok());
     }
 
     #[test]
@@ -1532,19 +1545,54 @@ mod tests {
 
     #[test]
     fn writability() {
-        assert_eq!(check_writable("Site", true), Err(Unwritable::UpperCase));
-        assert!(check_writable("Site", false).is_ok());
-        assert_eq!(check_writable("it's", false), Err(Unwritable::Quote));
-        assert_eq!(check_writable("a\\b", false), Err(Unwritable::Quote));
-        assert_eq!(check_writable("a\u{7}b", false), Err(Unwritable::Control));
-        assert!(check_writable("a\nb", false).is_ok());
-        assert!(check_writable("Ünïcode", true).is_ok());
-        assert_eq!(check_writable("=x", false), Err(Unwritable::Quote));
+        assert_eq!(check_writable("Site", &v22()), Err(Unwritable::UpperCase));
+        assert!(check_writable("Site", &v24()).is_ok());
+        assert_eq!(check_writable("it's", &v24()), Err(Unwritable::Quote));
+        assert_eq!(check_writable("a\\b", &v24()), Err(Unwritable::Quote));
+        assert_eq!(check_writable("a\u{7}b", &v24()), Err(Unwritable::Control));
+        assert!(check_writable("a\nb", &v24()).is_ok());
+        assert!(check_writable("Ünïcode", &v22()).is_ok());
+        assert_eq!(check_writable("=x", &v24()), Err(Unwritable::Quote));
         assert_eq!(
-            check_writable(&"x".repeat(70_000), false),
+            check_writable(&"x".repeat(70_000), &v24()),
             Err(Unwritable::TooLong)
         );
-        assert!(check_writable("quota: 5% ok", true).is_ok());
+        assert!(check_writable("quota: 5% ok", &v22()).is_ok());
+    }
+
+    fn v22() -> Differences {
+        Differences::for_version(crate::slurm::SlurmVersion::new(22, 5, 8))
+    }
+
+    fn v24() -> Differences {
+        Differences::for_version(crate::slurm::SlurmVersion::new(24, 11, 5))
+    }
+
+    fn v26() -> Differences {
+        Differences::for_version(crate::slurm::SlurmVersion::new(26, 5, 3))
+    }
+
+    /// 25.05+ trims the value's ends: other writers' text that starts or ends with
+    /// whitespace would be changed by our rewrite, so it is refused there and only there.
+    #[test]
+    fn whitespace_at_either_end_is_refused_from_25_05() {
+        let ours = merge("", &part("n1", 1.0), &meta(1), None);
+        let tail = format!("{ours} tail ");
+        for foreign in ["  lead", "\tlead", "\nlead", tail.as_str()] {
+            let merged = merge(foreign, &part("n1", 2.0), &meta(1), None);
+            let ends_with_space =
+                merged.starts_with(char::is_whitespace) || merged.ends_with(char::is_whitespace);
+            assert!(ends_with_space, "{merged:?}");
+            assert_eq!(check_writable(&merged, &v26()), Err(Unwritable::Whitespace));
+            assert!(check_writable(&merged, &v24()).is_ok(), "{merged:?}");
+            assert!(check_writable(&merged, &v22()).is_ok(), "{merged:?}");
+        }
+        // Inner whitespace, and a field that is only our segment, are fine everywhere.
+        for v in [v22(), v24(), v26()] {
+            assert!(check_writable(&ours, &v).is_ok());
+            assert!(check_writable(&format!("a  b {ours}"), &v).is_ok());
+        }
+        assert!(Unwritable::Whitespace.to_string().contains("trim"));
     }
 
     #[test]
