@@ -318,6 +318,7 @@ const TOP_KEYS: &[&str] = &[
     "method",
     "embodied_g",
     "run",
+    "sluid",
     "window",
     "hostlist",
     "part-defaults",
@@ -433,6 +434,8 @@ pub struct Found {
     pub run: Option<u64>,
     /// Whether parts came from the compact form.
     pub compact: bool,
+    /// The run's SLUID (`sluid=`, Slurm 25.11+), lower case.
+    pub sluid: Option<String>,
     /// The parts' GPU counts overflow a `u32`: the record is invalid and its parts
     /// were dropped.
     pub counts_overflow: bool,
@@ -508,6 +511,7 @@ fn find_from(field: &str, from: usize) -> Option<Found> {
         expected_nodes: None,
         run: None,
         compact: false,
+        sluid: None,
         counts_overflow: false,
     };
     // The compact form's tokens: window, hostlist, part-defaults, parts.
@@ -527,6 +531,7 @@ fn find_from(field: &str, from: usize) -> Option<Found> {
             "pue" => found.pue = parse_nonneg(v),
             "of" => found.expected_nodes = v.parse().ok(),
             "run" => found.run = v.parse().ok(),
+            "sluid" => found.sluid = crate::slurm::sluid_record_form(v).filter(|f| f == v),
             "window" => compact_tokens[0] = Some(v),
             "hostlist" => compact_tokens[1] = Some(v),
             "part-defaults" => compact_tokens[2] = Some(v),
@@ -585,7 +590,7 @@ fn segment_of(found: Found) -> Segment {
 /// replaced, totals recomputed, and every byte outside the segment left as it was.
 /// A field without a record gets one appended, after a space if it has text.
 pub fn merge(field: &str, part: &NodePart, meta: &Meta, allowed: Option<&[String]>) -> String {
-    merge_found(field, find(field), part, meta, allowed, None)
+    merge_found(field, find(field), part, meta, allowed, None, None)
 }
 
 /// Like [`merge`], into the segment of job run `run` (`run=<start>`), which holds only
@@ -599,7 +604,38 @@ pub fn merge_in_run(
     allowed: Option<&[String]>,
     run: u64,
 ) -> String {
-    merge_found(field, find_run(field, run), part, meta, allowed, Some(run))
+    merge_found(
+        field,
+        find_run(field, run),
+        part,
+        meta,
+        allowed,
+        Some(run),
+        None,
+    )
+}
+
+/// [`merge_in_run`] that also names the run by its SLUID (`sluid=`, the last token of
+/// the segment, in lower case; a SLUID the segment has already is kept). A `sluid` that
+/// is not a SLUID is left out.
+pub fn merge_in_run_sluid(
+    field: &str,
+    part: &NodePart,
+    meta: &Meta,
+    allowed: Option<&[String]>,
+    run: u64,
+    sluid: Option<&str>,
+) -> String {
+    let sluid = sluid.and_then(crate::slurm::sluid_record_form);
+    merge_found(
+        field,
+        find_run(field, run),
+        part,
+        meta,
+        allowed,
+        Some(run),
+        sluid.as_deref(),
+    )
 }
 
 fn merge_found(
@@ -609,7 +645,15 @@ fn merge_found(
     meta: &Meta,
     allowed: Option<&[String]>,
     run: Option<u64>,
+    sluid: Option<&str>,
 ) -> String {
+    // The run's SLUID: the one the segment has (every node of a run has the same), else
+    // this node's. It goes last, so that readers that do not know it (older versions)
+    // still read the whole record before it.
+    let sluid = found
+        .as_ref()
+        .and_then(|f| f.sluid.clone())
+        .or(sluid.map(str::to_string));
     let mut parts = found.as_ref().map(|f| f.parts.clone()).unwrap_or_default();
     if let Some(allowed) = allowed {
         parts.retain(|node, _| allowed.iter().any(|a| a == node));
@@ -642,6 +686,9 @@ fn merge_found(
     .format();
     if let Some(run) = run {
         segment.insert_str(MARKER.len(), &format!(" run={run}"));
+    }
+    if let Some(sluid) = sluid {
+        let _ = write!(segment, " sluid={sluid}");
     }
     match found {
         Some(f) => format!("{}{}{}", &field[..f.start], segment, &field[f.end..]),
@@ -1558,6 +1605,50 @@ mod tests {
             Err(Unwritable::TooLong)
         );
         assert!(check_writable("quota: 5% ok", &v22()).is_ok());
+    }
+
+    /// The SLUID token round-trips through parse, in both forms, stays the segment's last
+    /// token, is kept by later merges without one, and is writable on 25.11+.
+    #[test]
+    fn sluid_token() {
+        let upper = "s0123456789ABC";
+        let lower = "s0123456789abc";
+        for n in [1u32, COMPACT_ABOVE_NODES + 2] {
+            let nodes: Vec<String> = (0..n).map(|i| format!("n{i}")).collect();
+            let m = meta(n);
+            let mut f = String::from("site");
+            for (i, node) in nodes.iter().enumerate() {
+                // Only the first node knows it: the others keep it.
+                let sl = (i == 0).then_some(upper);
+                f = merge_in_run_sluid(&f, &part(node, 1.0), &m, Some(&nodes), 7, sl);
+            }
+            let found = find_run(&f, 7).unwrap();
+            assert_eq!(found.sluid.as_deref(), Some(lower));
+            assert_eq!(found.parts.len(), n as usize);
+            assert_eq!(found.compact, n > COMPACT_ABOVE_NODES);
+            assert!(f.ends_with(&format!(" sluid={lower}")), "{f}");
+            assert_eq!(f.matches("sluid=").count(), 1);
+            assert!(check_writable(&f, &v26()).is_ok());
+            // A record without it reads the same otherwise.
+            let plain = f.replace(&format!(" sluid={lower}"), "");
+            assert_eq!(parse(&plain).unwrap(), parse(&f).unwrap());
+            assert_eq!(find_run(&plain, 7).unwrap().sluid, None);
+            // Text after the segment stays foreign.
+            let more = format!("{f} tail");
+            assert_eq!(find_run(&more, 7).unwrap().end, f.len());
+        }
+        // Not a SLUID: not written, not read.
+        let f = merge_in_run_sluid(
+            "",
+            &part("n1", 1.0),
+            &meta(1),
+            None,
+            7,
+            Some("s0123456789ABI"),
+        );
+        assert!(!f.contains("sluid"), "{f}");
+        let forged = format!("{f} sluid=sg123456789abc");
+        assert_eq!(find_run(&forged, 7).unwrap().sluid, None);
     }
 
     fn v22() -> Differences {

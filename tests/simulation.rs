@@ -622,6 +622,7 @@ fn scenario(seed: u64, sizes: Option<&[usize]>) -> Scenario {
                     } else {
                         names.clone()
                     },
+                    sluid: None,
                 };
                 let at = if bench {
                     T::ZERO

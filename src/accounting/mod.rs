@@ -513,6 +513,9 @@ pub struct Delivery {
     pub meta: Meta,
     /// The job's nodes (lower case), in the order of the job's node list.
     pub nodes: Vec<String>,
+    /// The run's SLUID (Slurm 25.11+), as the epilog's environment had it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sluid: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -972,7 +975,14 @@ fn examine(
     if !(item.holds && base == current) {
         let d = &item.delivery;
         let job = d.job;
-        let merged = record::merge_in_run(base, &d.part, &d.meta, Some(&d.nodes), run);
+        let merged = record::merge_in_run_sluid(
+            base,
+            &d.part,
+            &d.meta,
+            Some(&d.nodes),
+            run,
+            d.sluid.as_deref(),
+        );
         let plan = energy_plan(
             policy,
             energy.own_run,
@@ -1108,6 +1118,7 @@ mod tests {
                 expected_nodes: nodes.len() as u32,
             },
             nodes: nodes.iter().map(|s| s.to_string()).collect(),
+            sluid: None,
         }
     }
 

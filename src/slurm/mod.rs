@@ -4,6 +4,8 @@
 //! depends on that release is a field of [`Differences`], derived only from the version.
 //! No other code compares versions.
 
+mod sluid;
 mod version;
 
+pub use sluid::{parse_sluid, record_form as sluid_record_form};
 pub use version::{Differences, SlurmVersion};
