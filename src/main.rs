@@ -11,6 +11,7 @@ mod measure;
 mod pending_cli;
 mod report_cli;
 mod sample_cli;
+mod tres_cli;
 
 use spank_carbon::config::Config;
 use spank_carbon::logging::{self};
@@ -150,6 +151,8 @@ enum Cmd {
     },
     /// Print the Slurm version this build targets.
     SlurmVersion,
+    /// Jobs whose energy TRES differs from their record (Slurm 25.11+); --fix writes it back.
+    Tres(tres_cli::Args),
 }
 
 fn main() -> ExitCode {
@@ -218,6 +221,7 @@ fn main() -> ExitCode {
             sacct,
             sacctmgr,
         }),
+        Cmd::Tres(a) => tres_cli::run(a),
         Cmd::SlurmVersion => {
             println!("{}", spank_carbon::SLURM_VERSION);
             ExitCode::SUCCESS
