@@ -1472,6 +1472,14 @@ mod tests {
             ["set", "SystemComment=x", "tres=energy=7200"]
         );
         assert!(sacctmgr_args("9 or 1=1", Field::System, "x", None, &v26).is_err());
+        // This build: tres= goes out exactly when its Slurm is 25.11 or later.
+        let built = Differences::built();
+        let sent = sacctmgr_args("9", Field::System, "x", Some(1), &built)
+            .is_ok_and(|a| a.iter().any(|x| x == "tres=energy=1"));
+        assert_eq!(
+            sent,
+            built.version >= crate::slurm::SlurmVersion::new(25, 11, 0)
+        );
         // The courier's round, with any energy_tres setting, never asks for tres= there.
         for mode in [EnergyTres::Auto, EnergyTres::Overwrite] {
             let p = policy(25, 5, mode);
