@@ -602,7 +602,13 @@ pub struct Item {
     energy_writes: u32,
     /// Whether the log says why the energy TRES is left alone.
     energy_noted: bool,
+    /// Writes with the energy TRES that failed: after [`MAX_ENERGY_FAILURES`] the record
+    /// goes without it (a slurmdbd that cannot set it must not keep the record out).
+    energy_failures: u32,
 }
+
+/// Failed writes with the energy TRES after which a record is written without it.
+const MAX_ENERGY_FAILURES: u32 = 2;
 
 /// The most writes a record makes only to bring the energy TRES to its total.
 const MAX_ENERGY_WRITES: u32 = 3;
@@ -650,6 +656,7 @@ impl Item {
             waits_for_job: true,
             energy_writes: 0,
             energy_noted: false,
+            energy_failures: 0,
         }
     }
 
@@ -672,6 +679,17 @@ impl Item {
     /// own measurement is left alone.
     fn energy_to_send(&mut self, plan: EnergyPlan) -> Option<u64> {
         match plan {
+            EnergyPlan::Set(_) if self.energy_failures >= MAX_ENERGY_FAILURES => {
+                if !self.energy_noted {
+                    self.energy_noted = true;
+                    log::warn!(
+                        "job {}: sacctmgr failed {} times when setting the energy TRES too; writing the record without it (energy_tres=off stops trying)",
+                        self.delivery.job,
+                        self.energy_failures
+                    );
+                }
+                None
+            }
             EnergyPlan::Set(j) => Some(j),
             EnergyPlan::Leave => None,
             EnergyPlan::NotOurs(have) => {
@@ -867,8 +885,11 @@ pub fn round_with(
                 .collect();
             let results = acct.write_all_energy(&requests, field);
             let now = clock.now();
-            for ((i, _, merged, single, _), result) in batch.iter().zip(results) {
+            for ((i, _, merged, single, energy_j), result) in batch.iter().zip(results) {
                 let item = &mut items[*i];
+                if result.is_err() && energy_j.is_some() {
+                    item.energy_failures += 1;
+                }
                 steps[*i] = match result {
                     Ok(()) if *single => Step::Done(Delivered {
                         writes: item.writes + 1,
@@ -1714,5 +1735,51 @@ mod tests {
         let sent = db.sent.borrow().len();
         assert_eq!(sent as u32, 1 + MAX_ENERGY_WRITES);
         assert!(db.sent.borrow().iter().all(|e| *e == Some(joules(1.0))));
+    }
+
+    /// A slurmdbd that cannot set the energy TRES (sacctmgr fails when asked to) does not
+    /// keep the record out: after two failures it goes without.
+    #[test]
+    fn a_failing_energy_write_does_not_keep_the_record_out() {
+        struct NoTres(EnergyDb);
+        impl Accounting for NoTres {
+            fn read(&self, jobs: &[u32], f: Field) -> Result<Rows, AcctError> {
+                self.0.read(jobs, f)
+            }
+            fn write(&self, id: &str, f: Field, v: &str) -> Result<(), AcctError> {
+                self.0.write(id, f, v)
+            }
+            fn write_energy(
+                &self,
+                id: &str,
+                f: Field,
+                v: &str,
+                e: Option<u64>,
+            ) -> Result<(), AcctError> {
+                self.0.sent.borrow_mut().push(e);
+                if e.is_some() {
+                    return Err(AcctError::Failed {
+                        tool: "sacctmgr".into(),
+                        detail: "REGEXP_REPLACE does not exist".into(),
+                    });
+                }
+                self.0.write(id, f, v)
+            }
+        }
+        let db = NoTres(EnergyDb::new("site", None));
+        let p = policy(26, 5, EnergyTres::Auto);
+        let r = deliver(
+            &db,
+            &delivery("n1", 2.0, &["n1"]),
+            &timing(),
+            &p,
+            &std::thread::sleep,
+        )
+        .unwrap();
+        assert!(record::parse(&r.record).is_some());
+        let sent = db.0.sent.borrow();
+        let with = sent.iter().filter(|e| e.is_some()).count() as u32;
+        assert_eq!(with, MAX_ENERGY_FAILURES, "{sent:?}");
+        assert_eq!(sent.last(), Some(&None));
     }
 }
