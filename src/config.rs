@@ -52,6 +52,20 @@ impl Field {
     }
 }
 
+/// Whether the record's GPU energy also goes into the job's energy TRES (Slurm 25.11+,
+/// `sacctmgr ... set tres=energy=J`): key `energy_tres`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EnergyTres {
+    /// Set it unless Slurm measured the job's energy itself (a non-zero energy that is
+    /// not the record's).
+    #[default]
+    Auto,
+    /// Never set it.
+    Off,
+    /// Set it even over energy Slurm measured.
+    Overwrite,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub intensity: GramsPerKwh,
@@ -82,6 +96,7 @@ pub struct Config {
     pub log_max_mb: u64,
     pub log_keep: u64,
     pub nvml_timeout_ms: u64,
+    pub energy_tres: EnergyTres,
 }
 
 impl Default for Config {
@@ -115,6 +130,7 @@ impl Default for Config {
             log_max_mb: DEFAULT_LOG_MAX_MB,
             log_keep: DEFAULT_LOG_KEEP,
             nvml_timeout_ms: DEFAULT_NVML_TIMEOUT_MS,
+            energy_tres: EnergyTres::Auto,
         }
     }
 }
@@ -166,6 +182,7 @@ pub const KEYS: &[&str] = &[
     "log_max_mb",
     "log_keep",
     "nvml_timeout_ms",
+    "energy_tres",
 ];
 
 fn bad(key: &str, value: &str, why: impl Into<String>) -> ConfigError {
@@ -275,6 +292,14 @@ impl Config {
                     "admin" => Field::Admin,
                     "job" => Field::Job,
                     _ => return Err(bad(key, value, "expected system, admin or job")),
+                }
+            }
+            "energy_tres" => {
+                self.energy_tres = match value {
+                    "auto" => EnergyTres::Auto,
+                    "off" => EnergyTres::Off,
+                    "overwrite" => EnergyTres::Overwrite,
+                    _ => return Err(bad(key, value, "expected auto, off or overwrite")),
                 }
             }
             "nvml_lib" => self.nvml_lib = Some(absolute_path(key, value)?),
@@ -428,6 +453,25 @@ fn read_config_file(path: &Path) -> Result<String, ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn energy_tres_key() {
+        assert_eq!(Config::default().energy_tres, EnergyTres::Auto);
+        for (v, want) in [
+            ("auto", EnergyTres::Auto),
+            ("off", EnergyTres::Off),
+            ("overwrite", EnergyTres::Overwrite),
+        ] {
+            let c = Config::from_args(&[format!("energy_tres={v}")]).unwrap();
+            assert_eq!(c.energy_tres, want);
+        }
+        let e = Config::from_args(&["energy_tres=yes"]).unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.contains("`energy_tres`") && text.contains("auto, off or overwrite"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn defaults_when_no_arguments() {

@@ -6,9 +6,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs::OpenOptions;
 use std::time::{Duration, Instant};
 
-use spank_carbon::accounting::{self, AcctError, Item, SlurmTools, Step, Timing};
+use spank_carbon::accounting::{self, AcctError, Item, Policy, SlurmTools, Step, Timing};
 use spank_carbon::config::Config;
 use spank_carbon::logging::chain;
+use spank_carbon::slurm::Differences;
 use spank_carbon::state::{self, JobKey, StateDir};
 
 /// How long a courier with nothing left to deliver stays for the next record.
@@ -35,6 +36,11 @@ pub fn courier(
         sacctmgr: config.sacctmgr.clone(),
         squeue: config.squeue.clone(),
         timeout: Duration::from_secs(config.write_timeout_s),
+        diffs: Differences::built(),
+    };
+    let policy = Policy {
+        diffs: Differences::built(),
+        energy: config.energy_tres,
     };
     let timing = Timing {
         stagger: Duration::from_millis(config.stagger_ms),
@@ -133,12 +139,7 @@ pub fn courier(
         let keys: Vec<JobKey> = items.keys().cloned().collect();
         let steps = {
             let mut refs: Vec<&mut Item> = items.values_mut().collect();
-            accounting::round(
-                &tools,
-                &mut refs,
-                &timing,
-                spank_carbon::SACCTMGR_LOWERCASES,
-            )
+            accounting::round(&tools, &mut refs, &timing, &policy)
         };
         let mut delivered_any = false;
         for (key, step) in keys.into_iter().zip(steps) {

@@ -50,6 +50,8 @@ pub struct JobEnv {
     pub slurm_conf: Option<PathBuf>,
     /// SLURM_JOB_PARTITION, for per-partition intensity series.
     pub partition: Option<String>,
+    /// SLURM_JOB_SLUID (Slurm 25.11+), when it is one (see `slurm::parse_sluid`).
+    pub sluid: Option<String>,
 }
 
 impl JobEnv {
@@ -86,6 +88,13 @@ impl JobEnv {
                 .map(PathBuf::from)
                 .filter(|p| p.is_absolute()),
             partition: get("SLURM_JOB_PARTITION"),
+            sluid: get("SLURM_JOB_SLUID").and_then(|s| {
+                let sluid = crate::slurm::parse_sluid(&s);
+                if sluid.is_none() {
+                    log::warn!("job {job}: SLURM_JOB_SLUID is not a SLUID; not kept");
+                }
+                sluid
+            }),
         })
     }
 
@@ -271,6 +280,8 @@ pub struct LocalRecord<'a> {
     pub series_bucket_s: f64,
     pub series_mj: &'a [f64],
     pub segment_part: Option<&'a NodePart>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sluid: Option<&'a str>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -282,6 +293,7 @@ pub struct Window {
 
 /// Appends the node's local record to the day's file in `records/` (see `retention`);
 /// returns that file.
+#[allow(clippy::too_many_arguments)]
 fn write_local_record(
     config: &Config,
     state: &StateDir,
@@ -290,6 +302,7 @@ fn write_local_record(
     final_state: &SamplerState,
     result: &NodeResult,
     part: Option<&NodePart>,
+    sluid: Option<&str>,
 ) -> Result<PathBuf, StateError> {
     let local = LocalRecord {
         version: 1,
@@ -311,6 +324,7 @@ fn write_local_record(
         series_bucket_s: final_state.series.bucket_s,
         series_mj: &final_state.series.mj,
         segment_part: part,
+        sluid,
     };
     retention::append_record(state, SystemTime::now(), &local)
 }
@@ -341,6 +355,7 @@ pub fn finish_orphan(
         final_state,
         &result,
         part.as_ref(),
+        None,
     )
     .map(drop)?;
     let _ = fs::remove_dir_all(&dir);
@@ -599,6 +614,16 @@ pub fn epilog(
         }
     };
     let Some(info) = info else {
+        if state
+            .pending_keys()
+            .iter()
+            .any(|k| k.job == key.job && k.node == key.node)
+        {
+            log::info!(
+                "job {key}: epilog again; this node's record is queued already, nothing done"
+            );
+            return Ok(EpilogOutcome::NoProlog);
+        }
         if env.gpus.is_some() {
             log::warn!(
                 "job {}: no measurement on {}: the prolog did not run here (set PrologFlags=Alloc so it runs at allocation); no record for this node",
@@ -672,6 +697,7 @@ pub fn epilog(
             part: part.clone(),
             meta,
             nodes: info.nodes.clone(),
+            sluid: env.sluid.clone(),
         };
         state::write_json_durable(&state.pending_path(&key.with_run(part.start)), &delivery)?;
     }
@@ -683,6 +709,7 @@ pub fn epilog(
         &final_state,
         &result,
         part.as_ref(),
+        env.sluid.as_deref(),
     ) {
         log::error!("job {key}: local audit record not kept: {e}");
     }
@@ -798,6 +825,7 @@ mod tests {
             nodes,
             slurm_conf: None,
             partition: None,
+            sluid: None,
         };
         (root, config, env)
     }
@@ -957,6 +985,116 @@ mod tests {
             ("SLURM_JOB_GPUS", ""),
         ];
         assert_eq!(JobEnv::from_env(None, env_of(&no_gpus)).unwrap().gpus, None);
+        assert_eq!(
+            JobEnv::from_env(None, env_of(&no_gpus)).unwrap().sluid,
+            None
+        );
+    }
+
+    #[test]
+    fn sluid_is_read_only_when_it_is_one() {
+        let with = |sluid: &'static str| {
+            let vars = [
+                ("SLURM_JOB_ID", "5"),
+                ("SLURMD_NODENAME", "n"),
+                ("SLURM_JOB_SLUID", sluid),
+            ];
+            JobEnv::from_env(None, env_of(&vars)).unwrap().sluid
+        };
+        assert_eq!(with("s0123456789ABC").as_deref(), Some("s0123456789ABC"));
+        for bad in [
+            "",
+            "s0123456789AB",
+            "s0123456789ABC/..",
+            "s 123456789ABC",
+            "sZ123456789ABC",
+        ] {
+            assert_eq!(with(bad), None, "{bad:?}");
+        }
+    }
+
+    /// The SLUID goes into the pending record and the local record.
+    #[test]
+    fn sluid_is_kept_in_the_pending_and_local_records() {
+        let (root, config, mut env) = job_in_state("sluid", 44, true);
+        env.sluid = Some("s0123456789ABC".into());
+        let state = StateDir::existing(&root).unwrap().unwrap();
+        let key = JobKey::new(env.job, &env.node).unwrap();
+        let spawner = NoSpawn(Mutex::new(Vec::new()));
+        let EpilogOutcome::Recorded { part } =
+            epilog(&config, &[], &env, &spawner, &never_called).unwrap()
+        else {
+            panic!("not recorded");
+        };
+        let pending: Delivery = state::read_json(&state.pending_path(&key.with_run(part.start)))
+            .unwrap()
+            .unwrap();
+        assert_eq!(pending.sluid.as_deref(), Some("s0123456789ABC"));
+        let local = retention::find_record(&root.join("records"), 44, "n1").unwrap();
+        assert_eq!(local["sluid"], "s0123456789ABC");
+        fs::remove_dir_all(&root).unwrap();
+    }
+
+    /// Before 26.05 slurmd could run a job's epilog twice (TERMINATE_JOB retries): the
+    /// second finds the job's state gone and leaves the pending record as it was, or,
+    /// if the first died before cleaning up, makes the same part again: never a second
+    /// share, never a worse one.
+    #[test]
+    fn a_second_epilog_for_the_job_changes_nothing() {
+        let (root, config, env) = job_in_state("twice", 45, true);
+        let state = StateDir::existing(&root).unwrap().unwrap();
+        let key = JobKey::new(env.job, &env.node).unwrap();
+        let spawner = NoSpawn(Mutex::new(Vec::new()));
+        let EpilogOutcome::Recorded { part } =
+            epilog(&config, &[], &env, &spawner, &never_called).unwrap()
+        else {
+            panic!("not recorded");
+        };
+        let path = state.pending_path(&key.with_run(part.start));
+        let first = fs::read(&path).unwrap();
+        let second = epilog(&config, &[], &env, &spawner, &never_called).unwrap();
+        assert!(matches!(second, EpilogOutcome::NoProlog), "{second:?}");
+        assert_eq!(fs::read(&path).unwrap(), first);
+        assert_eq!(state.pending_keys().len(), 1);
+        // The first epilog died after queueing its part, before cleaning up: the second
+        // makes the same part from the same sampler state (no NVML), under the same name.
+        let (root2, config2, env2) = job_in_state("twice2", 46, true);
+        let state2 = StateDir::existing(&root2).unwrap().unwrap();
+        let key2 = JobKey::new(env2.job, &env2.node).unwrap();
+        let dir = state2.job_dir(&key2);
+        let copy = std::env::temp_dir().join(format!("sc-twice-copy-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&copy);
+        fs::create_dir_all(&copy).unwrap();
+        for f in ["job.json", "sampler.json"] {
+            fs::copy(dir.join(f), copy.join(f)).unwrap();
+        }
+        let EpilogOutcome::Recorded { part: p1 } =
+            epilog(&config2, &[], &env2, &spawner, &never_called).unwrap()
+        else {
+            panic!("not recorded");
+        };
+        let pending_path = state2.pending_path(&key2.with_run(p1.start));
+        let queued = fs::read(&pending_path).unwrap();
+        state2.create_job_dir(&key2).unwrap();
+        for f in ["job.json", "sampler.json"] {
+            fs::copy(copy.join(f), dir.join(f)).unwrap();
+        }
+        let EpilogOutcome::Recorded { part: p2 } =
+            epilog(&config2, &[], &env2, &spawner, &never_called).unwrap()
+        else {
+            panic!("not recorded");
+        };
+        assert_eq!(p1, p2);
+        assert_eq!(fs::read(&pending_path).unwrap(), queued);
+        assert_eq!(state2.pending_keys().len(), 1);
+        // And merging the part twice into the record counts it once.
+        let d: Delivery = state::read_json(&pending_path).unwrap().unwrap();
+        let once = crate::record::merge("", &d.part, &d.meta, None);
+        let twice = crate::record::merge(&once, &p2, &d.meta, None);
+        assert_eq!(once, twice);
+        for r in [root, root2, copy] {
+            fs::remove_dir_all(&r).unwrap();
+        }
     }
 
     fn finished_state(start: f64, bucket_mj: Vec<f64>) -> SamplerState {

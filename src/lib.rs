@@ -21,6 +21,7 @@ pub mod report;
 pub mod retention;
 pub mod sacct_rows;
 pub mod sampler;
+pub mod slurm;
 pub mod state;
 pub mod units;
 
@@ -34,6 +35,3 @@ pub mod spank_sys {
 
 /// The Slurm version whose headers this build used.
 pub const SLURM_VERSION: &str = env!("SPANK_CARBON_SLURM_VERSION");
-
-/// Whether the targeted Slurm's sacctmgr lower-cases comment values (before 23.02).
-pub const SACCTMGR_LOWERCASES: bool = spank_sys::SLURM_VERSION_NUMBER < 0x17_02_00;

@@ -12,6 +12,7 @@ mod measure;
 mod pending_cli;
 mod report_cli;
 mod sample_cli;
+mod tres_cli;
 
 use spank_carbon::config::Config;
 use spank_carbon::logging::{self};
@@ -154,6 +155,8 @@ enum Cmd {
     Check(check_cli::Options),
     /// Print the Slurm version this build targets.
     SlurmVersion,
+    /// Jobs whose energy TRES differs from their record (Slurm 25.11+); --fix writes it back.
+    Tres(tres_cli::Args),
 }
 
 fn main() -> ExitCode {
@@ -223,6 +226,7 @@ fn main() -> ExitCode {
             sacctmgr,
         }),
         Cmd::Check(options) => check_cli::run(options),
+        Cmd::Tres(a) => tres_cli::run(a),
         Cmd::SlurmVersion => {
             println!("{}", spank_carbon::SLURM_VERSION);
             ExitCode::SUCCESS

@@ -48,6 +48,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+use crate::slurm::Differences;
 use crate::units::{co2e_grams, GramsPerKwh};
 
 pub const MARKER: &str = "spank-carbon/1";
@@ -317,6 +318,7 @@ const TOP_KEYS: &[&str] = &[
     "method",
     "embodied_g",
     "run",
+    "sluid",
     "window",
     "hostlist",
     "part-defaults",
@@ -432,6 +434,8 @@ pub struct Found {
     pub run: Option<u64>,
     /// Whether parts came from the compact form.
     pub compact: bool,
+    /// The run's SLUID (`sluid=`, Slurm 25.11+), lower case.
+    pub sluid: Option<String>,
     /// The parts' GPU counts overflow a `u32`: the record is invalid and its parts
     /// were dropped.
     pub counts_overflow: bool,
@@ -507,6 +511,7 @@ fn find_from(field: &str, from: usize) -> Option<Found> {
         expected_nodes: None,
         run: None,
         compact: false,
+        sluid: None,
         counts_overflow: false,
     };
     // The compact form's tokens: window, hostlist, part-defaults, parts.
@@ -526,6 +531,7 @@ fn find_from(field: &str, from: usize) -> Option<Found> {
             "pue" => found.pue = parse_nonneg(v),
             "of" => found.expected_nodes = v.parse().ok(),
             "run" => found.run = v.parse().ok(),
+            "sluid" => found.sluid = crate::slurm::sluid_record_form(v).filter(|f| f == v),
             "window" => compact_tokens[0] = Some(v),
             "hostlist" => compact_tokens[1] = Some(v),
             "part-defaults" => compact_tokens[2] = Some(v),
@@ -584,7 +590,7 @@ fn segment_of(found: Found) -> Segment {
 /// replaced, totals recomputed, and every byte outside the segment left as it was.
 /// A field without a record gets one appended, after a space if it has text.
 pub fn merge(field: &str, part: &NodePart, meta: &Meta, allowed: Option<&[String]>) -> String {
-    merge_found(field, find(field), part, meta, allowed, None)
+    merge_found(field, find(field), part, meta, allowed, None, None)
 }
 
 /// Like [`merge`], into the segment of job run `run` (`run=<start>`), which holds only
@@ -598,7 +604,38 @@ pub fn merge_in_run(
     allowed: Option<&[String]>,
     run: u64,
 ) -> String {
-    merge_found(field, find_run(field, run), part, meta, allowed, Some(run))
+    merge_found(
+        field,
+        find_run(field, run),
+        part,
+        meta,
+        allowed,
+        Some(run),
+        None,
+    )
+}
+
+/// [`merge_in_run`] that also names the run by its SLUID (`sluid=`, the last token of
+/// the segment, in lower case; a SLUID the segment has already is kept). A `sluid` that
+/// is not a SLUID is left out.
+pub fn merge_in_run_sluid(
+    field: &str,
+    part: &NodePart,
+    meta: &Meta,
+    allowed: Option<&[String]>,
+    run: u64,
+    sluid: Option<&str>,
+) -> String {
+    let sluid = sluid.and_then(crate::slurm::sluid_record_form);
+    merge_found(
+        field,
+        find_run(field, run),
+        part,
+        meta,
+        allowed,
+        Some(run),
+        sluid.as_deref(),
+    )
 }
 
 fn merge_found(
@@ -608,7 +645,15 @@ fn merge_found(
     meta: &Meta,
     allowed: Option<&[String]>,
     run: Option<u64>,
+    sluid: Option<&str>,
 ) -> String {
+    // The run's SLUID: the one the segment has (every node of a run has the same), else
+    // this node's. It goes last, so that readers that do not know it (older versions)
+    // still read the whole record before it.
+    let sluid = found
+        .as_ref()
+        .and_then(|f| f.sluid.clone())
+        .or(sluid.map(str::to_string));
     let mut parts = found.as_ref().map(|f| f.parts.clone()).unwrap_or_default();
     if let Some(allowed) = allowed {
         parts.retain(|node, _| allowed.iter().any(|a| a == node));
@@ -642,6 +687,9 @@ fn merge_found(
     if let Some(run) = run {
         segment.insert_str(MARKER.len(), &format!(" run={run}"));
     }
+    if let Some(sluid) = sluid {
+        let _ = write!(segment, " sluid={sluid}");
+    }
     match found {
         Some(f) => format!("{}{}{}", &field[..f.start], segment, &field[f.end..]),
         None if field.is_empty() => segment,
@@ -668,11 +716,15 @@ pub enum Unwritable {
     Control,
     #[error("it would exceed the column's {FIELD_MAX_BYTES} bytes")]
     TooLong,
+    #[error("it starts or ends with whitespace (other writers' text), which this Slurm's sacctmgr would trim")]
+    Whitespace,
 }
 
 /// Checks that sacctmgr stores `value` exactly as given. Slurm before 23.02 lower-cases
-/// every comment value it sets (`lowercases`); every version turns quotes into backticks.
-pub fn check_writable(value: &str, lowercases: bool) -> Result<(), Unwritable> {
+/// every comment value it sets (`diffs.lowercases`), 25.05 and later trim leading and
+/// trailing whitespace (`diffs.trims_whitespace`); every version turns quotes into
+/// backticks.
+pub fn check_writable(value: &str, diffs: &Differences) -> Result<(), Unwritable> {
     if value.len() > FIELD_MAX_BYTES {
         return Err(Unwritable::TooLong);
     }
@@ -689,8 +741,13 @@ pub fn check_writable(value: &str, lowercases: bool) -> Result<(), Unwritable> {
         return Err(Unwritable::Control);
     }
     // 22.05's strip_quotes lower-cases ASCII letters only (it never sets a locale).
-    if lowercases && value.bytes().any(|b| b.is_ascii_uppercase()) {
+    if diffs.lowercases && value.bytes().any(|b| b.is_ascii_uppercase()) {
         return Err(Unwritable::UpperCase);
+    }
+    // 25.05's sacctmgr trims what isspace() takes as whitespace at either end.
+    let space = |c: char| c.is_ascii_whitespace() || c == '\u{b}';
+    if diffs.trims_whitespace && (value.starts_with(space) || value.ends_with(space)) {
+        return Err(Unwritable::Whitespace);
     }
     Ok(())
 }
@@ -1151,7 +1208,10 @@ mod tests {
         );
         assert!(field.len() <= 40 * 1024, "{} bytes", field.len());
         let foreign = "x".repeat(16 * 1024);
-        assert_eq!(check_writable(&format!("{foreign} {field}"), true), Ok(()));
+        assert_eq!(
+            check_writable(&format!("{foreign} {field}"), &v22()),
+            Ok(())
+        );
         assert!(
             field.contains(" gpus=32768 nodes=4096 of=4096 "),
             "{}",
@@ -1418,7 +1478,7 @@ mod tests {
             "{f}"
         );
         assert_eq!(f, f.to_lowercase());
-        assert!(check_writable(&f, true).is_ok());
+        assert!(check_writable(&f, &v22()).is_ok());
     }
 
     #[test]
@@ -1532,19 +1592,98 @@ mod tests {
 
     #[test]
     fn writability() {
-        assert_eq!(check_writable("Site", true), Err(Unwritable::UpperCase));
-        assert!(check_writable("Site", false).is_ok());
-        assert_eq!(check_writable("it's", false), Err(Unwritable::Quote));
-        assert_eq!(check_writable("a\\b", false), Err(Unwritable::Quote));
-        assert_eq!(check_writable("a\u{7}b", false), Err(Unwritable::Control));
-        assert!(check_writable("a\nb", false).is_ok());
-        assert!(check_writable("Ünïcode", true).is_ok());
-        assert_eq!(check_writable("=x", false), Err(Unwritable::Quote));
+        assert_eq!(check_writable("Site", &v22()), Err(Unwritable::UpperCase));
+        assert!(check_writable("Site", &v24()).is_ok());
+        assert_eq!(check_writable("it's", &v24()), Err(Unwritable::Quote));
+        assert_eq!(check_writable("a\\b", &v24()), Err(Unwritable::Quote));
+        assert_eq!(check_writable("a\u{7}b", &v24()), Err(Unwritable::Control));
+        assert!(check_writable("a\nb", &v24()).is_ok());
+        assert!(check_writable("Ünïcode", &v22()).is_ok());
+        assert_eq!(check_writable("=x", &v24()), Err(Unwritable::Quote));
         assert_eq!(
-            check_writable(&"x".repeat(70_000), false),
+            check_writable(&"x".repeat(70_000), &v24()),
             Err(Unwritable::TooLong)
         );
-        assert!(check_writable("quota: 5% ok", true).is_ok());
+        assert!(check_writable("quota: 5% ok", &v22()).is_ok());
+    }
+
+    /// The SLUID token round-trips through parse, in both forms, stays the segment's last
+    /// token, is kept by later merges without one, and is writable on 25.11+.
+    #[test]
+    fn sluid_token() {
+        let upper = "s0123456789ABC";
+        let lower = "s0123456789abc";
+        for n in [1u32, COMPACT_ABOVE_NODES + 2] {
+            let nodes: Vec<String> = (0..n).map(|i| format!("n{i}")).collect();
+            let m = meta(n);
+            let mut f = String::from("site");
+            for (i, node) in nodes.iter().enumerate() {
+                // Only the first node knows it: the others keep it.
+                let sl = (i == 0).then_some(upper);
+                f = merge_in_run_sluid(&f, &part(node, 1.0), &m, Some(&nodes), 7, sl);
+            }
+            let found = find_run(&f, 7).unwrap();
+            assert_eq!(found.sluid.as_deref(), Some(lower));
+            assert_eq!(found.parts.len(), n as usize);
+            assert_eq!(found.compact, n > COMPACT_ABOVE_NODES);
+            assert!(f.ends_with(&format!(" sluid={lower}")), "{f}");
+            assert_eq!(f.matches("sluid=").count(), 1);
+            assert!(check_writable(&f, &v26()).is_ok());
+            // A record without it reads the same otherwise.
+            let plain = f.replace(&format!(" sluid={lower}"), "");
+            assert_eq!(parse(&plain).unwrap(), parse(&f).unwrap());
+            assert_eq!(find_run(&plain, 7).unwrap().sluid, None);
+            // Text after the segment stays foreign.
+            let more = format!("{f} tail");
+            assert_eq!(find_run(&more, 7).unwrap().end, f.len());
+        }
+        // Not a SLUID: not written, not read.
+        let f = merge_in_run_sluid(
+            "",
+            &part("n1", 1.0),
+            &meta(1),
+            None,
+            7,
+            Some("s0123456789ABI"),
+        );
+        assert!(!f.contains("sluid"), "{f}");
+        let forged = format!("{f} sluid=sg123456789abc");
+        assert_eq!(find_run(&forged, 7).unwrap().sluid, None);
+    }
+
+    fn v22() -> Differences {
+        Differences::for_version(crate::slurm::SlurmVersion::new(22, 5, 8))
+    }
+
+    fn v24() -> Differences {
+        Differences::for_version(crate::slurm::SlurmVersion::new(24, 11, 5))
+    }
+
+    fn v26() -> Differences {
+        Differences::for_version(crate::slurm::SlurmVersion::new(26, 5, 3))
+    }
+
+    /// 25.05+ trims the value's ends: other writers' text that starts or ends with
+    /// whitespace would be changed by our rewrite, so it is refused there and only there.
+    #[test]
+    fn whitespace_at_either_end_is_refused_from_25_05() {
+        let ours = merge("", &part("n1", 1.0), &meta(1), None);
+        let tail = format!("{ours} tail ");
+        for foreign in ["  lead", "\tlead", "\nlead", tail.as_str()] {
+            let merged = merge(foreign, &part("n1", 2.0), &meta(1), None);
+            let ends_with_space =
+                merged.starts_with(char::is_whitespace) || merged.ends_with(char::is_whitespace);
+            assert!(ends_with_space, "{merged:?}");
+            assert_eq!(check_writable(&merged, &v26()), Err(Unwritable::Whitespace));
+            assert!(check_writable(&merged, &v24()).is_ok(), "{merged:?}");
+            assert!(check_writable(&merged, &v22()).is_ok(), "{merged:?}");
+        }
+        // Inner whitespace, and a field that is only our segment, are fine everywhere.
+        for v in [v22(), v24(), v26()] {
+            assert!(check_writable(&ours, &v).is_ok());
+            assert!(check_writable(&format!("a  b {ours}"), &v).is_ok());
+        }
+        assert!(Unwritable::Whitespace.to_string().contains("trim"));
     }
 
     #[test]

@@ -625,6 +625,7 @@ mod tests {
                 expected_nodes: nodes.len() as u32,
             },
             nodes: nodes.iter().map(|n| n.to_string()).collect(),
+            sluid: None,
         }
     }
 

@@ -114,7 +114,12 @@ fn check_reports_each_thing_it_checks_when_broken() {
 
     // A bad key in plugstack.conf: named, and slurmd says so when it starts.
     set_plugstack(&["intensty=300"]);
-    assert_error("bad key", &check("node1", &[]), "plugin arguments", "intensty");
+    assert_error(
+        "bad key",
+        &check("node1", &[]),
+        "plugin arguments",
+        "intensty",
+    );
     let mark = slurmd_log("node1").len();
     cluster(&["restart-slurmd", "node1"], &[]);
     assert!(
@@ -130,7 +135,12 @@ fn check_reports_each_thing_it_checks_when_broken() {
     fs::write(plugstack, "# nothing here\n").unwrap();
     let got = check("node1", &[]);
     fs::write(plugstack, &saved).unwrap();
-    assert_error("no plugin line", &got, "plugstack.conf", "libspank_carbon.so");
+    assert_error(
+        "no plugin line",
+        &got,
+        "plugstack.conf",
+        "libspank_carbon.so",
+    );
 
     // The plugin library writable by others.
     let lib = Path::new(PLUGIN);

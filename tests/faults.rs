@@ -484,6 +484,7 @@ fn two_hundred_poison_records_do_not_delay_a_fresh_one() {
                 expected_nodes: 1,
             },
             nodes: vec!["node1".into()],
+            sluid: None,
         };
         let key = spank_carbon::state::JobKey::new(d.job, "node1")
             .unwrap()

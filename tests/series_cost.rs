@@ -316,6 +316,7 @@ fn whole_epilog_with_a_two_year_series_and_a_30_day_job() {
             nodes: vec!["node1".into()],
             slurm_conf: None,
             partition: None,
+            sluid: None,
         };
         let key = spank_carbon::state::JobKey::new(job, "node1").unwrap();
         let jd = state.create_job_dir(&key).unwrap();

@@ -281,6 +281,7 @@ impl Accounting for Node<'_> {
                         submit: r.submit,
                         start: Some(r.start),
                         end: ended.then_some(r.end),
+                        energy: None,
                         value: r.value_at(t).to_string(),
                     }
                 })
@@ -621,6 +622,7 @@ fn scenario(seed: u64, sizes: Option<&[usize]>) -> Scenario {
                     } else {
                         names.clone()
                     },
+                    sluid: None,
                 };
                 let at = if bench {
                     T::ZERO
@@ -775,7 +777,7 @@ fn run_sim(mut sc: Scenario, timing: Timing, rng_seed: u64) -> (Outcome, Db) {
         };
         let steps = {
             let mut refs: Vec<&mut Item> = c.items.iter_mut().map(|(_, i)| i).collect();
-            round_with(&node, &node, &mut refs, &timing, true)
+            round_with(&node, &node, &mut refs, &timing, &policy_22())
         };
         let now = node.now.get();
         let mut delivered_any = false;
@@ -1141,4 +1143,10 @@ fn whole_at(db: &Db, expect: &Expect) -> Option<Duration> {
         };
     }
     whole
+}
+
+/// The merge protocol as on Slurm 22.05 (no energy TRES).
+fn policy_22() -> spank_carbon::accounting::Policy {
+    use spank_carbon::slurm::{Differences, SlurmVersion};
+    spank_carbon::accounting::Policy::new(Differences::for_version(SlurmVersion::new(22, 5, 8)))
 }

@@ -15,11 +15,89 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::config::Field;
+use crate::config::{EnergyTres, Field};
 use crate::record::{self, check_writable, Meta, NodePart, Unwritable};
+use crate::slurm::Differences;
 
 mod rows;
-pub use rows::{parse as parse_sacct_rows, target, valid_job_selector, JobRows, Row, Rows, Target};
+pub use rows::{
+    energy_column, parse as parse_sacct_rows, target, valid_job_selector, JobRows, Row, Rows,
+    Target,
+};
+
+/// What the courier does differently by Slurm version and by the operator's choice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    pub diffs: Differences,
+    /// Key `energy_tres` (used only where `diffs.energy_tres`).
+    pub energy: EnergyTres,
+}
+
+impl Policy {
+    /// `diffs` with `energy_tres=auto`.
+    pub fn new(diffs: Differences) -> Policy {
+        Policy {
+            diffs,
+            energy: EnergyTres::Auto,
+        }
+    }
+
+    /// Whether this courier sets the energy TRES at all.
+    pub fn sets_energy(&self) -> bool {
+        self.diffs.energy_tres && self.energy != EnergyTres::Off
+    }
+}
+
+/// Joules, as the energy TRES takes them (an integer), of `wh` watt-hours.
+pub fn joules(wh: f64) -> u64 {
+    (wh * 3600.0).round().max(0.0) as u64
+}
+
+/// What to do with a row's energy TRES when its field is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EnergyPlan {
+    /// Leave it: not set on this Slurm or by this operator, or not this row's run, or
+    /// already equal to the record's.
+    Leave,
+    /// Set it to this many joules (the run's segment's total in the merged field).
+    Set(u64),
+    /// Leave it: Slurm measured this much itself (not the record's energy), and
+    /// `energy_tres` is not `overwrite`.
+    NotOurs(u64),
+}
+
+/// The energy TRES a write of `merged` into a row that holds `current` and whose energy
+/// TRES is `current_j` should carry, for the segment of run `run`. `own_run`: the row is
+/// that run's own row and its completion record is in (it rewrites the TRES wholesale).
+/// The energy is taken to be the record's (ours) when it is zero or absent, or equals the
+/// total of the run's segment in `current` (every write that set it set both at once).
+pub fn energy_plan(
+    policy: &Policy,
+    own_run: bool,
+    current: &str,
+    current_j: Option<u64>,
+    merged: &str,
+    run: u64,
+) -> EnergyPlan {
+    if !policy.sets_energy() || !own_run {
+        return EnergyPlan::Leave;
+    }
+    let total = |field: &str| {
+        record::find_run(field, run).map(|f| joules(f.parts.values().map(|p| p.wh).sum()))
+    };
+    let Some(want) = total(merged) else {
+        return EnergyPlan::Leave;
+    };
+    let have = current_j.unwrap_or(0);
+    if have == want {
+        return EnergyPlan::Leave;
+    }
+    let ours = have == 0 || total(current) == Some(have);
+    if !ours && policy.energy != EnergyTres::Overwrite {
+        return EnergyPlan::NotOurs(have);
+    }
+    EnergyPlan::Set(want)
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum AcctError {
@@ -67,6 +145,38 @@ pub trait Accounting {
             .map(|(id, value)| self.write(id, field, value))
             .collect()
     }
+    /// [`Accounting::write`] that also sets the job's energy TRES to `energy_j` joules
+    /// in the same call, where given. By default only writes without energy are made.
+    fn write_energy(
+        &self,
+        id: &str,
+        field: Field,
+        value: &str,
+        energy_j: Option<u64>,
+    ) -> Result<(), AcctError> {
+        match energy_j {
+            None => self.write(id, field, value),
+            Some(_) => Err(AcctError::Failed {
+                tool: "accounting".into(),
+                detail: "cannot set the energy TRES".into(),
+            }),
+        }
+    }
+    /// [`Accounting::write_all`] with energy (`(id, value, energy_j)`).
+    fn write_all_energy(
+        &self,
+        writes: &[(&str, &str, Option<u64>)],
+        field: Field,
+    ) -> Vec<Result<(), AcctError>> {
+        if writes.iter().all(|w| w.2.is_none()) {
+            let plain: Vec<(&str, &str)> = writes.iter().map(|w| (w.0, w.1)).collect();
+            return self.write_all(&plain, field);
+        }
+        writes
+            .iter()
+            .map(|(id, value, e)| self.write_energy(id, field, value, *e))
+            .collect()
+    }
     /// How slurmctld names each of `jobs` it still knows (`JobIDRaw` -> `N`, `A_T`, `H+O`).
     /// Accounting can lag behind: for a few seconds after an array's last task ended, sacct
     /// shows it as plain `N`, before the rows of its other tasks are in, and a write to
@@ -85,6 +195,75 @@ pub struct SlurmTools {
     pub sacctmgr: PathBuf,
     pub squeue: PathBuf,
     pub timeout: Duration,
+    /// The Slurm these tools are (the build's).
+    pub diffs: Differences,
+}
+
+/// sacctmgr's arguments that set `field` of job `id` to `value`, and its energy TRES to
+/// `energy_j` joules where given. `tres=` is never sent to a Slurm below 25.11 (24.11
+/// reports it as an unknown option, still writes the rest and exits 0).
+pub fn sacctmgr_args(
+    id: &str,
+    field: Field,
+    value: &str,
+    energy_j: Option<u64>,
+    diffs: &Differences,
+) -> Result<Vec<String>, AcctError> {
+    if !valid_job_selector(id) {
+        return Err(AcctError::Failed {
+            tool: "sacctmgr".into(),
+            detail: format!("`{id}` is not a job"),
+        });
+    }
+    let mut args: Vec<String> = ["-i", "modify", "job", "where"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    args.push(format!("jobid={id}"));
+    args.push("set".into());
+    args.push(format!("{}={}", field.slurm_name(), value));
+    if let Some(j) = energy_j {
+        if !diffs.energy_tres {
+            return Err(AcctError::Failed {
+                tool: "sacctmgr".into(),
+                detail: format!(
+                    "Slurm {} cannot set the energy TRES (25.11 and later can)",
+                    diffs.version
+                ),
+            });
+        }
+        args.push(format!("tres=energy={j}"));
+    }
+    Ok(args)
+}
+
+/// Whether sacctmgr changed exactly the one row of `id`, from its exit status and output.
+/// It lists each row it changed (`  <id> submitted at <time>`, still so in 26.05): more
+/// than one is an error on every version. Before 25.05 success also needs "Modified";
+/// from 25.05 on it prints " Modified jobs..." before knowing the outcome, and exits
+/// non-zero on failure ("Nothing modified" and commit errors included): the exit status
+/// decides.
+pub fn write_succeeded(diffs: &Differences, success: bool, stdout: &str) -> Result<(), String> {
+    let changed = stdout
+        .lines()
+        .filter(|l| l.contains(" submitted at "))
+        .count();
+    if changed > 1 {
+        return Err(format!(
+            "changed {changed} rows, not one: {}",
+            stdout.trim().replace('\n', "; ")
+        ));
+    }
+    let ok = if diffs.exit_status_only {
+        success
+    } else {
+        success && stdout.contains("Modified") && changed == 1
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(String::new())
+    }
 }
 
 pub struct CmdOutput {
@@ -218,39 +397,31 @@ impl Accounting for SlurmTools {
     }
 
     fn write(&self, id: &str, field: Field, value: &str) -> Result<(), AcctError> {
-        if !valid_job_selector(id) {
-            return Err(AcctError::Failed {
-                tool: "sacctmgr".into(),
-                detail: format!("`{id}` is not a job"),
-            });
-        }
-        let cond = format!("jobid={id}");
-        let set = format!("{}={}", field.slurm_name(), value);
-        let out = run_tool(
-            &self.sacctmgr,
-            &["-i", "modify", "job", "where", &cond, "set", &set],
-            self.timeout,
-        )?;
+        self.write_energy(id, field, value, None)
+    }
+
+    fn write_energy(
+        &self,
+        id: &str,
+        field: Field,
+        value: &str,
+        energy_j: Option<u64>,
+    ) -> Result<(), AcctError> {
+        let args = sacctmgr_args(id, field, value, energy_j, &self.diffs)?;
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = run_tool(&self.sacctmgr, &args, self.timeout)?;
         let stdout = String::from_utf8_lossy(&out.stdout);
-        // sacctmgr lists each row it changed (`  <id> submitted at <time>`): one, or it
-        // changed rows it should not have (the read said there were none).
-        let changed = stdout
-            .lines()
-            .filter(|l| l.contains(" submitted at "))
-            .count();
-        if changed > 1 {
-            log::error!(
-                "sacctmgr jobid={id} changed {changed} rows, not one: {}",
-                stdout.trim().replace('\n', "; ")
-            );
-        }
-        if out.status.success() && stdout.contains("Modified") && changed == 1 {
-            Ok(())
-        } else {
-            Err(AcctError::Failed {
-                tool: "sacctmgr".into(),
-                detail: detail(&out),
-            })
+        match write_succeeded(&self.diffs, out.status.success(), &stdout) {
+            Ok(()) => Ok(()),
+            Err(why) => {
+                if !why.is_empty() {
+                    log::error!("sacctmgr jobid={id} {why}");
+                }
+                Err(AcctError::Failed {
+                    tool: "sacctmgr".into(),
+                    detail: detail(&out),
+                })
+            }
         }
     }
 
@@ -297,12 +468,24 @@ impl Accounting for SlurmTools {
     /// second on slurmdbd while costing almost no CPU, so a burst of records goes out
     /// several times faster than one after the other.
     fn write_all(&self, writes: &[(&str, &str)], field: Field) -> Vec<Result<(), AcctError>> {
+        let with: Vec<(&str, &str, Option<u64>)> =
+            writes.iter().map(|(id, v)| (*id, *v, None)).collect();
+        self.write_all_energy(&with, field)
+    }
+
+    fn write_all_energy(
+        &self,
+        writes: &[(&str, &str, Option<u64>)],
+        field: Field,
+    ) -> Vec<Result<(), AcctError>> {
         let mut results = Vec::with_capacity(writes.len());
         for chunk in writes.chunks(PARALLEL_WRITES) {
             std::thread::scope(|scope| {
                 let handles: Vec<_> = chunk
                     .iter()
-                    .map(|(id, value)| scope.spawn(move || self.write(id, field, value)))
+                    .map(|(id, value, e)| {
+                        scope.spawn(move || self.write_energy(id, field, value, *e))
+                    })
                     .collect();
                 for h in handles {
                     results.push(h.join().unwrap_or_else(|_| {
@@ -330,6 +513,9 @@ pub struct Delivery {
     pub meta: Meta,
     /// The job's nodes (lower case), in the order of the job's node list.
     pub nodes: Vec<String>,
+    /// The run's SLUID (Slurm 25.11+), as the epilog's environment had it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sluid: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -412,6 +598,28 @@ pub struct Item {
     /// Whether it waits for accounting to know the job's run (not for accounting to
     /// answer): such a record is not hurried when other records go through.
     pub waits_for_job: bool,
+    /// Writes made only to set the energy TRES (the field held the part already).
+    energy_writes: u32,
+    /// Whether the log says why the energy TRES is left alone.
+    energy_noted: bool,
+    /// Writes with the energy TRES that failed: after [`MAX_ENERGY_FAILURES`] the record
+    /// goes without it (a slurmdbd that cannot set it must not keep the record out).
+    energy_failures: u32,
+}
+
+/// Failed writes with the energy TRES after which a record is written without it.
+const MAX_ENERGY_FAILURES: u32 = 2;
+
+/// The most writes a record makes only to bring the energy TRES to its total.
+const MAX_ENERGY_WRITES: u32 = 3;
+
+/// The energy TRES of the row a part is merged into.
+#[derive(Debug, Clone, Copy)]
+struct EnergyRow {
+    /// The row is the run's own and its completion record is in.
+    own_run: bool,
+    /// Its `ConsumedEnergyRaw`.
+    current_j: Option<u64>,
 }
 
 impl Item {
@@ -446,6 +654,9 @@ impl Item {
             watch: timing.poll(),
             last_error: String::from("the job is not in accounting yet"),
             waits_for_job: true,
+            energy_writes: 0,
+            energy_noted: false,
+            energy_failures: 0,
         }
     }
 
@@ -462,6 +673,36 @@ impl Item {
         self.guard_at = None;
         self.backoff = timing.poll();
         self.watch = timing.poll();
+    }
+
+    /// The energy a write should carry under `plan`; says once in the log why Slurm's
+    /// own measurement is left alone.
+    fn energy_to_send(&mut self, plan: EnergyPlan) -> Option<u64> {
+        match plan {
+            EnergyPlan::Set(_) if self.energy_failures >= MAX_ENERGY_FAILURES => {
+                if !self.energy_noted {
+                    self.energy_noted = true;
+                    log::warn!(
+                        "job {}: sacctmgr failed {} times when setting the energy TRES too; writing the record without it (energy_tres=off stops trying)",
+                        self.delivery.job,
+                        self.energy_failures
+                    );
+                }
+                None
+            }
+            EnergyPlan::Set(j) => Some(j),
+            EnergyPlan::Leave => None,
+            EnergyPlan::NotOurs(have) => {
+                if !self.energy_noted {
+                    self.energy_noted = true;
+                    log::warn!(
+                        "job {}: energy TRES not set: Slurm measured {have} J for the job itself (energy_tres=overwrite would replace it with the GPU energy)",
+                        self.delivery.job
+                    );
+                }
+                None
+            }
+        }
     }
 
     pub fn is_due(&self, now: Instant) -> bool {
@@ -509,9 +750,9 @@ pub fn round(
     acct: &dyn Accounting,
     items: &mut [&mut Item],
     timing: &Timing,
-    lowercases: bool,
+    policy: &Policy,
 ) -> Vec<Step> {
-    round_with(acct, &SystemClock, items, timing, lowercases)
+    round_with(acct, &SystemClock, items, timing, policy)
 }
 
 /// [`round`] with the time taken from `clock` (it reads no other).
@@ -520,7 +761,7 @@ pub fn round_with(
     clock: &dyn Clock,
     items: &mut [&mut Item],
     timing: &Timing,
-    lowercases: bool,
+    policy: &Policy,
 ) -> Vec<Step> {
     let now = clock.now();
     let mut steps: Vec<Step> = items.iter().map(|_| Step::Wait).collect();
@@ -542,7 +783,7 @@ pub fn round_with(
         let rows = acct.read(&jobs, field);
         let read_at = clock.now();
         // Merge first, then write every field that lacks its part.
-        let mut writes: Vec<(usize, String, String, bool)> = Vec::new();
+        let mut writes: Vec<(usize, String, String, bool, Option<u64>)> = Vec::new();
         for i in due {
             let item = &mut items[i];
             item.reads += 1;
@@ -580,12 +821,19 @@ pub fn round_with(
                                 && job_rows.runs.len() <= 1
                                 && job_rows.runs.iter().all(|r| r.state != "REQUEUED");
                             let read = (read_started, read_at);
+                            // The energy TRES is the row's own run's, and is rewritten
+                            // by its completion record: only once that is in.
+                            let row = job_rows.latest();
+                            let energy = EnergyRow {
+                                own_run: row.is_some_and(|r| r.ended && r.start == Some(run)),
+                                current_j: row.and_then(|r| r.energy),
+                            };
                             match examine(
-                                item, &value, &base, run, single, timing, lowercases, read,
+                                item, &value, &base, run, single, timing, policy, energy, read,
                             ) {
                                 Ok(step) => step,
-                                Err(merged) => {
-                                    writes.push((i, id, merged, single));
+                                Err((merged, energy_j)) => {
+                                    writes.push((i, id, merged, single, energy_j));
                                     Step::Wait
                                 }
                             }
@@ -631,14 +879,17 @@ pub fn round_with(
                 }
                 continue;
             }
-            let requests: Vec<(&str, &str)> = batch
+            let requests: Vec<(&str, &str, Option<u64>)> = batch
                 .iter()
-                .map(|(_, id, v, _)| (id.as_str(), v.as_str()))
+                .map(|(_, id, v, _, e)| (id.as_str(), v.as_str(), *e))
                 .collect();
-            let results = acct.write_all(&requests, field);
+            let results = acct.write_all_energy(&requests, field);
             let now = clock.now();
-            for ((i, _, merged, single), result) in batch.iter().zip(results) {
+            for ((i, _, merged, single, energy_j), result) in batch.iter().zip(results) {
                 let item = &mut items[*i];
+                if result.is_err() && energy_j.is_some() {
+                    item.energy_failures += 1;
+                }
                 steps[*i] = match result {
                     Ok(()) if *single => Step::Done(Delivered {
                         writes: item.writes + 1,
@@ -733,23 +984,59 @@ fn examine(
     run: u64,
     single: bool,
     timing: &Timing,
-    lowercases: bool,
+    policy: &Policy,
+    energy: EnergyRow,
     (started, now): (Instant, Instant),
-) -> Result<Step, String> {
-    let d = &item.delivery;
+) -> Result<Step, (String, Option<u64>)> {
     if item.last_seen.as_deref() != Some(current) {
         item.stable_since = now;
         item.last_seen = Some(current.to_string());
         item.holds = false;
     }
     if !(item.holds && base == current) {
-        let merged = record::merge_in_run(base, &d.part, &d.meta, Some(&d.nodes), run);
+        let d = &item.delivery;
+        let job = d.job;
+        let merged = record::merge_in_run_sluid(
+            base,
+            &d.part,
+            &d.meta,
+            Some(&d.nodes),
+            run,
+            d.sluid.as_deref(),
+        );
+        let plan = energy_plan(
+            policy,
+            energy.own_run,
+            current,
+            energy.current_j,
+            &merged,
+            run,
+        );
+        let energy_j = item.energy_to_send(plan);
         if merged != *current {
             item.guard_at = None;
-            return match check_writable(&merged, lowercases) {
-                Ok(()) => Err(merged),
+            return match check_writable(&merged, &policy.diffs) {
+                Ok(()) => Err((merged, energy_j)),
                 Err(e) => Ok(Step::Refused(e.into())),
             };
+        }
+        // The field holds the part, the energy TRES is not the record's total yet (an
+        // earlier write without it, or a write that set the field but not the TRES):
+        // the same value again with the energy, a few times at most.
+        if let Some(j) = energy_j {
+            if item.energy_writes < MAX_ENERGY_WRITES
+                && check_writable(&merged, &policy.diffs).is_ok()
+            {
+                item.energy_writes += 1;
+                item.guard_at = None;
+                return Err((merged, Some(j)));
+            }
+            if !item.energy_noted {
+                item.energy_noted = true;
+                log::warn!(
+                    "job {job}: the energy TRES still differs from the record's {j} J after {MAX_ENERGY_WRITES} writes; left as it is"
+                );
+            }
         }
         item.holds = true;
     }
@@ -798,7 +1085,7 @@ pub fn deliver(
     acct: &dyn Accounting,
     d: &Delivery,
     timing: &Timing,
-    lowercases: bool,
+    policy: &Policy,
     sleep: &dyn Fn(Duration),
 ) -> Result<Delivered, AcctError> {
     let mut item = Item::new(d.clone(), timing);
@@ -807,7 +1094,7 @@ pub fn deliver(
         if !wait.is_zero() {
             sleep(wait);
         }
-        let mut steps = round(acct, &mut [&mut item], timing, lowercases);
+        let mut steps = round(acct, &mut [&mut item], timing, policy);
         match steps.pop() {
             Some(Step::Done(done)) => return Ok(done),
             Some(Step::Refused(e)) | Some(Step::GaveUp(e)) => return Err(e),
@@ -852,6 +1139,7 @@ mod tests {
                 expected_nodes: nodes.len() as u32,
             },
             nodes: nodes.iter().map(|s| s.to_string()).collect(),
+            sluid: None,
         }
     }
 
@@ -870,6 +1158,7 @@ mod tests {
                             submit: 0,
                             start: Some(0),
                             end: Some(3),
+                            energy: None,
                             value: v,
                         }],
                         selects_others: false,
@@ -903,6 +1192,12 @@ mod tests {
         }
     }
 
+    fn v22() -> Policy {
+        Policy::new(Differences::for_version(crate::slurm::SlurmVersion::new(
+            22, 5, 8,
+        )))
+    }
+
     fn timing() -> Timing {
         Timing {
             stagger: Duration::ZERO,
@@ -920,7 +1215,7 @@ mod tests {
             fail_reads: RefCell::new(2),
         };
         let d = delivery("n1", 2.0, &["n1"]);
-        let r = deliver(&db, &d, &timing(), true, &std::thread::sleep).unwrap();
+        let r = deliver(&db, &d, &timing(), &v22(), &std::thread::sleep).unwrap();
         assert_eq!(r.writes, 1);
         // Two failed reads, one to merge and write: a lone writer needs nothing more.
         assert_eq!(r.reads, 3);
@@ -931,7 +1226,7 @@ mod tests {
             r.record
         );
         // Delivering again (a retry after a crash) writes nothing.
-        let r2 = deliver(&db, &d, &timing(), true, &std::thread::sleep).unwrap();
+        let r2 = deliver(&db, &d, &timing(), &v22(), &std::thread::sleep).unwrap();
         assert_eq!(r2.writes, 0);
         assert_eq!(r2.record, r.record);
         assert_eq!(*db.writes.borrow(), 1);
@@ -948,7 +1243,7 @@ mod tests {
             &db,
             &delivery("n1", 1.0, &["n1"]),
             &timing(),
-            true,
+            &v22(),
             &std::thread::sleep,
         )
         .unwrap_err();
@@ -967,7 +1262,7 @@ mod tests {
             give_up: Duration::from_millis(50),
             ..timing()
         };
-        let e = deliver(&db, &delivery("n1", 1.0, &["n1"]), &t, true, &|_| {
+        let e = deliver(&db, &delivery("n1", 1.0, &["n1"]), &t, &v22(), &|_| {
             std::thread::sleep(Duration::from_millis(5))
         })
         .unwrap_err();
@@ -1013,7 +1308,7 @@ mod tests {
                             give_up: Duration::from_secs(20),
                             flight: Duration::from_millis(40),
                         };
-                        deliver(&db, &d, &t, true, &std::thread::sleep).unwrap()
+                        deliver(&db, &d, &t, &v22(), &std::thread::sleep).unwrap()
                     })
                 })
                 .collect();
@@ -1036,6 +1331,7 @@ mod tests {
             submit,
             start: Some(start),
             end,
+            energy: None,
             value,
         };
         let d = |n: &str, wh: f64| delivery(n, wh, &nodes);
@@ -1126,7 +1422,7 @@ mod tests {
             writes: RefCell::new(vec![]),
         };
         let mut item = Item::new(delivery("n1", 1.0, &["n1"]), &timing());
-        let steps = round(&acct, &mut [&mut item], &timing(), true);
+        let steps = round(&acct, &mut [&mut item], &timing(), &v22());
         assert!(matches!(steps[0], Step::Wait));
         assert!(
             acct.writes.borrow().is_empty(),
@@ -1137,7 +1433,7 @@ mod tests {
         // slurmctld agrees (or has forgotten the job): the write goes.
         *acct.ctld.borrow_mut() = None;
         item.not_before = Instant::now();
-        let steps = round(&acct, &mut [&mut item], &timing(), true);
+        let steps = round(&acct, &mut [&mut item], &timing(), &v22());
         assert!(matches!(steps[0], Step::Done(_)), "{steps:?}");
         assert_eq!(*acct.writes.borrow(), ["9"]);
     }
@@ -1170,9 +1466,320 @@ mod tests {
             })
             .collect();
         let mut refs: Vec<&mut Item> = items.iter_mut().collect();
-        let steps = round(&acct, &mut refs, &timing(), true);
+        let steps = round(&acct, &mut refs, &timing(), &v22());
         assert!(steps.iter().all(|s| matches!(s, Step::Done(_))));
         assert_eq!(*acct.reads.borrow(), vec![vec![1, 2, 3, 4, 5]]);
         assert_eq!(acct.writes.borrow().len(), 5);
+    }
+
+    fn policy(major: u8, minor: u8, energy: EnergyTres) -> Policy {
+        Policy {
+            diffs: Differences::for_version(crate::slurm::SlurmVersion::new(major, minor, 0)),
+            energy,
+        }
+    }
+
+    #[test]
+    fn tres_is_never_sent_below_25_11() {
+        let v24 = policy(24, 11, EnergyTres::Overwrite).diffs;
+        let v26 = policy(26, 5, EnergyTres::Auto).diffs;
+        assert!(sacctmgr_args("9", Field::System, "x", Some(5), &v24).is_err());
+        let plain = sacctmgr_args("9", Field::System, "x", None, &v24).unwrap();
+        assert!(plain.iter().all(|a| !a.contains("tres")), "{plain:?}");
+        assert_eq!(plain.last().unwrap(), "SystemComment=x");
+        let with = sacctmgr_args("9_2", Field::System, "x", Some(7200), &v26).unwrap();
+        assert_eq!(
+            with[with.len() - 3..],
+            ["set", "SystemComment=x", "tres=energy=7200"]
+        );
+        assert!(sacctmgr_args("9 or 1=1", Field::System, "x", None, &v26).is_err());
+        // This build: tres= goes out exactly when its Slurm is 25.11 or later.
+        let built = Differences::built();
+        let sent = sacctmgr_args("9", Field::System, "x", Some(1), &built)
+            .is_ok_and(|a| a.iter().any(|x| x == "tres=energy=1"));
+        assert_eq!(
+            sent,
+            built.version >= crate::slurm::SlurmVersion::new(25, 11, 0)
+        );
+        // The courier's round, with any energy_tres setting, never asks for tres= there.
+        for mode in [EnergyTres::Auto, EnergyTres::Overwrite] {
+            let p = policy(25, 5, mode);
+            assert!(!p.sets_energy());
+            let plan = energy_plan(&p, true, "", None, &merged_one(2.0), 0);
+            assert_eq!(plan, EnergyPlan::Leave);
+        }
+    }
+
+    #[test]
+    fn sacctmgrs_outcome_by_version() {
+        let v22 = policy(22, 5, EnergyTres::Auto).diffs;
+        let v26 = policy(26, 5, EnergyTres::Auto).diffs;
+        let one = " Modified jobs...\n  9 submitted at 2026-12-01T10:00:00\n";
+        let two = " Modified jobs...\n  9 submitted at x\n  9 submitted at y\n";
+        for v in [&v22, &v26] {
+            assert!(write_succeeded(v, true, one).is_ok());
+            assert!(write_succeeded(v, true, two)
+                .unwrap_err()
+                .contains("2 rows"));
+        }
+        // 26.05 prints " Modified jobs..." before the outcome: the exit status decides.
+        assert!(write_succeeded(&v26, false, " Modified jobs...\n  Nothing modified\n").is_err());
+        assert!(write_succeeded(&v26, false, one).is_err());
+        assert!(write_succeeded(&v26, true, "").is_ok());
+        // 22.05: success also needs the listing of the one row.
+        assert!(write_succeeded(&v22, true, "").is_err());
+        assert!(write_succeeded(&v22, false, one).is_err());
+    }
+
+    fn merged_one(wh: f64) -> String {
+        let d = delivery("n1", wh, &["n1"]);
+        record::merge_in_run("", &d.part, &d.meta, Some(&d.nodes), 0)
+    }
+
+    #[test]
+    fn energy_plan_keeps_slurms_own_measurement() {
+        let auto = policy(26, 5, EnergyTres::Auto);
+        let merged = merged_one(2.5);
+        let want = joules(2.5);
+        assert_eq!(want, 9000);
+        // Nothing measured: set it.
+        assert_eq!(
+            energy_plan(&auto, true, "", None, &merged, 0),
+            EnergyPlan::Set(want)
+        );
+        assert_eq!(
+            energy_plan(&auto, true, "", Some(0), &merged, 0),
+            EnergyPlan::Set(want)
+        );
+        // Already the record's: nothing to do.
+        assert_eq!(
+            energy_plan(&auto, true, &merged, Some(want), &merged, 0),
+            EnergyPlan::Leave
+        );
+        // Slurm's own (the field has no record, or one whose total differs): kept...
+        assert_eq!(
+            energy_plan(&auto, true, "site", Some(123), &merged, 0),
+            EnergyPlan::NotOurs(123)
+        );
+        let older = merged_one(1.0);
+        assert_eq!(
+            energy_plan(&auto, true, &older, Some(123), &merged, 0),
+            EnergyPlan::NotOurs(123)
+        );
+        // ...unless it is the record's earlier total (a part added since).
+        assert_eq!(
+            energy_plan(&auto, true, &older, Some(joules(1.0)), &merged, 0),
+            EnergyPlan::Set(want)
+        );
+        // ...or the operator says overwrite.
+        let over = policy(26, 5, EnergyTres::Overwrite);
+        assert_eq!(
+            energy_plan(&over, true, "site", Some(123), &merged, 0),
+            EnergyPlan::Set(want)
+        );
+        // Off, another run's segment, or a row that is not the run's own: never.
+        let off = policy(26, 5, EnergyTres::Off);
+        assert_eq!(
+            energy_plan(&off, true, "", None, &merged, 0),
+            EnergyPlan::Leave
+        );
+        assert_eq!(
+            energy_plan(&auto, false, "", None, &merged, 0),
+            EnergyPlan::Leave
+        );
+        assert_eq!(
+            energy_plan(&auto, true, "", None, &merged, 77),
+            EnergyPlan::Leave
+        );
+    }
+
+    /// A row whose field and energy TRES a write sets together, as 25.11+ does.
+    struct EnergyDb {
+        value: RefCell<String>,
+        energy: RefCell<Option<u64>>,
+        sent: RefCell<Vec<Option<u64>>>,
+        /// Writes ignore the energy (a sacct that does not show it, say).
+        drop_energy: bool,
+    }
+
+    impl EnergyDb {
+        fn new(value: &str, energy: Option<u64>) -> EnergyDb {
+            EnergyDb {
+                value: RefCell::new(value.into()),
+                energy: RefCell::new(energy),
+                sent: RefCell::new(vec![]),
+                drop_energy: false,
+            }
+        }
+    }
+
+    impl Accounting for EnergyDb {
+        fn read(&self, jobs: &[u32], _: Field) -> Result<Rows, AcctError> {
+            let mut r = rows(jobs, Some(self.value.borrow().clone()));
+            for rows in r.values_mut().flatten() {
+                rows.runs[0].energy = *self.energy.borrow();
+            }
+            Ok(r)
+        }
+        fn write(&self, id: &str, field: Field, v: &str) -> Result<(), AcctError> {
+            self.write_energy(id, field, v, None)
+        }
+        fn write_energy(
+            &self,
+            _: &str,
+            _: Field,
+            v: &str,
+            energy: Option<u64>,
+        ) -> Result<(), AcctError> {
+            self.sent.borrow_mut().push(energy);
+            *self.value.borrow_mut() = v.to_string();
+            if let Some(e) = energy.filter(|_| !self.drop_energy) {
+                *self.energy.borrow_mut() = Some(e);
+            }
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn the_record_and_its_energy_go_in_one_write_on_25_11() {
+        let p = policy(26, 5, EnergyTres::Auto);
+        let db = EnergyDb::new("site", Some(0));
+        let r = deliver(
+            &db,
+            &delivery("n1", 2.0, &["n1"]),
+            &timing(),
+            &p,
+            &std::thread::sleep,
+        )
+        .unwrap();
+        assert_eq!(r.writes, 1);
+        assert_eq!(*db.sent.borrow(), [Some(joules(2.0))]);
+        assert_eq!(*db.energy.borrow(), Some(7200));
+        // The same on 24.11: the record, never tres=.
+        let db = EnergyDb::new("site", Some(0));
+        let p24 = policy(24, 11, EnergyTres::Overwrite);
+        deliver(
+            &db,
+            &delivery("n1", 2.0, &["n1"]),
+            &timing(),
+            &p24,
+            &std::thread::sleep,
+        )
+        .unwrap();
+        assert_eq!(*db.sent.borrow(), [None]);
+        assert_eq!(*db.energy.borrow(), Some(0));
+        // Slurm measured the job's energy: the record goes in, the energy stays.
+        let db = EnergyDb::new("site", Some(555));
+        deliver(
+            &db,
+            &delivery("n1", 2.0, &["n1"]),
+            &timing(),
+            &p,
+            &std::thread::sleep,
+        )
+        .unwrap();
+        assert_eq!(*db.sent.borrow(), [None]);
+        assert_eq!(*db.energy.borrow(), Some(555));
+        assert!(record::parse(&db.value.borrow()).is_some());
+    }
+
+    #[test]
+    fn the_energy_follows_the_running_total_as_parts_arrive() {
+        let p = policy(26, 5, EnergyTres::Auto);
+        let db = EnergyDb::new("", None);
+        let nodes = ["a", "b", "c"];
+        for (i, n) in nodes.iter().enumerate() {
+            deliver(
+                &db,
+                &delivery(n, i as f64 + 1.5, &nodes),
+                &timing(),
+                &p,
+                &std::thread::sleep,
+            )
+            .unwrap();
+            let seg = record::parse(&db.value.borrow()).unwrap();
+            assert_eq!(seg.parts.len(), i + 1);
+            assert_eq!(*db.energy.borrow(), Some(joules(seg.gpu_wh())));
+        }
+        assert_eq!(*db.energy.borrow(), Some(joules(1.5 + 2.5 + 3.5)));
+        // A record already whole whose energy was never set (written by an older
+        // version, or energy_tres=off then): set by the next delivery, field unchanged.
+        let whole = db.value.borrow().clone();
+        *db.energy.borrow_mut() = None;
+        deliver(
+            &db,
+            &delivery("c", 3.5, &nodes),
+            &timing(),
+            &p,
+            &std::thread::sleep,
+        )
+        .unwrap();
+        assert_eq!(*db.value.borrow(), whole);
+        assert_eq!(*db.energy.borrow(), Some(joules(7.5)));
+    }
+
+    #[test]
+    fn an_energy_that_never_sticks_is_tried_a_few_times_only() {
+        let p = policy(26, 5, EnergyTres::Auto);
+        let mut db = EnergyDb::new("", None);
+        db.drop_energy = true;
+        let nodes = ["a", "b"];
+        deliver(
+            &db,
+            &delivery("a", 1.0, &nodes),
+            &timing(),
+            &p,
+            &std::thread::sleep,
+        )
+        .unwrap();
+        let sent = db.sent.borrow().len();
+        assert_eq!(sent as u32, 1 + MAX_ENERGY_WRITES);
+        assert!(db.sent.borrow().iter().all(|e| *e == Some(joules(1.0))));
+    }
+
+    /// A slurmdbd that cannot set the energy TRES (sacctmgr fails when asked to) does not
+    /// keep the record out: after two failures it goes without.
+    #[test]
+    fn a_failing_energy_write_does_not_keep_the_record_out() {
+        struct NoTres(EnergyDb);
+        impl Accounting for NoTres {
+            fn read(&self, jobs: &[u32], f: Field) -> Result<Rows, AcctError> {
+                self.0.read(jobs, f)
+            }
+            fn write(&self, id: &str, f: Field, v: &str) -> Result<(), AcctError> {
+                self.0.write(id, f, v)
+            }
+            fn write_energy(
+                &self,
+                id: &str,
+                f: Field,
+                v: &str,
+                e: Option<u64>,
+            ) -> Result<(), AcctError> {
+                self.0.sent.borrow_mut().push(e);
+                if e.is_some() {
+                    return Err(AcctError::Failed {
+                        tool: "sacctmgr".into(),
+                        detail: "REGEXP_REPLACE does not exist".into(),
+                    });
+                }
+                self.0.write(id, f, v)
+            }
+        }
+        let db = NoTres(EnergyDb::new("site", None));
+        let p = policy(26, 5, EnergyTres::Auto);
+        let r = deliver(
+            &db,
+            &delivery("n1", 2.0, &["n1"]),
+            &timing(),
+            &p,
+            &std::thread::sleep,
+        )
+        .unwrap();
+        assert!(record::parse(&r.record).is_some());
+        let sent = db.0.sent.borrow();
+        let with = sent.iter().filter(|e| e.is_some()).count() as u32;
+        assert_eq!(with, MAX_ENERGY_FAILURES, "{sent:?}");
+        assert_eq!(sent.last(), Some(&None));
     }
 }

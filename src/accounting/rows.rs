@@ -28,6 +28,9 @@ pub struct Row {
     pub submit: u64,
     pub start: Option<u64>,
     pub end: Option<u64>,
+    /// `ConsumedEnergyRaw`, joules: the job's energy TRES (Slurm's own measurement, or
+    /// what `tres=energy=` set on 25.11+); `None` when sacct shows none.
+    pub energy: Option<u64>,
     pub value: String,
 }
 
@@ -53,7 +56,21 @@ pub type Rows = BTreeMap<u32, Result<JobRows, String>>;
 
 /// sacct's columns, in this order; the field comes last because text in it may hold
 /// anything, newlines included.
-pub const COLUMNS: &str = "JobIDRaw,JobID,State,Submit,Start,End";
+pub const COLUMNS: &str = "JobIDRaw,JobID,State,Submit,Start,End,ConsumedEnergyRaw";
+
+/// `ConsumedEnergyRaw`: digits, or empty (none; 22.05 prints nothing for a job without).
+/// `None` inside when absent; `None` outside when it is not a number.
+pub fn energy_column(s: &str) -> Option<Option<u64>> {
+    match s {
+        "" => Some(None),
+        // Slurm's NO_VAL64 and INFINITE64 mean none.
+        _ if s.len() <= 20 && s.bytes().all(|b| b.is_ascii_digit()) => s
+            .parse::<u64>()
+            .ok()
+            .map(|v| (v < u64::MAX - 1).then_some(v)),
+        _ => None,
+    }
+}
 
 /// How far a node's clock may be ahead of slurmctld's, seconds.
 pub const CLOCK_SLACK_S: u64 = 30;
@@ -94,7 +111,7 @@ pub fn parse(jobs: &[u32], stdout: &[u8], delim: &str) -> Result<Rows, AcctError
         ),
     };
     let text = std::str::from_utf8(stdout).map_err(|_| AcctError::NotUtf8)?;
-    let split = crate::sacct_rows::split_rows(text, delim, 7).map_err(|e| AcctError::Failed {
+    let split = crate::sacct_rows::split_rows(text, delim, 8).map_err(|e| AcctError::Failed {
         tool: "sacct".into(),
         detail: e.to_string(),
     })?;
@@ -109,6 +126,7 @@ pub fn parse(jobs: &[u32], stdout: &[u8], delim: &str) -> Result<Rows, AcctError
         let submit = time(cols[3]).flatten().ok_or_else(|| bad(&line))?;
         let start = time(cols[4]).ok_or_else(|| bad(&line))?;
         let end = time(cols[5]).ok_or_else(|| bad(&line))?;
+        let energy = energy_column(cols[6]).ok_or_else(|| bad(&line))?;
         rows.push((
             raw,
             Row {
@@ -118,7 +136,8 @@ pub fn parse(jobs: &[u32], stdout: &[u8], delim: &str) -> Result<Rows, AcctError
                 submit,
                 start,
                 end,
-                value: cols[6].to_string(),
+                energy,
+                value: cols[7].to_string(),
             },
         ));
     }
@@ -249,13 +268,44 @@ mod tests {
     const D: &str = "@k3y";
 
     fn out(lines: &[&str]) -> Vec<u8> {
+        let with: Vec<(&str, &str)> = lines.iter().map(|l| (*l, "")).collect();
+        out_energy(&with)
+    }
+
+    /// Each line's six columns, its `ConsumedEnergyRaw`, then its field.
+    fn out_energy(lines: &[(&str, &str)]) -> Vec<u8> {
         let mut s = String::new();
-        for l in lines {
+        for (l, energy) in lines {
             // The first six '|' separate columns; the rest is the field's own text.
-            s.push_str(&l.replacen('|', D, 6));
+            let cols: Vec<&str> = l.splitn(7, '|').collect();
+            s.push_str(&cols[..cols.len().min(6)].join(D));
+            if cols.len() == 7 {
+                s.push_str(&format!("{D}{energy}{D}{}", cols[6]));
+            }
             s.push('\n');
         }
         s.into_bytes()
+    }
+
+    #[test]
+    fn reads_the_energy_column() {
+        let text = out_energy(&[
+            ("5|5|REQUEUED|100|110|200|a", "0"),
+            ("5|5|COMPLETED|200|300|400|b", "123456"),
+        ]);
+        let r = parse(&[5], &text, D).unwrap().remove(&5).unwrap().unwrap();
+        assert_eq!(r.runs[0].energy, Some(0));
+        assert_eq!(r.runs[1].energy, Some(123_456));
+        assert_eq!(r.runs[1].value, "b");
+        let text = out_energy(&[("5|5|COMPLETED|1|2|3|b", &(u64::MAX - 1).to_string())]);
+        let r = parse(&[5], &text, D).unwrap().remove(&5).unwrap().unwrap();
+        assert_eq!(r.runs[0].energy, None);
+        let none = rows(6, &["6|6|COMPLETED|1|2|3|x"]);
+        assert_eq!(none.runs[0].energy, None);
+        for bad in ["12.5K", "-1", "x"] {
+            let text = out_energy(&[("5|5|COMPLETED|1|2|3|b", bad)]);
+            assert!(parse(&[5], &text, D).is_err(), "{bad}");
+        }
     }
 
     fn rows(job: u32, lines: &[&str]) -> JobRows {

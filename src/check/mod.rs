@@ -829,19 +829,18 @@ pub fn differences(f: &Facts) -> Vec<Finding> {
         .collect()
 }
 
-/// MERGE: the single call site of the version differences in force. To be wired to
-/// `Differences::built().describe()` (src/slurm/version.rs); until then one line from
-/// the build's Slurm version.
+/// The version differences in force for the Slurm this build targets
+/// (src/slurm/version.rs), one line each.
 pub fn version_differences() -> Vec<String> {
-    vec![format!(
-        "built for Slurm {}: sacctmgr {} comment values",
-        crate::SLURM_VERSION,
-        if crate::SACCTMGR_LOWERCASES {
-            "lower-cases"
-        } else {
-            "keeps the case of"
-        }
-    )]
+    let diffs = crate::slurm::Differences::built();
+    let mut lines: Vec<String> = diffs.describe().into_iter().map(str::to_string).collect();
+    if lines.is_empty() {
+        lines.push("none: this Slurm behaves as the plugin's baseline".into());
+    }
+    lines
+        .into_iter()
+        .map(|l| format!("built for Slurm {}: {l}", crate::SLURM_VERSION))
+        .collect()
 }
 
 /// What keeps the plugin from measuring, checked when slurmd starts: its plugstack
