@@ -235,31 +235,6 @@ fn foreign_text_in_comment_fields_is_kept() {
 
 #[test]
 #[ignore = "needs the local Slurm cluster: run scripts/test.sh"]
-fn text_sacctmgr_would_alter_is_never_rewritten() {
-    // field=admin: the site's AdminComment has capitals, which 22.05's sacctmgr would
-    // lower-case. The plugin must not rewrite it: the record stays pending locally.
-    standard_setup();
-    set_plugstack(&["field=admin", "deliver_timeout_s=5"]);
-    let job = submit(&["-N1", "-w", "node4", "--gres=gpu:1", "--comment=x"], 3.0);
-    wait_running(job);
-    run(
-        "/usr/bin/scontrol",
-        &["update", &format!("JobId={job}"), "AdminComment=Site-Tag"],
-    );
-    assert_eq!(wait_job(job), "COMPLETED");
-    wait_given_up(job);
-    set_plugstack(&[]);
-    assert_eq!(field(job, "AdminComment"), "Site-Tag");
-    assert!(spank_log().contains("upper-case"), "no log line saying why");
-    let kept = remove_pending(job);
-    assert!(
-        kept.len() == 1 && kept[0].starts_with(&format!("{job}.node4@")),
-        "{kept:?}"
-    );
-}
-
-#[test]
-#[ignore = "needs the local Slurm cluster: run scripts/test.sh"]
 fn array_tasks_each_get_their_own_record() {
     // `sacct -j N` and `sacctmgr modify job where jobid=N` select every task of array N
     // when N is the array's id, which is also the id of one of its tasks. That task's
