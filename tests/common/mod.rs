@@ -437,6 +437,8 @@ pub fn parse_rec(field: &str) -> Option<Rec> {
             "method",
             "embodied_g",
             "run",
+            // 25.11+: the run's SLUID, the segment's last token.
+            "sluid",
             // The compact form's (jobs over 32 nodes): kept in `top`, decoded below.
             "window",
             "hostlist",
