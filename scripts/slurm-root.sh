@@ -10,10 +10,11 @@
 #                                          with the same package list; 22.05: nothing to do
 #   slurm-root.sh up VERSION               start the namespaces (a small init that reaps orphans, a
 #                                          loopback with 127.0.0.2, private /run and /tmp, this checkout
-#                                          and SC_ROOT_BIND paths bound at their own paths)
+#                                          and SC_ROOT_BIND paths bound at their own paths); for 22.05,
+#                                          namespaces over this machine's own file system (no root)
 #   slurm-root.sh exec VERSION CMD [ARG..] run CMD in the namespaces, chrooted into the root, in the
 #                                          current directory, with PATH, HOME and the SC_*, RUST_*
-#                                          variables of this environment
+#                                          variables of this environment (22.05: this PATH, no chroot)
 #   slurm-root.sh down VERSION             stop the cluster in it (scripts/cluster.sh stop), then end the
 #                                          namespaces: every process still in them is killed
 #   slurm-root.sh status VERSION           whether the namespaces are up
@@ -41,6 +42,13 @@ codename() {
     26.05) echo sid ;;
     *) die "unknown Slurm version '$1' (have: 22.05 24.11 26.05)" ;;
     esac
+}
+
+# nsname VERSION: the name of its namespaces (the Debian suite).
+nsname() {
+    local c
+    c=$(codename "$1")
+    echo "${c:-bookworm}"
 }
 
 root_of() {
@@ -101,22 +109,30 @@ holder_pid() {
 # (daemons double-fork; a zombie would look alive to `kill -0`) until killed.
 inside() {
     local c=$1 root=$SC_ROOTS/$1 p
+    [[ $c == bookworm ]] && root=
     mount --make-rprivate /
     ip link set lo up
     # glibc's AI_ADDRCONFIG ignores loopback-only hosts: without a second loopback address no Slurm
     # daemon resolves anything in a fresh network namespace.
     ip addr add 127.0.0.2/8 dev lo
-    hostname "sc-$c"
-    mount -t proc proc "$root/proc"
-    mount --rbind /dev "$root/dev"
-    mount --rbind /sys "$root/sys"
+    if [[ -n $root ]]; then
+        hostname "sc-$c"
+        mount -t proc proc "$root/proc"
+        mount --rbind /dev "$root/dev"
+        mount --rbind /sys "$root/sys"
+    else
+        # This machine's own file system: only /proc (this pid namespace's), /run and /tmp are new.
+        mount -t proc proc /proc
+    fi
     mount -t tmpfs -o mode=0755 tmpfs "$root/run"
     mount -t tmpfs -o mode=1777 tmpfs "$root/tmp"
-    for p in "$HERE" ${SC_ROOT_BIND:-}; do
-        [[ -d $p ]] || continue
-        mkdir -p "$root$p"
-        mount --bind "$p" "$root$p"
-    done
+    if [[ -n $root ]]; then
+        for p in "$HERE" ${SC_ROOT_BIND:-}; do
+            [[ -d $p ]] || continue
+            mkdir -p "$root$p"
+            mount --bind "$p" "$root$p"
+        done
+    fi
     echo ready
     exec python3 -c '
 import os, sys, time
@@ -132,10 +148,9 @@ while True:
 cmd_up() {
     need_root
     local v=$1 c root pid i
-    c=$(codename "$v")
-    [[ -n $c ]] || return 0
-    root=$SC_ROOTS/$c
-    [[ -r $root/.spank-carbon-root ]] || die "no root for Slurm $v: run '$0 build $v' first"
+    c=$(nsname "$v")
+    root=$(root_of "$v")
+    [[ -z $root || -r $root/.spank-carbon-root ]] || die "no root for Slurm $v: run '$0 build $v' first"
     if pid=$(holder_pid "$c"); then
         msg "namespaces for Slurm $v are up (init $pid)"
         return 0
@@ -151,7 +166,7 @@ cmd_up() {
             # Wait for the init to replace the set-up shell.
             if [[ -n $pid ]] && grep -q spank-carbon-root-init "/proc/$pid/cmdline" 2>/dev/null; then
                 echo "$pid" >"$RUNDIR/$c.pid"
-                msg "namespaces for Slurm $v up (init $pid; root $root)"
+                msg "namespaces for Slurm $v up (init $pid; root ${root:-/})"
                 return 0
             fi
         fi
@@ -168,27 +183,29 @@ cmd_exec() {
     local v=$1 c pid root
     shift
     (($# > 0)) || die "exec: no command"
-    c=$(codename "$v")
-    if [[ -z $c ]]; then
-        exec "$@"
-    fi
-    root=$SC_ROOTS/$c
+    c=$(nsname "$v")
+    root=$(root_of "$v")
     pid=$(holder_pid "$c") || die "the namespaces for Slurm $v are not up: run '$0 up $v'"
     local envs=(PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8)
+    if [[ -z $root ]]; then
+        envs[0]=PATH=$PATH
+        envs[1]=HOME=${HOME:-/root}
+    fi
     local name
     while IFS= read -r name; do
         envs+=("$name=${!name}")
     done < <(compgen -e | grep -E '^(SC_|RUST_|SLURM_TEST)' || true)
     [[ -n ${TERM:-} ]] && envs+=("TERM=$TERM")
-    exec nsenter -t "$pid" -n -m -p -u -i -- chroot "$root" /usr/bin/env -i "${envs[@]}" \
+    local enter=(nsenter -t "$pid" -n -m -p -u -i --)
+    [[ -z $root ]] || enter+=(chroot "$root")
+    exec "${enter[@]}" /usr/bin/env -i "${envs[@]}" \
         /bin/bash -c 'cd "$1" && shift && exec "$@"' slurm-root "$PWD" "$@"
 }
 
 cmd_down() {
     need_root
     local v=$1 c pid i
-    c=$(codename "$v")
-    [[ -n $c ]] || return 0
+    c=$(nsname "$v")
     if ! pid=$(holder_pid "$c"); then
         msg "namespaces for Slurm $v are not up"
         return 0
@@ -207,8 +224,7 @@ cmd_down() {
 
 cmd_status() {
     local v=$1 c pid
-    c=$(codename "$v")
-    [[ -n $c ]] || { echo "Slurm $v: this machine's own"; return 0; }
+    c=$(nsname "$v")
     if pid=$(holder_pid "$c"); then echo "Slurm $v ($c): up, init $pid"; else echo "Slurm $v ($c): down"; fi
 }
 

@@ -275,3 +275,109 @@ fn whitespace_at_the_ends_is_written_where_this_slurm_keeps_it() {
         check_record(job, &rec, &["node3"], 1);
     }
 }
+
+/// sreport's view of one hour for account `heavy`, user root: the energy TRES in joules
+/// (`-t seconds`: for energy sreport's "TRES seconds" are the joules themselves).
+fn sreport_energy(from: u64, to: u64) -> Option<u64> {
+    let at = |t: u64| {
+        run(
+            "/usr/bin/date",
+            &["-d", &format!("@{t}"), "+%Y-%m-%dT%H:%M:%S"],
+        )
+        .trim()
+        .to_string()
+    };
+    let out = run(
+        "/usr/bin/sreport",
+        &[
+            "-n",
+            "-P",
+            "-t",
+            "seconds",
+            "-T",
+            "energy",
+            "cluster",
+            "AccountUtilizationByUser",
+            &format!("start={}", at(from)),
+            &format!("end={}", at(to)),
+            "accounts=heavy",
+        ],
+    );
+    out.lines()
+        .filter(|l| l.contains("|heavy|root|"))
+        .filter_map(|l| l.rsplit('|').next()?.trim().parse().ok())
+        .next()
+}
+
+fn mariadb(sql: &str) -> String {
+    run(
+        "/usr/bin/mariadb",
+        &["-uroot", "-N", "slurm_acct_db", "-e", sql],
+    )
+}
+
+#[test]
+#[ignore = "needs the local Slurm cluster: run scripts/test.sh"]
+fn sreport_counts_the_energy_of_a_job_over_an_hour_boundary() {
+    // What sreport makes of the energy the courier sets, for a job that spans an hour
+    // boundary. sreport reads slurmdbd's hourly rollups, which cover completed hours only:
+    // the job (run for real, record and energy TRES written by the plugin) is moved two
+    // days back in the test database, across an hour boundary, and the rollup is made to
+    // run again from before it (slurmdbd restarted), so the rollups see it as any job.
+    if !diffs().energy_tres {
+        eprintln!("Slurm {}: no energy TRES", spank_carbon::SLURM_VERSION);
+        return;
+    }
+    standard_setup();
+    let job = submit(&["-N1", "-w", "node2", "--gres=gpu:2", "-A", "heavy"], 4.0);
+    assert_eq!(wait_job(job), "COMPLETED");
+    let text = wait_delivered(job, "SystemComment", Duration::from_secs(60));
+    let rec = parse_rec(&text).unwrap_or_else(|| panic!("{text:?}"));
+    let joules = record_joules(&rec);
+    assert!(joules > 100);
+    assert_eq!(wait_energy(job, joules), joules);
+
+    let start: u64 = mariadb(&format!(
+        "SELECT time_start FROM sc_job_table WHERE id_job={job} ORDER BY job_db_inx DESC LIMIT 1"
+    ))
+    .trim()
+    .parse()
+    .unwrap();
+    let boundary = (now() as u64 / 3600 - 48) * 3600;
+    // The job now starts 2 s before the boundary (and ends about 2 s after it).
+    let shift = start as i64 - (boundary as i64 - 2);
+    mariadb(&format!(
+        "UPDATE sc_job_table SET time_submit=time_submit-{shift}, time_eligible=time_eligible-{shift}, \
+         time_start=time_start-{shift}, time_end=time_end-{shift} WHERE id_job={job}; \
+         UPDATE sc_step_table s JOIN sc_job_table j ON s.job_db_inx=j.job_db_inx \
+         SET s.time_start=s.time_start-{shift}, s.time_end=s.time_end-{shift} WHERE j.id_job={job}; \
+         UPDATE sc_last_ran_table SET hourly_rollup={h}, daily_rollup={d}, monthly_rollup={d};",
+        h = boundary - 7200,
+        d = (boundary - 7200) / 86400 * 86400,
+    ));
+    cluster(&["stop-dbd"], &[]);
+    cluster(&["start-dbd"], &[]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let (before, after) = loop {
+        let got = (
+            sreport_energy(boundary - 3600, boundary),
+            sreport_energy(boundary, boundary + 3600),
+        );
+        if (got.0.is_some() && got.1.is_some()) || std::time::Instant::now() > deadline {
+            break got;
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    };
+    let both = sreport_energy(boundary - 3600, boundary + 3600);
+    eprintln!(
+        "job {job}: record {joules} J; sreport -t seconds -T energy: hour before {before:?}, \
+         hour after {after:?}, both hours {both:?}"
+    );
+    // Slurm's rollup adds a job's energy TRES whole to every hour the job overlaps
+    // (as_mysql_rollup.c: "ENERGY is already totalled for the entire job so don't
+    // multiple with time"): each hour shows the whole job's energy, and a report over
+    // both hours counts it twice.
+    assert_eq!(before, Some(joules), "hour before the boundary");
+    assert_eq!(after, Some(joules), "hour after the boundary");
+    assert_eq!(both, Some(2 * joules), "both hours");
+}
