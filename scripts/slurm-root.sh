@@ -11,7 +11,7 @@
 #   slurm-root.sh up VERSION               start the namespaces (a small init that reaps orphans, a
 #                                          loopback with 127.0.0.2, private /run and /tmp, this checkout
 #                                          and SC_ROOT_BIND paths bound at their own paths); for 22.05,
-#                                          namespaces over this machine's own file system (no root)
+#                                          namespaces over this machine's own file system (no root; /tmp shared)
 #   slurm-root.sh exec VERSION CMD [ARG..] run CMD in the namespaces, chrooted into the root, in the
 #                                          current directory, with PATH, HOME and the SC_*, RUST_*
 #                                          variables of this environment (22.05: this PATH, no chroot)
@@ -121,11 +121,12 @@ inside() {
         mount --rbind /dev "$root/dev"
         mount --rbind /sys "$root/sys"
     else
-        # This machine's own file system: only /proc (this pid namespace's), /run and /tmp are new.
+        # This machine's own file system: only /proc (this pid namespace's) and /run are new.
         mount -t proc proc /proc
     fi
     mount -t tmpfs -o mode=0755 tmpfs "$root/run"
-    mount -t tmpfs -o mode=1777 tmpfs "$root/tmp"
+    # A root gets a /tmp of its own; this machine's is kept (the checkout may live there).
+    [[ -z $root ]] || mount -t tmpfs -o mode=1777 tmpfs "$root/tmp"
     if [[ -n $root ]]; then
         for p in "$HERE" ${SC_ROOT_BIND:-}; do
             [[ -d $p ]] || continue
