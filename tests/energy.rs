@@ -276,9 +276,14 @@ fn whitespace_at_the_ends_is_written_where_this_slurm_keeps_it() {
     }
 }
 
-/// sreport's view of one hour for account `heavy`, user root: the energy TRES in joules
+/// sreport's view of a time range for account `heavy`, user root: the energy TRES in joules
 /// (`-t seconds`: for energy sreport's "TRES seconds" are the joules themselves).
 fn sreport_energy(from: u64, to: u64) -> Option<u64> {
+    sreport_energy_in(from, to, "seconds")
+}
+
+/// The same in sreport's unit `unit` (its default is minutes).
+fn sreport_energy_in(from: u64, to: u64, unit: &str) -> Option<u64> {
     let at = |t: u64| {
         run(
             "/usr/bin/date",
@@ -293,7 +298,7 @@ fn sreport_energy(from: u64, to: u64) -> Option<u64> {
             "-n",
             "-P",
             "-t",
-            "seconds",
+            unit,
             "-T",
             "energy",
             "cluster",
@@ -322,8 +327,10 @@ fn sreport_counts_the_energy_of_a_job_over_an_hour_boundary() {
     // What sreport makes of the energy the courier sets, for a job that spans an hour
     // boundary. sreport reads slurmdbd's hourly rollups, which cover completed hours only:
     // the job (run for real, record and energy TRES written by the plugin) is moved two
-    // days back in the test database, across an hour boundary, and the rollup is made to
-    // run again from before it (slurmdbd restarted), so the rollups see it as any job.
+    // days back in the test database, across an hour boundary, the cluster's first
+    // registration event moved before it (sreport's cluster reports show only hours in
+    // which the cluster existed), and the rollup is made to run again from before it
+    // (slurmdbd restarted, which rolls up at once), so the rollups see it as any job.
     if !diffs().energy_tres {
         eprintln!("Slurm {}: no energy TRES", spank_carbon::SLURM_VERSION);
         return;
@@ -346,11 +353,19 @@ fn sreport_counts_the_energy_of_a_job_over_an_hour_boundary() {
     let boundary = (now() as u64 / 3600 - 48) * 3600;
     // The job now starts 2 s before the boundary (and ends about 2 s after it).
     let shift = start as i64 - (boundary as i64 - 2);
+    // What sreport shows there already (jobs an earlier run of this test moved): the
+    // rollup adds to it.
+    let base = |from: u64, unit: &str| sreport_energy_in(from, from + 3600, unit).unwrap_or(0);
+    let base_before = base(boundary - 3600, "seconds");
+    let base_after = base(boundary, "seconds");
+    let base_minutes = base(boundary - 3600, "minutes");
     mariadb(&format!(
         "UPDATE sc_job_table SET time_submit=time_submit-{shift}, time_eligible=time_eligible-{shift}, \
          time_start=time_start-{shift}, time_end=time_end-{shift} WHERE id_job={job}; \
          UPDATE sc_step_table s JOIN sc_job_table j ON s.job_db_inx=j.job_db_inx \
          SET s.time_start=s.time_start-{shift}, s.time_end=s.time_end-{shift} WHERE j.id_job={job}; \
+         UPDATE sc_event_table SET time_start=LEAST(time_start, {h}) WHERE node_name='' \
+         ORDER BY time_start LIMIT 1; \
          UPDATE sc_last_ran_table SET hourly_rollup={h}, daily_rollup={d}, monthly_rollup={d};",
         h = boundary - 7200,
         d = (boundary - 7200) / 86400 * 86400,
@@ -358,17 +373,22 @@ fn sreport_counts_the_energy_of_a_job_over_an_hour_boundary() {
     cluster(&["stop-dbd"], &[]);
     cluster(&["start-dbd"], &[]);
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let since = |v: Option<u64>, base: u64| v.map(|v| v.saturating_sub(base));
     let (before, after) = loop {
         let got = (
-            sreport_energy(boundary - 3600, boundary),
-            sreport_energy(boundary, boundary + 3600),
+            since(sreport_energy(boundary - 3600, boundary), base_before),
+            since(sreport_energy(boundary, boundary + 3600), base_after),
         );
-        if (got.0.is_some() && got.1.is_some()) || std::time::Instant::now() > deadline {
+        if got.0.unwrap_or(0) > 0 && got.1.unwrap_or(0) > 0 || std::time::Instant::now() > deadline
+        {
             break got;
         }
         std::thread::sleep(Duration::from_secs(2));
     };
-    let both = sreport_energy(boundary - 3600, boundary + 3600);
+    let both = since(
+        sreport_energy(boundary - 3600, boundary + 3600),
+        base_before + base_after,
+    );
     eprintln!(
         "job {job}: record {joules} J; sreport -t seconds -T energy: hour before {before:?}, \
          hour after {after:?}, both hours {both:?}"
@@ -380,4 +400,12 @@ fn sreport_counts_the_energy_of_a_job_over_an_hour_boundary() {
     assert_eq!(before, Some(joules), "hour before the boundary");
     assert_eq!(after, Some(joules), "hour after the boundary");
     assert_eq!(both, Some(2 * joules), "both hours");
+    // sreport's default unit, "TRES minutes", is the joules divided by 60 (rounded).
+    let minutes = sreport_energy_in(boundary - 3600, boundary, "minutes");
+    let want = ((base_before + joules) as f64 / 60.0).round() as u64;
+    assert_eq!(
+        minutes,
+        Some(want),
+        "{joules} J (+{base_before} J, {base_minutes} min before) in minutes"
+    );
 }
