@@ -53,12 +53,9 @@ fn assert_error(what: &str, (code, findings): &(i32, Vec<Value>), name: &str, ne
     );
 }
 
-/// Whether this Slurm has PrologFlags=RunInJob (24.05+): the version the build targets.
+/// Whether this Slurm has PrologFlags=RunInJob (24.05+), for the version the build targets.
 fn has_run_in_job() -> bool {
-    let mut parts = spank_carbon::SLURM_VERSION.split('.');
-    let major: u32 = parts.next().unwrap().parse().unwrap();
-    let minor: u32 = parts.next().unwrap().parse().unwrap();
-    (major, minor) >= (24, 5)
+    spank_carbon::slurm::Differences::built().run_in_job
 }
 
 #[test]
