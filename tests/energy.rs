@@ -276,14 +276,14 @@ fn whitespace_at_the_ends_is_written_where_this_slurm_keeps_it() {
     }
 }
 
-/// sreport's view of a time range for account `heavy`, user root: the energy TRES in joules
+/// sreport's view of a time range for `account`, user root: the energy TRES in joules
 /// (`-t seconds`: for energy sreport's "TRES seconds" are the joules themselves).
-fn sreport_energy(from: u64, to: u64) -> Option<u64> {
-    sreport_energy_in(from, to, "seconds")
+fn sreport_energy(account: &str, from: u64, to: u64) -> Option<u64> {
+    sreport_energy_in(account, from, to, "seconds")
 }
 
 /// The same in sreport's unit `unit` (its default is minutes).
-fn sreport_energy_in(from: u64, to: u64, unit: &str) -> Option<u64> {
+fn sreport_energy_in(account: &str, from: u64, to: u64, unit: &str) -> Option<u64> {
     let at = |t: u64| {
         run(
             "/usr/bin/date",
@@ -305,11 +305,11 @@ fn sreport_energy_in(from: u64, to: u64, unit: &str) -> Option<u64> {
             "AccountUtilizationByUser",
             &format!("start={}", at(from)),
             &format!("end={}", at(to)),
-            "accounts=heavy",
+            &format!("accounts={account}"),
         ],
     );
     out.lines()
-        .filter(|l| l.contains("|heavy|root|"))
+        .filter(|l| l.contains(&format!("|{account}|root|")))
         .filter_map(|l| l.rsplit('|').next()?.trim().parse().ok())
         .next()
 }
@@ -336,7 +336,47 @@ fn sreport_counts_the_energy_of_a_job_over_an_hour_boundary() {
         return;
     }
     standard_setup();
-    let job = submit(&["-N1", "-w", "node2", "--gres=gpu:2", "-A", "heavy"], 4.0);
+    // An account of this run's own, so that no other job (an earlier run's, on the same
+    // database) counts in its hours.
+    let account = format!("sreport{}", (now() as u64) % 1_000_000);
+    let account = account.as_str();
+    run(
+        "/usr/bin/sacctmgr",
+        &["-i", "add", "account", account, "parent=root"],
+    );
+    run(
+        "/usr/bin/sacctmgr",
+        &["-i", "add", "user", "root", &format!("account={account}")],
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let job = loop {
+        // slurmctld learns of the new association from slurmdbd a moment later.
+        let out = Command::new("/usr/bin/sbatch")
+            .args([
+                "--parsable",
+                "-o",
+                "/dev/null",
+                "-e",
+                "/dev/null",
+                "-N1",
+                "-w",
+                "node2",
+            ])
+            .args(["--gres=gpu:2", "-A", account, "--wrap", "sleep 4"])
+            .output()
+            .unwrap();
+        if out.status.success() {
+            break String::from_utf8_lossy(&out.stdout)
+                .trim()
+                .parse::<u32>()
+                .unwrap();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "sbatch -A {account}: {out:?}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
     assert_eq!(wait_job(job), "COMPLETED");
     let text = wait_delivered(job, "SystemComment", Duration::from_secs(60));
     let rec = parse_rec(&text).unwrap_or_else(|| panic!("{text:?}"));
@@ -344,6 +384,17 @@ fn sreport_counts_the_energy_of_a_job_over_an_hour_boundary() {
     assert!(joules > 100);
     assert_eq!(wait_energy(job, joules), joules);
 
+    // slurmctld must have forgotten the job (MinJobAge) before slurmdbd restarts below:
+    // on reconnecting it sends the completion of the jobs it still holds again, which
+    // would put back the job's own times and an empty energy.
+    let deadline = std::time::Instant::now() + Duration::from_secs(300);
+    while try_run("/usr/bin/scontrol", &["show", "job", &job.to_string()]).is_some() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "slurmctld keeps job {job}"
+        );
+        std::thread::sleep(Duration::from_secs(2));
+    }
     let start: u64 = mariadb(&format!(
         "SELECT time_start FROM sc_job_table WHERE id_job={job} ORDER BY job_db_inx DESC LIMIT 1"
     ))
@@ -353,12 +404,6 @@ fn sreport_counts_the_energy_of_a_job_over_an_hour_boundary() {
     let boundary = (now() as u64 / 3600 - 48) * 3600;
     // The job now starts 2 s before the boundary (and ends about 2 s after it).
     let shift = start as i64 - (boundary as i64 - 2);
-    // What sreport shows there already (jobs an earlier run of this test moved): the
-    // rollup adds to it.
-    let base = |from: u64, unit: &str| sreport_energy_in(from, from + 3600, unit).unwrap_or(0);
-    let base_before = base(boundary - 3600, "seconds");
-    let base_after = base(boundary, "seconds");
-    let base_minutes = base(boundary - 3600, "minutes");
     mariadb(&format!(
         "UPDATE sc_job_table SET time_submit=time_submit-{shift}, time_eligible=time_eligible-{shift}, \
          time_start=time_start-{shift}, time_end=time_end-{shift} WHERE id_job={job}; \
@@ -373,22 +418,17 @@ fn sreport_counts_the_energy_of_a_job_over_an_hour_boundary() {
     cluster(&["stop-dbd"], &[]);
     cluster(&["start-dbd"], &[]);
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    let since = |v: Option<u64>, base: u64| v.map(|v| v.saturating_sub(base));
     let (before, after) = loop {
         let got = (
-            since(sreport_energy(boundary - 3600, boundary), base_before),
-            since(sreport_energy(boundary, boundary + 3600), base_after),
+            sreport_energy(account, boundary - 3600, boundary),
+            sreport_energy(account, boundary, boundary + 3600),
         );
-        if got.0.unwrap_or(0) > 0 && got.1.unwrap_or(0) > 0 || std::time::Instant::now() > deadline
-        {
+        if got.0.is_some() && got.1.is_some() || std::time::Instant::now() > deadline {
             break got;
         }
         std::thread::sleep(Duration::from_secs(2));
     };
-    let both = since(
-        sreport_energy(boundary - 3600, boundary + 3600),
-        base_before + base_after,
-    );
+    let both = sreport_energy(account, boundary - 3600, boundary + 3600);
     eprintln!(
         "job {job}: record {joules} J; sreport -t seconds -T energy: hour before {before:?}, \
          hour after {after:?}, both hours {both:?}"
@@ -401,11 +441,7 @@ fn sreport_counts_the_energy_of_a_job_over_an_hour_boundary() {
     assert_eq!(after, Some(joules), "hour after the boundary");
     assert_eq!(both, Some(2 * joules), "both hours");
     // sreport's default unit, "TRES minutes", is the joules divided by 60 (rounded).
-    let minutes = sreport_energy_in(boundary - 3600, boundary, "minutes");
-    let want = ((base_before + joules) as f64 / 60.0).round() as u64;
-    assert_eq!(
-        minutes,
-        Some(want),
-        "{joules} J (+{base_before} J, {base_minutes} min before) in minutes"
-    );
+    let minutes = sreport_energy_in(account, boundary - 3600, boundary, "minutes");
+    let want = (joules as f64 / 60.0).round() as u64;
+    assert_eq!(minutes, Some(want), "{joules} J in minutes");
 }
