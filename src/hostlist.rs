@@ -187,6 +187,22 @@ pub fn compress<S: AsRef<str>>(names: &[S]) -> Option<String> {
         out.push(']');
         out.push_str(group[0].suffix);
     }
+    // Ranges can come out longer than the names themselves ("a[0,00]" for a0,a00):
+    // then the plain list, which is a host list too.
+    let plain_len = names
+        .iter()
+        .map(|n| n.as_ref().len() + 1)
+        .sum::<usize>()
+        .saturating_sub(1);
+    if plain_len < out.len() {
+        return Some(
+            names
+                .iter()
+                .map(|n| n.as_ref())
+                .collect::<Vec<_>>()
+                .join(","),
+        );
+    }
     Some(out)
 }
 
