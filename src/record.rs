@@ -604,15 +604,7 @@ pub fn merge_in_run(
     allowed: Option<&[String]>,
     run: u64,
 ) -> String {
-    merge_found(
-        field,
-        find_run(field, run),
-        part,
-        meta,
-        allowed,
-        Some(run),
-        None,
-    )
+    merge_in_run_sluid(field, part, meta, allowed, run, None)
 }
 
 /// [`merge_in_run`] that also names the run by its SLUID (`sluid=`, the last token of
