@@ -42,6 +42,36 @@ pub trait Gpu {
     fn power(&self) -> Result<Milliwatts, GpuError>;
 }
 
+/// A MIG instance of a board as NVML describes it (GPU instance, compute instance).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct MigInstance {
+    pub gi: u32,
+    pub ci: u32,
+    /// Streaming multiprocessors of the instance (NVML's device attributes).
+    pub sm_count: u32,
+    /// `MIG-...`
+    pub uuid: String,
+}
+
+/// What NVML says about one board: the keys a job's GPUs can be found by, and what a
+/// shared board's energy is divided by.
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct BoardInfo {
+    /// NVML's index (PCI bus order).
+    pub index: u32,
+    pub minor: u32,
+    pub uuid: String,
+    /// `00000000:41:00.0`, as NVML writes it.
+    pub pci_bus_id: String,
+    pub name: String,
+    /// MIG mode currently enabled.
+    pub mig: bool,
+    /// Streaming multiprocessors of the whole board, where NVML tells.
+    pub sm_count: Option<u32>,
+    /// MIG instances (empty unless `mig`).
+    pub instances: Vec<MigInstance>,
+}
+
 /// A host's set of GPUs.
 pub trait GpuHost {
     /// Driver version, for the record's provenance.
@@ -51,6 +81,22 @@ pub trait GpuHost {
     fn open_minors(&self, minors: &[u32]) -> Result<Vec<Box<dyn Gpu + '_>>, GpuError>;
     /// Every GPU of the host, in NVML's (PCI bus) order.
     fn open_all(&self) -> Result<Vec<Box<dyn Gpu + '_>>, GpuError>;
+    /// What NVML says about every board, in NVML's order (for mapping a job's GPUs).
+    fn boards(&self) -> Result<Vec<BoardInfo>, GpuError> {
+        Ok(self
+            .open_all()?
+            .iter()
+            .enumerate()
+            .map(|(i, g)| BoardInfo {
+                index: i as u32,
+                minor: g.minor(),
+                uuid: g.uuid().to_string(),
+                name: g.name().to_string(),
+                mig: g.shared(),
+                ..BoardInfo::default()
+            })
+            .collect())
+    }
 }
 
 pub struct NvmlHost {
