@@ -18,6 +18,14 @@
 #                                        FIRST (FirstJobId, default 1) while accounting keeps the old
 #                                        jobs; running jobs are lost; waits until the nodes are idle
 #   cluster.sh mem                       the slurmd processes' memory (RSS, PSS) and the host's available
+#   cluster.sh fake-driver               present the NVIDIA driver's files that Slurm's AutoDetect and MIG
+#                                        read, for $SC_FAKE_GPUS (below): /dev/nvidiaN and
+#                                        /dev/nvidia-caps/nvidia-capN devices, /proc/driver/nvidia/gpus/*/
+#                                        information, /proc/driver/nvidia-caps/mig-minors, an nvidia-caps
+#                                        line in /proc/devices, /sys/bus/pci/drivers/nvidia/*/local_cpulist.
+#                                        Only inside scripts/slurm-root.sh's namespaces (private mounts: /dev
+#                                        gets an overlay, /proc/driver and the PCI drivers a tmpfs), never
+#                                        on this machine's own; run again to replace them
 #
 # Environment:
 #   SC_CLUSTER_DIR   state, spool, logs, pid files, fake GPU devices
@@ -31,6 +39,13 @@
 #                    `srun -N`, idle) get 3 s more per node beyond four
 #   SC_PROLOG_FLAGS  slurm.conf's PrologFlags (default Alloc; empty: none)
 #   SC_GPU_MINORS    device minors of the files nvidia0..nvidia3 (default "2 0 3 1")
+#   SC_GRES_CONF     if set, gres.conf's whole text (default: File= lines for the four fake GPUs)
+#   SC_NODE_GRES     the nodes' Gres= in slurm.conf (default gpu:4)
+#   SC_GRES_TYPES    slurm.conf's GresTypes (default gpu)
+#   SC_SLURM_EXTRA   lines added at the end of slurm.conf (e.g. MailProg=..., Prolog=...)
+#   SC_FAKE_GPUS     for fake-driver: "BUS:MINOR:MODEL ..." (BUS like 0000:41:00.0), one a board
+#   SC_FAKE_MIG      for fake-driver: mig-minors entries "gpu0/gi1/access=21 gpu0/gi1/ci0/access=22 ..."
+#                    (each also gets /dev/nvidia-caps/nvidia-cap<minor>, major $FAKE_CAPS_MAJOR)
 #
 # Layout: configs in /etc/slurm (slurm.conf, gres.conf, cgroup.conf, slurmdbd.conf, plugstack.conf), so every
 # Slurm command finds them by default. Nodes are node1..node$SC_NODES (default node1..node4), all on 127.0.0.1
@@ -283,6 +298,9 @@ write_configs() {
     # from 23.02; 24.11+ wants UnkillableStepTimeout >= 5 x MessageTimeout; cgroup.conf: below.
     local rel SWITCH_LINE="SwitchType=switch/none" UNKILLABLE=30
     rel=$(slurm_release)
+    # SC_SLURM_EXTRA may set MailProg itself.
+    local SC_MAIL_LINE="MailProg=/bin/true"
+    [[ ${SC_SLURM_EXTRA:-} != *MailProg=* ]] || SC_MAIL_LINE="# MailProg: in SC_SLURM_EXTRA"
     ((rel < 2302)) || SWITCH_LINE="# SwitchType: switch/none is gone from 23.02"
     ((rel < 2411)) || UNKILLABLE=60
     write_file "$ETC/slurm.conf" 0644 root:root <<EOF
@@ -307,11 +325,11 @@ ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 JobAcctGatherType=jobacct_gather/none
 MpiDefault=none
-MailProg=/bin/true
+${SC_MAIL_LINE}
 ${SWITCH_LINE}
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
-GresTypes=gpu
+GresTypes=${SC_GRES_TYPES:-gpu}
 ${PROLOG_FLAGS_LINE}
 PlugStackConfig=$ETC/plugstack.conf
 AccountingStorageType=accounting_storage/slurmdbd
@@ -343,14 +361,16 @@ SlurmdTimeout=30
 MessageTimeout=10
 BatchStartTimeout=20
 UnkillableStepTimeout=${UNKILLABLE}
-NodeName=DEFAULT CPUs=4 Sockets=1 CoresPerSocket=4 ThreadsPerCore=1 RealMemory=4000 Gres=gpu:4 State=UNKNOWN
+NodeName=DEFAULT CPUs=4 Sockets=1 CoresPerSocket=4 ThreadsPerCore=1 RealMemory=4000 Gres=${SC_NODE_GRES:-gpu:4} State=UNKNOWN
 ${nodelines}PartitionName=gpu Nodes=${partition_nodes} Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO
+${SC_SLURM_EXTRA:-}
 EOF
 
     local gres="# Written by scripts/cluster.sh: fake GPUs nvidia0..3 = character devices 195:{${GPU_MINORS[*]}}."$'\n'"AutoDetect=off"
     for n in "${NODES[@]}"; do
         gres+=$'\n'"NodeName=$n Name=gpu File=$DIR/dev/$n/nvidia[0-3]"
     done
+    [[ -z ${SC_GRES_CONF:-} ]] || gres="# Written by scripts/cluster.sh from SC_GRES_CONF."$'\n'"$SC_GRES_CONF"
     write_file "$ETC/gres.conf" 0644 root:root <<<"$gres"
 
     # slurmd 22.05 always initialises a cgroup plugin; "autodetect" (the default) fails where no cgroup
@@ -871,6 +891,63 @@ cmd_status() {
     return $rc
 }
 
+# ---------------------------------------------------------------------------------------------------
+# fake-driver: what the NVIDIA driver shows, for AutoDetect and MIG tests
+# ---------------------------------------------------------------------------------------------------
+FAKE_CAPS_MAJOR=508
+cmd_fake_driver() {
+    need_root
+    grep -q spank-carbon-root-init /proc/1/cmdline 2>/dev/null ||
+        die "fake-driver changes /dev, /proc and /sys: only inside scripts/slurm-root.sh's namespaces"
+    local base=/run/sc-fake-driver
+    if [[ ! -e /dev/.sc-fake-driver ]]; then
+        # /dev: an overlay over this namespace's view, so device nodes made here stay here.
+        install -d -m 0700 "$base"
+        mount -t tmpfs -o mode=0700 tmpfs "$base"
+        mkdir -p "$base/lower" "$base/up" "$base/work"
+        mount --rbind /dev "$base/lower"
+        mount -t overlay overlay -o "lowerdir=$base/lower,upperdir=$base/up,workdir=$base/work" /dev
+        local m
+        for m in pts shm mqueue hugepages; do
+            if mountpoint -q "$base/lower/$m"; then mount --rbind "$base/lower/$m" "/dev/$m"; fi
+        done
+        touch /dev/.sc-fake-driver
+        cp /proc/devices "$base/devices"
+        mount --bind "$base/devices" /proc/devices
+        mount -t tmpfs -o mode=0755 tmpfs /proc/driver
+        mount -t tmpfs -o mode=0755 tmpfs /sys/bus/pci/drivers
+    fi
+    grep -q ' nvidia-caps$' /proc/devices ||
+        { cat "$base/devices"; echo "$FAKE_CAPS_MAJOR nvidia-caps"; } >"$base/devices.new"
+    [[ ! -e $base/devices.new ]] || { cat "$base/devices.new" >"$base/devices"; rm -f "$base/devices.new"; }
+    rm -rf /proc/driver/nvidia /proc/driver/nvidia-caps /sys/bus/pci/drivers/nvidia /dev/nvidia-caps
+    rm -f /dev/nvidia[0-9]* /dev/nvidiactl
+    mkdir -p /proc/driver/nvidia/gpus /proc/driver/nvidia-caps /sys/bus/pci/drivers/nvidia /dev/nvidia-caps
+    mknod -m 0666 /dev/nvidiactl c 195 255
+    local g bus minor model
+    for g in ${SC_FAKE_GPUS:-}; do
+        IFS=: read -r d1 d2 d3 minor model <<<"$g"
+        bus=$d1:$d2:$d3
+        [[ $bus =~ ^[0-9a-f]{4,8}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-9]$ && $minor =~ ^[0-9]+$ && -n $model ]] ||
+            die "SC_FAKE_GPUS: '$g' is not BUS:MINOR:MODEL"
+        mkdir -p "/proc/driver/nvidia/gpus/$bus" "/sys/bus/pci/drivers/nvidia/$bus"
+        printf 'Model: \t\t %s\nIRQ:   \t\t 100\nGPU UUID: \t GPU-fake-%s\nVideo BIOS: \t ??.??.??.??.??\nBus Type: \t PCIe\nDMA Size: \t 47 bits\nDMA Mask: \t 0x7fffffffffff\nBus Location: \t %s\nDevice Minor: \t %s\nGPU Excluded:\t No\n' \
+            "${model//_/ }" "$minor" "$bus" "$minor" >"/proc/driver/nvidia/gpus/$bus/information"
+        echo 0-3 >"/sys/bus/pci/drivers/nvidia/$bus/local_cpulist"
+        mknod -m 0666 "/dev/nvidia$minor" c 195 "$minor"
+    done
+    : >/proc/driver/nvidia-caps/mig-minors
+    local e name cap
+    for e in ${SC_FAKE_MIG:-}; do
+        name=${e%=*} cap=${e##*=}
+        [[ $name =~ ^(config|monitor|gpu[0-9]+/gi[0-9]+(/ci[0-9]+)?/access)$ && $cap =~ ^[0-9]+$ ]] ||
+            die "SC_FAKE_MIG: '$e' is not NAME=MINOR"
+        echo "$name $cap" >>/proc/driver/nvidia-caps/mig-minors
+        mknod -m 0444 "/dev/nvidia-caps/nvidia-cap$cap" c "$FAKE_CAPS_MAJOR" "$cap"
+    done
+    msg "fake driver: GPUs ${SC_FAKE_GPUS:-none}; MIG ${SC_FAKE_MIG:-none}"
+}
+
 usage() {
     sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'
 }
@@ -892,6 +969,7 @@ resume-dbd) cmd_resume_dbd ;;
 restart-ctld-clean) cmd_restart_ctld_clean "$@" ;;
 mem) cmd_mem ;;
 status) cmd_status ;;
+fake-driver) cmd_fake_driver ;;
 -h | --help | help) usage ;;
 *)
     usage >&2
