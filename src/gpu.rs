@@ -82,6 +82,20 @@ impl PowerKind {
         }
     }
 
+    /// The record's flag for energy integrated from samples of this kind: `pwavg`,
+    /// `pwinst`, `pwmixed`.
+    pub fn flag(self) -> &'static str {
+        match self {
+            PowerKind::Average1s => "pwavg",
+            PowerKind::Instant => "pwinst",
+            PowerKind::Mixed => "pwmixed",
+        }
+    }
+
+    pub fn is_flag(f: &str) -> bool {
+        ["pwavg", "pwinst", "pwmixed"].contains(&f)
+    }
+
     pub fn from_token(s: &str) -> Option<PowerKind> {
         match s {
             "avg" => Some(PowerKind::Average1s),
@@ -732,6 +746,9 @@ mod tests {
         assert_eq!(Average1s.combine(Instant), Mixed);
         assert_eq!(Mixed.combine(Average1s), Mixed);
         assert_eq!(PowerKind::from_token("x"), None);
+        for k in [Average1s, Instant, Mixed] {
+            assert!(PowerKind::is_flag(k.flag()));
+        }
     }
 
     #[test]

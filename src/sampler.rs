@@ -394,6 +394,12 @@ pub fn evaluate(state: &SamplerState) -> NodeResult {
         if g.shared {
             flags.push("shared");
         }
+        // Where samples make the energy, what they were (a counter needs no word).
+        if let (Some(e), Some(k)) = (&e, g.power) {
+            if e.method == Method::Sampled {
+                flags.push(k.flag());
+            }
+        }
         let result = GpuResult {
             minor: g.minor,
             uuid: g.uuid.clone(),
@@ -436,6 +442,12 @@ pub fn evaluate(state: &SamplerState) -> NodeResult {
     }
     node.flags.sort();
     node.flags.dedup();
+    let kinds = node.flags.iter().filter(|f| PowerKind::is_flag(f)).count();
+    if kinds > 1 {
+        node.flags.retain(|f| !PowerKind::is_flag(f));
+        node.flags.push(PowerKind::Mixed.flag());
+        node.flags.sort();
+    }
     node
 }
 
@@ -595,6 +607,23 @@ mod tests {
             .map(|g| g.get("power").and_then(|p| p.as_str()))
             .collect();
         assert_eq!(words, [Some("avg"), Some("inst"), Some("mixed"), None]);
+        // The record's flag only where samples make the energy (minor 3 has a
+        // counter), and one word for the node: its GPUs' samples differ, so mixed.
+        let pw = |f: &[&str]| -> Vec<String> {
+            f.iter()
+                .filter(|f| PowerKind::is_flag(f))
+                .map(|f| f.to_string())
+                .collect()
+        };
+        assert_eq!(r.gpus[0].method, Some(Method::Counter));
+        let per_gpu: Vec<_> = r.gpus.iter().map(|g| pw(&g.flags)).collect();
+        assert_eq!(per_gpu, [vec![], vec!["pwinst"], vec!["pwmixed"], vec![]]);
+        assert_eq!(pw(&r.flags), ["pwmixed"]);
+        // A node whose sampled GPUs all read instant power says so.
+        let host = Host(vec![gpu(1, 50_000.0, None), gpu(4, 60_000.0, None)]);
+        let stop = StopAfter(Instant::now() + Duration::from_millis(50));
+        let state = run(&host, &[1, 4], &opts(10), &stop, None).unwrap();
+        assert_eq!(pw(&evaluate(&state).flags), ["pwinst"]);
         // A checkpoint written before this field existed still reads.
         let mut old = serde_json::to_value(&state).unwrap();
         old["gpus"][0].as_object_mut().unwrap().remove("power");
