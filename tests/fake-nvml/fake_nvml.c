@@ -514,6 +514,7 @@ bad:
  *   epoch <unix_seconds>
  *   log <path>
  *   gpu <node|*> <minor> <pci_bus_hex> <power_mw> [key=value ...]
+ *   mig <node|*> <board_minor> <gi> <ci> <sm_count> [uuid=...]
  */
 static struct fake_snapshot *parse_config(const char *text, const char *node,
                                           const char *path)
