@@ -172,6 +172,12 @@ pub struct BoardInfo {
     pub sm_count: Option<u32>,
     /// MIG instances (empty unless `mig`).
     pub instances: Vec<MigInstance>,
+    /// SMs that MIG can hand out on this board: those of its largest GPU instance
+    /// profile (A100: 98 of 108, H100 SXM: 132). `None` unless `mig` or where NVML
+    /// does not tell. NVML documents `sm_count`'s call (device attributes) for MIG
+    /// device handles only, so on a board this may be the only SM count there is.
+    #[serde(default)]
+    pub mig_sm_count: Option<u32>,
 }
 
 /// A host's set of GPUs.
@@ -257,7 +263,15 @@ impl NvmlHost {
             }
         };
         let mut instances = Vec::new();
+        let mut mig_sm_count = None;
         if mig {
+            // NVML_GPU_INSTANCE_PROFILE_1_SLICE (0) .. _6_SLICE (6); ids a board lacks
+            // answer an error.
+            mig_sm_count = (0..=6)
+                .filter_map(|p| device.profile_info(p).ok())
+                .map(|p| p.multiprocessor_count)
+                .max()
+                .filter(|&n| n > 0);
             let slots = match device.mig_device_count() {
                 Ok(n) => n,
                 Err(e) => {
@@ -285,6 +299,7 @@ impl NvmlHost {
             mig,
             sm_count,
             instances,
+            mig_sm_count,
         })
     }
 

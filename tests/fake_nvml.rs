@@ -42,7 +42,7 @@ fn with_config(test: &str, conf: &str) -> PathBuf {
 
 const TWO_BOARDS: &str = "\
 epoch 1700000000
-gpu * 3 0xc1 250000 arch=7 name=NVIDIA-A100-SXM4-80GB sm=108 mig=1 uuid=GPU-board-c1
+gpu * 3 0xc1 250000 arch=7 name=NVIDIA-A100-SXM4-80GB sm=108 mig_sm=98 mig=1 uuid=GPU-board-c1
 gpu * 5 0x41 300000 sm=132 name=H100
 mig * 3 1 0 42 uuid=MIG-first
 mig * 3 2 0 28
@@ -72,6 +72,7 @@ fn boards_and_mig_instances_come_from_the_config() {
                 mig: false,
                 sm_count: Some(132),
                 instances: vec![],
+                mig_sm_count: None,
             },
             BoardInfo {
                 index: 1,
@@ -86,6 +87,7 @@ fn boards_and_mig_instances_come_from_the_config() {
                     mig(2, 0, 28, "MIG-fake-default-3-2-0"),
                     mig(2, 1, 14, "MIG-fake-default-3-2-1"),
                 ],
+                mig_sm_count: Some(98),
             },
         ]
     );
@@ -103,19 +105,29 @@ fn a_board_that_does_not_tell_its_sms_has_none() {
     let boards = host.boards().unwrap();
     assert_eq!(boards[0].sm_count, None);
     assert_eq!(boards[1].sm_count, Some(108));
+    // A MIG board that does not tell: what MIG can hand out still shows, and its
+    // instances still tell theirs.
+    let conf = TWO_BOARDS.replace("sm=108", "sm=108 board_attrs=0");
+    let host = NvmlHost::open(Some(&with_config("noattrs-mig", &conf))).unwrap();
+    let b = &host.boards().unwrap()[1];
+    assert_eq!((b.sm_count, b.mig_sm_count), (None, Some(98)));
+    let sms: Vec<u32> = b.instances.iter().map(|m| m.sm_count).collect();
+    assert_eq!(sms, [42, 28, 14]);
 }
 
 #[test]
 fn impossible_mig_layouts_are_refused() {
     for (test, conf) in [
-        // 42 + 28 + 14 + 25 SMs > 108
-        ("mig-sms", format!("{TWO_BOARDS}mig * 3 3 0 25\n")),
+        // 42 + 28 + 14 + 15 SMs > the 98 that MIG can hand out
+        ("mig-sms", format!("{TWO_BOARDS}mig * 3 3 0 15\n")),
         // the H100 is not in MIG mode
         ("mig-mode", format!("{TWO_BOARDS}mig * 5 1 0 10\n")),
         // no board with minor 4
         ("mig-board", format!("{TWO_BOARDS}mig * 4 1 0 10\n")),
         // gi 2 ci 1 twice
         ("mig-twice", format!("{TWO_BOARDS}mig * 3 2 1 2\n")),
+        // more SMs for MIG than the board has
+        ("mig-sm", TWO_BOARDS.replace("mig_sm=98", "mig_sm=109")),
         // a uuid that is already a MIG device's
         (
             "mig-uuid",
@@ -128,7 +140,7 @@ fn impossible_mig_layouts_are_refused() {
         assert!(err.to_string().contains("initialised"), "{test}: {err}");
     }
     // The same lines within the limits are accepted.
-    let ok = format!("{TWO_BOARDS}mig * 3 3 0 24\n");
+    let ok = format!("{TWO_BOARDS}mig * 3 3 0 14\n");
     let host = NvmlHost::open(Some(&with_config("mig-ok", &ok))).unwrap();
     assert_eq!(host.boards().unwrap()[1].instances.len(), 4);
 }

@@ -72,12 +72,13 @@ fn boards_and_power_kinds() {
             assert!(b.instances.is_empty(), "{b:?}");
         }
         let sms: u32 = b.instances.iter().map(|m| m.sm_count).sum();
-        if let Some(total) = b.sm_count {
+        for total in [b.sm_count, b.mig_sm_count].into_iter().flatten() {
             assert!(
                 sms <= total,
                 "MIG instances have more SMs than the board: {b:?}"
             );
         }
+        assert_eq!(b.mig, b.mig_sm_count.is_some(), "{b:?}");
         for m in &b.instances {
             assert!(m.uuid.starts_with("MIG-") && m.sm_count > 0, "{m:?}");
         }

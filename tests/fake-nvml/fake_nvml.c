@@ -93,6 +93,24 @@ typedef struct nvmlDeviceAttributes_st {
     unsigned long long memorySizeMB;
 } nvmlDeviceAttributes_t;
 
+/* nvmlGpuInstanceProfileInfo_t (v1, nvmlDeviceGetGpuInstanceProfileInfo). */
+typedef struct nvmlGpuInstanceProfileInfo_st {
+    unsigned int id;
+    unsigned int isP2pSupported;
+    unsigned int sliceCount;
+    unsigned int instanceCount;
+    unsigned int multiprocessorCount;
+    unsigned int copyEngineCount;
+    unsigned int decoderCount;
+    unsigned int encoderCount;
+    unsigned int jpegCount;
+    unsigned int ofaCount;
+    unsigned long long memorySizeMB;
+} nvmlGpuInstanceProfileInfo_t;
+
+/* NVML_GPU_INSTANCE_PROFILE_{1,2,3,4,7}_SLICE are 0..4. */
+#define FAKE_GI_PROFILES 5
+
 /* nvmlValue_t and nvmlFieldValue_t (nvmlDeviceGetFieldValues). */
 typedef union nvmlValue_st {
     double dVal;
@@ -157,6 +175,8 @@ nvmlReturn_t nvmlDeviceGetDeviceHandleFromMigDeviceHandle(nvmlDevice_t migDevice
                                                           nvmlDevice_t *device);
 nvmlReturn_t nvmlDeviceGetGpuInstanceId(nvmlDevice_t device, unsigned int *id);
 nvmlReturn_t nvmlDeviceGetComputeInstanceId(nvmlDevice_t device, unsigned int *id);
+nvmlReturn_t nvmlDeviceGetGpuInstanceProfileInfo(nvmlDevice_t device, unsigned int profile,
+                                                 nvmlGpuInstanceProfileInfo_t *info);
 
 /* ------------------------------------------------------------------------ */
 /* Internal model                                                           */
@@ -196,6 +216,7 @@ struct nvmlDevice_st {
     int hang_energy;                   /* energy reads never return (wedged driver) */
     unsigned int arch;
     unsigned int sm_count;             /* multiprocessorCount */
+    unsigned int mig_sm;               /* SMs of the 7-slice GPU instance profile */
     int board_attrs;                   /* 0: attributes NOT_SUPPORTED on the board */
     int fields;                        /* FAKE_FIELD_* bits; -1 while unset */
     int is_mig;                        /* a MIG device (compute instance) handle */
@@ -481,6 +502,9 @@ static int parse_gpu_option(struct nvmlDevice_st *dev, char *opt,
     } else if (strcmp(opt, "sm") == 0) {
         if (parse_u32(val, 10, &dev->sm_count) != 0 || dev->sm_count == 0)
             goto bad;
+    } else if (strcmp(opt, "mig_sm") == 0) {
+        if (parse_u32(val, 10, &dev->mig_sm) != 0 || dev->mig_sm == 0)
+            goto bad;
     } else if (strcmp(opt, "board_attrs") == 0) {
         if (strcmp(val, "0") != 0 && strcmp(val, "1") != 0)
             goto bad;
@@ -620,6 +644,13 @@ static struct fake_snapshot *parse_config(const char *text, const char *node,
                          dev.minor);
             if (dev.sm_count == 0)
                 dev.sm_count = default_sm(dev.arch);
+            if (dev.mig_sm == 0)
+                dev.mig_sm = dev.sm_count;
+            if (dev.mig_sm > dev.sm_count) {
+                diag("%s:%d: mig_sm %u is more than the GPU's %u SMs", path,
+                     lineno, dev.mig_sm, dev.sm_count);
+                goto fail;
+            }
             if (dev.fields < 0) /* NVML's power fields: Hopper and newer */
                 dev.fields = dev.arch >= NVML_DEVICE_ARCH_HOPPER
                                  ? FAKE_FIELD_AVG | FAKE_FIELD_INST
@@ -728,10 +759,10 @@ static struct fake_snapshot *parse_config(const char *text, const char *node,
                  mig_line[j], NVML_MAX_MIG_DEVICES, migs[j].minor);
             goto fail;
         }
-        if (sum > devs[i].sm_count) {
+        if (sum > devs[i].mig_sm) {
             diag("%s:%d: mig: the MIG devices of gpu minor %u have %u SMs, "
                  "more than the board's %u", path, mig_line[j], migs[j].minor,
-                 sum, devs[i].sm_count);
+                 sum, devs[i].mig_sm);
             goto fail;
         }
         for (k = 0; k < count; k++) {
@@ -1399,5 +1430,30 @@ nvmlReturn_t nvmlDeviceGetComputeInstanceId(nvmlDevice_t device, unsigned int *i
     if (!d->is_mig)
         return NVML_ERROR_NOT_SUPPORTED;
     *id = d->ci;
+    return NVML_SUCCESS;
+}
+
+/* GPU instance profiles 1, 2, 3, 4 and 7 slices (ids 0..4) of a GPU of
+ * Ampere or newer: the 7-slice one has mig_sm SMs, the others their share
+ * (rounded down).  Other ids are INVALID_ARGUMENT, older GPUs and MIG handles
+ * NOT_SUPPORTED. */
+nvmlReturn_t nvmlDeviceGetGpuInstanceProfileInfo(nvmlDevice_t device, unsigned int profile,
+                                                 nvmlGpuInstanceProfileInfo_t *info)
+{
+    static const unsigned int slices[FAKE_GI_PROFILES] = {1, 2, 3, 4, 7};
+    const struct nvmlDevice_st *d;
+    nvmlReturn_t r = get_board(device, &d);
+
+    if (r != NVML_SUCCESS)
+        return r;
+    if (info == NULL || profile >= FAKE_GI_PROFILES)
+        return NVML_ERROR_INVALID_ARGUMENT;
+    if (d->arch < NVML_DEVICE_ARCH_AMPERE)
+        return NVML_ERROR_NOT_SUPPORTED;
+    memset(info, 0, sizeof *info);
+    info->id = profile;
+    info->sliceCount = slices[profile];
+    info->instanceCount = 7 / slices[profile];
+    info->multiprocessorCount = d->mig_sm * slices[profile] / 7;
     return NVML_SUCCESS;
 }
