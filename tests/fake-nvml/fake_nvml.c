@@ -1318,8 +1318,7 @@ nvmlReturn_t nvmlDeviceGetFieldValues(nvmlDevice_t device, int valuesCount,
         v->valueType = NVML_VALUE_TYPE_UNSIGNED_INT;
         v->value.uiVal = power_at(d, t);
         v->nvmlReturn = NVML_SUCCESS;
-        log_read(d, t, bit == FAKE_FIELD_AVG ? "power_avg" : "power_inst",
-                 v->value.uiVal);
+        log_read(d, t, "power", v->value.uiVal); /* as a power usage read */
     }
     return NVML_SUCCESS;
 }
