@@ -188,3 +188,67 @@ fn a_failing_power_read_is_an_error_on_every_path() {
         assert!(g.energy().unwrap().is_some());
     }
 }
+
+/// The MIG calls as nvml-wrapper makes them, beyond what `boards()` uses: a MIG device
+/// found by its uuid knows its board, and has no power or energy of its own.
+#[test]
+fn mig_handles_behave_as_nvml_documents() {
+    use nvml_wrapper::error::NvmlError;
+    use nvml_wrapper::structs::device::FieldId;
+    use nvml_wrapper::Nvml;
+
+    let lib = with_config("mig-handles", TWO_BOARDS);
+    let nvml = Nvml::builder().lib_path(lib.as_os_str()).init().unwrap();
+    let board = nvml.device_by_uuid("GPU-board-c1").unwrap();
+    let plain = nvml.device_by_index(0).unwrap();
+    assert_eq!(board.mig_device_count().unwrap(), 7);
+    assert_eq!(plain.mig_device_count().unwrap(), 0);
+    assert!(!board.mig_is_mig_device_handle().unwrap());
+    // Three MIG devices: slot 3 is free, slot 7 does not exist.
+    assert!(matches!(
+        board.mig_device_by_index(3),
+        Err(NvmlError::NotFound)
+    ));
+    assert!(matches!(
+        board.mig_device_by_index(7),
+        Err(NvmlError::InvalidArg)
+    ));
+    assert!(plain.mig_device_by_index(0).is_err());
+
+    let m = nvml.device_by_uuid("MIG-first").unwrap();
+    assert!(m.mig_is_mig_device_handle().unwrap());
+    assert_eq!(
+        m.mig_parent_device().unwrap().uuid().unwrap(),
+        "GPU-board-c1"
+    );
+    assert_eq!(m.attributes().unwrap().multiprocessor_count, 42);
+    assert_eq!(
+        board.mig_device_by_index(0).unwrap().uuid().unwrap(),
+        "MIG-first"
+    );
+    assert!(matches!(m.power_usage(), Err(NvmlError::NotSupported)));
+    assert!(matches!(
+        m.total_energy_consumption(),
+        Err(NvmlError::NotSupported)
+    ));
+    let fields = m.field_values_for(&[FieldId(185), FieldId(186)]).unwrap();
+    assert!(fields
+        .iter()
+        .all(|f| matches!(f, Ok(s) if matches!(s.value, Err(NvmlError::NotSupported)))));
+    // The A100 (arch=7) has no power fields (the fake's default before Hopper); the
+    // H100 has both, and no other field.
+    let board_fields = board.field_values_for(&[FieldId(185)]).unwrap();
+    assert!(matches!(&board_fields[0], Ok(s) if s.value.is_err()));
+    let plain_fields = plain
+        .field_values_for(&[FieldId(185), FieldId(186), FieldId(191)])
+        .unwrap();
+    let ok: Vec<bool> = plain_fields
+        .iter()
+        .map(|f| matches!(f, Ok(s) if s.value.is_ok()))
+        .collect();
+    assert_eq!(
+        ok,
+        [true, true, false],
+        "field 191 is not one the fake serves"
+    );
+}
