@@ -311,7 +311,7 @@ impl NvmlHost {
             Err(e) => return Err(nvml_err("handle")(e)),
         };
         let uuid = m.uuid().map_err(nvml_err("uuid"))?;
-        let (gi, ci) = crate::plugin::mig_instance_ids(&self.nvml, &m)
+        let (gi, ci) = crate::plugin::mig_instance_ids(&m)
             .map_err(nvml_err(format!("instance ids of {uuid}")))?;
         let sm_count = m
             .attributes()
