@@ -795,6 +795,7 @@ mod tests {
             reset_seen: false,
             integ: integ.clone(),
             errors: 0,
+            power: None,
         };
         let sampled = SamplerState {
             job,

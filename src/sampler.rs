@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::energy::{gpu_energy, GpuEnergy, GpuReadings, Integrator};
-use crate::gpu::{Gpu, GpuError, GpuHost};
+use crate::gpu::{Gpu, GpuError, GpuHost, PowerKind};
 use crate::record::Method;
 use crate::state::{write_json, StateError};
 use crate::units::{Millijoules, Milliwatts};
@@ -82,6 +82,9 @@ pub struct GpuState {
     pub reset_seen: bool,
     pub integ: Integrator,
     pub errors: u64,
+    /// What the power samples were (`None` before the first one).
+    #[serde(default)]
+    pub power: Option<PowerKind>,
 }
 
 /// What the sampler knows, checkpointed to `sampler.json`.
@@ -186,6 +189,7 @@ pub fn run(
                 reset_seen: false,
                 integ: Integrator::default(),
                 errors: 0,
+                power: None,
             })
             .collect(),
         series: Series::default(),
@@ -284,8 +288,9 @@ fn sample(
     for (g, s) in gpus.iter().zip(state.gpus.iter_mut()) {
         match g.power() {
             Ok(p) => {
-                s.integ.add(t_s, p);
-                node_mw += p.0;
+                s.integ.add(t_s, p.mw);
+                node_mw += p.mw.0;
+                s.power = Some(s.power.map_or(p.kind, |k| k.combine(p.kind)));
             }
             Err(e) => {
                 s.errors += 1;
@@ -338,6 +343,10 @@ pub struct GpuResult {
     pub mean_w: Option<f64>,
     pub min_w: Option<f64>,
     pub max_w: Option<f64>,
+    /// What the power samples were: one-second means (`avg`), instant (`inst`), or
+    /// both (`mixed`); absent without samples.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub power: Option<PowerKind>,
 }
 
 /// The node's result over the window.
@@ -385,6 +394,12 @@ pub fn evaluate(state: &SamplerState) -> NodeResult {
         if g.shared {
             flags.push("shared");
         }
+        // Where samples make the energy, what they were (a counter needs no word).
+        if let (Some(e), Some(k)) = (&e, g.power) {
+            if e.method == Method::Sampled {
+                flags.push(k.flag());
+            }
+        }
         let result = GpuResult {
             minor: g.minor,
             uuid: g.uuid.clone(),
@@ -406,6 +421,7 @@ pub fn evaluate(state: &SamplerState) -> NodeResult {
             mean_w: w(g.integ.mean_mw()),
             min_w: w(g.integ.min_mw),
             max_w: w(g.integ.max_mw),
+            power: g.power,
         };
         if let (Some(wh), Some(m)) = (result.wh, result.method) {
             node.wh += wh;
@@ -426,6 +442,12 @@ pub fn evaluate(state: &SamplerState) -> NodeResult {
     }
     node.flags.sort();
     node.flags.dedup();
+    let kinds = node.flags.iter().filter(|f| PowerKind::is_flag(f)).count();
+    if kinds > 1 {
+        node.flags.retain(|f| !PowerKind::is_flag(f));
+        node.flags.push(PowerKind::Mixed.flag());
+        node.flags.sort();
+    }
     node
 }
 
@@ -433,6 +455,7 @@ pub fn evaluate(state: &SamplerState) -> NodeResult {
 mod tests {
     use super::*;
     use crate::gpu::fake::FakeGpu;
+    use crate::gpu::PowerReading;
     use std::cell::Cell;
 
     struct Host(Vec<FakeGpu>);
@@ -446,7 +469,7 @@ mod tests {
                 .iter()
                 .map(|m| {
                     let g = self.0.iter().find(|g| g.minor == *m).unwrap();
-                    Box::new(FakeGpuRef(g)) as Box<dyn Gpu>
+                    Box::new(FakeGpuRef(g, Cell::new(0))) as Box<dyn Gpu>
                 })
                 .collect())
         }
@@ -455,7 +478,9 @@ mod tests {
         }
     }
 
-    struct FakeGpuRef<'a>(&'a FakeGpu);
+    /// Its power readings are one-second means on minors 0, 3, 6..., instant on 1, 4,
+    /// 7..., and each in turn on 2, 5, 8... (the `Cell` counts them).
+    struct FakeGpuRef<'a>(&'a FakeGpu, Cell<u32>);
     impl Gpu for FakeGpuRef<'_> {
         fn minor(&self) -> u32 {
             self.0.minor()
@@ -475,8 +500,22 @@ mod tests {
             self.0.counter.set(c);
             Ok(c)
         }
-        fn power(&self) -> Result<Milliwatts, GpuError> {
-            self.0.power()
+        fn power(&self) -> Result<PowerReading, GpuError> {
+            let n = self.1.get();
+            self.1.set(n + 1);
+            let avg = match self.0.minor % 3 {
+                0 => true,
+                1 => false,
+                _ => n % 2 == 0,
+            };
+            Ok(PowerReading {
+                kind: if avg {
+                    PowerKind::Average1s
+                } else {
+                    PowerKind::Instant
+                },
+                ..self.0.power()?
+            })
         }
     }
 
@@ -530,6 +569,66 @@ mod tests {
         assert!(c > 0.0);
         assert_eq!(r.method, Some(Method::Mixed));
         assert_eq!(r.measured, 2);
+    }
+
+    #[test]
+    fn each_gpu_says_what_its_power_samples_were() {
+        let mut failing = gpu(4, 1.0, None);
+        failing.fail_power = true;
+        let host = Host(vec![
+            gpu(3, 100_000.0, Some(0)),
+            gpu(1, 50_000.0, None),
+            gpu(2, 70_000.0, None),
+            failing,
+        ]);
+        let stop = StopAfter(Instant::now() + Duration::from_millis(100));
+        let state = run(&host, &[3, 1, 2, 4], &opts(10), &stop, None).unwrap();
+        let kinds: Vec<_> = state.gpus.iter().map(|g| g.power).collect();
+        assert_eq!(
+            kinds,
+            [
+                Some(PowerKind::Average1s),
+                Some(PowerKind::Instant),
+                Some(PowerKind::Mixed),
+                None
+            ]
+        );
+        // It survives the checkpoint and reaches the local record (GpuResult).
+        let back: SamplerState =
+            serde_json::from_str(&serde_json::to_string(&state).unwrap()).unwrap();
+        let back: Vec<_> = back.gpus.iter().map(|g| g.power).collect();
+        assert_eq!(back, kinds);
+        let r = evaluate(&state);
+        let json = serde_json::to_value(&r.gpus).unwrap();
+        let words: Vec<_> = json
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| g.get("power").and_then(|p| p.as_str()))
+            .collect();
+        assert_eq!(words, [Some("avg"), Some("inst"), Some("mixed"), None]);
+        // The record's flag only where samples make the energy (minor 3 has a
+        // counter), and one word for the node: its GPUs' samples differ, so mixed.
+        let pw = |f: &[&str]| -> Vec<String> {
+            f.iter()
+                .filter(|f| PowerKind::is_flag(f))
+                .map(|f| f.to_string())
+                .collect()
+        };
+        assert_eq!(r.gpus[0].method, Some(Method::Counter));
+        let per_gpu: Vec<_> = r.gpus.iter().map(|g| pw(&g.flags)).collect();
+        assert_eq!(per_gpu, [vec![], vec!["pwinst"], vec!["pwmixed"], vec![]]);
+        assert_eq!(pw(&r.flags), ["pwmixed"]);
+        // A node whose sampled GPUs all read instant power says so.
+        let host = Host(vec![gpu(1, 50_000.0, None), gpu(4, 60_000.0, None)]);
+        let stop = StopAfter(Instant::now() + Duration::from_millis(50));
+        let state = run(&host, &[1, 4], &opts(10), &stop, None).unwrap();
+        assert_eq!(pw(&evaluate(&state).flags), ["pwinst"]);
+        // A checkpoint written before this field existed still reads.
+        let mut old = serde_json::to_value(&state).unwrap();
+        old["gpus"][0].as_object_mut().unwrap().remove("power");
+        let old: SamplerState = serde_json::from_value(old).unwrap();
+        assert_eq!(old.gpus[0].power, None);
     }
 
     #[test]

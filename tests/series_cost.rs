@@ -353,6 +353,7 @@ fn whole_epilog_with_a_two_year_series_and_a_30_day_job() {
                     max_mw: Some(700_000.0),
                 },
                 errors: 0,
+                power: None,
             })
             .collect();
         state::write_json(&jd.join("sampler.json"), &s).unwrap();

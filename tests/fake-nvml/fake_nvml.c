@@ -51,7 +51,23 @@ typedef int nvmlReturn_t; /* C enum nvmlReturn_enum: int-sized */
 #define NVML_DEVICE_NAME_V2_BUFFER_SIZE 96
 #define NVML_DEVICE_UUID_V2_BUFFER_SIZE 96
 
+#define NVML_DEVICE_ARCH_VOLTA 5
+#define NVML_DEVICE_ARCH_TURING 6
+#define NVML_DEVICE_ARCH_AMPERE 7
+#define NVML_DEVICE_ARCH_ADA 8
 #define NVML_DEVICE_ARCH_HOPPER 9
+#define NVML_DEVICE_ARCH_BLACKWELL 10
+
+/* Field ids (nvml.h) and nvmlValueType_t. */
+#define NVML_FI_DEV_POWER_AVERAGE 185
+#define NVML_FI_DEV_POWER_INSTANT 186
+#define NVML_VALUE_TYPE_UNSIGNED_INT 1
+
+/* MIG: at most 7 MIG devices (compute instances) under a board here; NVML's
+ * nvmlDeviceGetMaxMigDeviceCount is 7 on A100/H100. */
+#define NVML_MAX_MIG_DEVICES 7
+#define NVML_DEVICE_MIG_DISABLE 0
+#define NVML_DEVICE_MIG_ENABLE 1
 
 /* nvmlPciInfo_t as used by nvmlDeviceGetPciInfo_v3 (nvmlPciInfo_st). */
 typedef struct nvmlPciInfo_st {
@@ -63,6 +79,58 @@ typedef struct nvmlPciInfo_st {
     unsigned int pciSubSystemId;
     char busId[NVML_DEVICE_PCI_BUS_ID_BUFFER_SIZE]; /* "%08X:%02X:%02X.0" */
 } nvmlPciInfo_t;
+
+/* nvmlDeviceAttributes_t (nvmlDeviceGetAttributes_v2). */
+typedef struct nvmlDeviceAttributes_st {
+    unsigned int multiprocessorCount;
+    unsigned int sharedCopyEngineCount;
+    unsigned int sharedDecoderCount;
+    unsigned int sharedEncoderCount;
+    unsigned int sharedJpegCount;
+    unsigned int sharedOfaCount;
+    unsigned int gpuInstanceSliceCount;
+    unsigned int computeInstanceSliceCount;
+    unsigned long long memorySizeMB;
+} nvmlDeviceAttributes_t;
+
+/* nvmlGpuInstanceProfileInfo_t (v1, nvmlDeviceGetGpuInstanceProfileInfo). */
+typedef struct nvmlGpuInstanceProfileInfo_st {
+    unsigned int id;
+    unsigned int isP2pSupported;
+    unsigned int sliceCount;
+    unsigned int instanceCount;
+    unsigned int multiprocessorCount;
+    unsigned int copyEngineCount;
+    unsigned int decoderCount;
+    unsigned int encoderCount;
+    unsigned int jpegCount;
+    unsigned int ofaCount;
+    unsigned long long memorySizeMB;
+} nvmlGpuInstanceProfileInfo_t;
+
+/* NVML_GPU_INSTANCE_PROFILE_{1,2,3,4,7}_SLICE are 0..4. */
+#define FAKE_GI_PROFILES 5
+
+/* nvmlValue_t and nvmlFieldValue_t (nvmlDeviceGetFieldValues). */
+typedef union nvmlValue_st {
+    double dVal;
+    int siVal;
+    unsigned int uiVal;
+    unsigned long ulVal;
+    unsigned long long ullVal;
+    long long sllVal;
+    unsigned short usVal;
+} nvmlValue_t;
+
+typedef struct nvmlFieldValue_st {
+    unsigned int fieldId;
+    unsigned int scopeId;
+    long long timestamp;   /* unix microseconds */
+    long long latencyUsec;
+    int valueType;         /* nvmlValueType_t */
+    nvmlReturn_t nvmlReturn;
+    nvmlValue_t value;
+} nvmlFieldValue_t;
 
 /* The handle type is an opaque pointer in nvml.h; we define the struct. */
 typedef struct nvmlDevice_st *nvmlDevice_t;
@@ -95,12 +163,29 @@ nvmlReturn_t nvmlDeviceGetArchitecture(nvmlDevice_t device, unsigned int *arch);
 nvmlReturn_t nvmlDeviceGetPowerUsage(nvmlDevice_t device, unsigned int *power);
 nvmlReturn_t nvmlDeviceGetTotalEnergyConsumption(nvmlDevice_t device,
                                                  unsigned long long *energy);
+nvmlReturn_t nvmlDeviceGetFieldValues(nvmlDevice_t device, int valuesCount,
+                                      nvmlFieldValue_t *values);
+nvmlReturn_t nvmlDeviceGetAttributes_v2(nvmlDevice_t device,
+                                        nvmlDeviceAttributes_t *attributes);
+nvmlReturn_t nvmlDeviceGetMaxMigDeviceCount(nvmlDevice_t device, unsigned int *count);
+nvmlReturn_t nvmlDeviceGetMigDeviceHandleByIndex(nvmlDevice_t device, unsigned int index,
+                                                 nvmlDevice_t *migDevice);
+nvmlReturn_t nvmlDeviceIsMigDeviceHandle(nvmlDevice_t device, unsigned int *isMigDevice);
+nvmlReturn_t nvmlDeviceGetDeviceHandleFromMigDeviceHandle(nvmlDevice_t migDevice,
+                                                          nvmlDevice_t *device);
+nvmlReturn_t nvmlDeviceGetGpuInstanceId(nvmlDevice_t device, unsigned int *id);
+nvmlReturn_t nvmlDeviceGetComputeInstanceId(nvmlDevice_t device, unsigned int *id);
+nvmlReturn_t nvmlDeviceGetGpuInstanceProfileInfo(nvmlDevice_t device, unsigned int profile,
+                                                 nvmlGpuInstanceProfileInfo_t *info);
 
 /* ------------------------------------------------------------------------ */
 /* Internal model                                                           */
 /* ------------------------------------------------------------------------ */
 
 #define FAKE_MAX_DEVICES 64
+#define FAKE_MAX_MIGS (FAKE_MAX_DEVICES * NVML_MAX_MIG_DEVICES)
+#define FAKE_FIELD_AVG 1 /* NVML_FI_DEV_POWER_AVERAGE answered */
+#define FAKE_FIELD_INST 2 /* NVML_FI_DEV_POWER_INSTANT answered */
 #define FAKE_DEV_MAGIC 0xFA4E6B0Du
 #define FAKE_MAX_CONFIG_BYTES (1u << 20)
 #define FAKE_MAX_TOKENS 32 /* words per config line */
@@ -130,6 +215,14 @@ struct nvmlDevice_st {
     int fail_energy;
     int hang_energy;                   /* energy reads never return (wedged driver) */
     unsigned int arch;
+    unsigned int sm_count;             /* multiprocessorCount */
+    unsigned int mig_sm;               /* SMs of the 7-slice GPU instance profile */
+    int board_attrs;                   /* 0: attributes NOT_SUPPORTED on the board */
+    int fields;                        /* FAKE_FIELD_* bits; -1 while unset */
+    int is_mig;                        /* a MIG device (compute instance) handle */
+    unsigned int gi, ci;               /* MIG: GPU and compute instance ids */
+    unsigned int parent;               /* MIG: index of the board in snap->devs */
+    unsigned int mig_first, mig_count; /* board: its MIG devices in snap->devs */
     char name[NVML_DEVICE_NAME_V2_BUFFER_SIZE];
     char uuid[NVML_DEVICE_UUID_V2_BUFFER_SIZE];
 };
@@ -146,7 +239,8 @@ struct fake_snapshot {
     char *node;          /* SLURMD_NODENAME at init, or "default" */
     char *log_path;      /* NULL: no logging */
     int64_t epoch_ns;    /* "driver load" time */
-    unsigned int count;
+    unsigned int count;  /* boards: devs[0..count), by PCI bus */
+    unsigned int total;  /* boards then MIG devices: devs[count..total) */
     struct nvmlDevice_st devs[];
 };
 
@@ -328,6 +422,20 @@ static int cmp_dev_bus(const void *a, const void *b)
     return (x->pci_bus > y->pci_bus) - (x->pci_bus < y->pci_bus);
 }
 
+/* A typical SM count per architecture, for boards without sm=. */
+static unsigned int default_sm(unsigned int arch)
+{
+    switch (arch) {
+    case NVML_DEVICE_ARCH_VOLTA: return 80;      /* V100 */
+    case NVML_DEVICE_ARCH_TURING: return 40;     /* T4 */
+    case NVML_DEVICE_ARCH_AMPERE: return 108;    /* A100 */
+    case NVML_DEVICE_ARCH_ADA: return 142;       /* L40 */
+    case NVML_DEVICE_ARCH_HOPPER: return 132;    /* H100 SXM */
+    case NVML_DEVICE_ARCH_BLACKWELL: return 148; /* B200 */
+    default: return 56;                          /* P100 and older */
+    }
+}
+
 /* Parse one "key=value" option of a gpu line into dev; 0 on success. */
 static int parse_gpu_option(struct nvmlDevice_st *dev, char *opt,
                             const char *path, int lineno)
@@ -391,6 +499,27 @@ static int parse_gpu_option(struct nvmlDevice_st *dev, char *opt,
     } else if (strcmp(opt, "arch") == 0) {
         if (parse_u32(val, 10, &dev->arch) != 0)
             goto bad;
+    } else if (strcmp(opt, "sm") == 0) {
+        if (parse_u32(val, 10, &dev->sm_count) != 0 || dev->sm_count == 0)
+            goto bad;
+    } else if (strcmp(opt, "mig_sm") == 0) {
+        if (parse_u32(val, 10, &dev->mig_sm) != 0 || dev->mig_sm == 0)
+            goto bad;
+    } else if (strcmp(opt, "board_attrs") == 0) {
+        if (strcmp(val, "0") != 0 && strcmp(val, "1") != 0)
+            goto bad;
+        dev->board_attrs = (val[0] == '1');
+    } else if (strcmp(opt, "fields") == 0) {
+        if (strcmp(val, "avg,inst") == 0 || strcmp(val, "inst,avg") == 0)
+            dev->fields = FAKE_FIELD_AVG | FAKE_FIELD_INST;
+        else if (strcmp(val, "avg") == 0)
+            dev->fields = FAKE_FIELD_AVG;
+        else if (strcmp(val, "inst") == 0)
+            dev->fields = FAKE_FIELD_INST;
+        else if (strcmp(val, "none") == 0)
+            dev->fields = 0;
+        else
+            goto bad;
     } else {
         diag("%s:%d: unknown gpu option '%s'", path, lineno, opt);
         return -1;
@@ -409,12 +538,15 @@ bad:
  *   epoch <unix_seconds>
  *   log <path>
  *   gpu <node|*> <minor> <pci_bus_hex> <power_mw> [key=value ...]
+ *   mig <node|*> <board_minor> <gi> <ci> <sm_count> [uuid=...]
  */
 static struct fake_snapshot *parse_config(const char *text, const char *node,
                                           const char *path)
 {
     struct nvmlDevice_st devs[FAKE_MAX_DEVICES];
-    unsigned int count = 0;
+    struct nvmlDevice_st *migs = calloc(FAKE_MAX_MIGS, sizeof *migs);
+    int mig_line[FAKE_MAX_MIGS];
+    unsigned int count = 0, nmig = 0, total;
     int64_t epoch_ns = 0;
     int have_epoch = 0;
     char *log_path = NULL;
@@ -424,8 +556,11 @@ static struct fake_snapshot *parse_config(const char *text, const char *node,
     struct fake_snapshot *snap = NULL;
     unsigned int i, j;
 
-    if (work == NULL)
+    if (work == NULL || migs == NULL) {
+        free(work);
+        free(migs);
         return NULL;
+    }
 
     /* Split by hand on '\n' (strtok_r would skip empty lines, and we want
      * accurate line numbers in diagnostics). */
@@ -481,6 +616,8 @@ static struct fake_snapshot *parse_config(const char *text, const char *node,
             dev.magic = FAKE_DEV_MAGIC;
             dev.has_counter = 1;
             dev.arch = NVML_DEVICE_ARCH_HOPPER;
+            dev.board_attrs = 1;
+            dev.fields = -1;
             if (parse_u32(tok[2], 10, &dev.minor) != 0 ||
                 parse_u32(tok[3], 16, &dev.pci_bus) != 0 || dev.pci_bus > 0xff ||
                 parse_u32(tok[4], 10, &dev.power_mw) != 0) {
@@ -505,7 +642,62 @@ static struct fake_snapshot *parse_config(const char *text, const char *node,
             if (dev.uuid[0] == '\0')
                 snprintf(dev.uuid, sizeof dev.uuid, "GPU-fake-%s-%u", node,
                          dev.minor);
+            if (dev.sm_count == 0)
+                dev.sm_count = default_sm(dev.arch);
+            if (dev.mig_sm == 0)
+                dev.mig_sm = dev.sm_count;
+            if (dev.mig_sm > dev.sm_count) {
+                diag("%s:%d: mig_sm %u is more than the GPU's %u SMs", path,
+                     lineno, dev.mig_sm, dev.sm_count);
+                goto fail;
+            }
+            if (dev.fields < 0) /* NVML's power fields: Hopper and newer */
+                dev.fields = dev.arch >= NVML_DEVICE_ARCH_HOPPER
+                                 ? FAKE_FIELD_AVG | FAKE_FIELD_INST
+                                 : 0;
             devs[count++] = dev;
+        } else if (strcmp(tok[0], "mig") == 0) {
+            /* mig <node|*> <board_minor> <gi> <ci> <sm_count> [uuid=...] */
+            struct nvmlDevice_st m;
+            int k;
+
+            if (ntok < 6) {
+                diag("%s:%d: expected 'mig <node> <board_minor> <gi> <ci> "
+                     "<sm_count> [uuid=MIG-...]'", path, lineno);
+                goto fail;
+            }
+            memset(&m, 0, sizeof m);
+            m.magic = FAKE_DEV_MAGIC;
+            m.is_mig = 1;
+            if (parse_u32(tok[2], 10, &m.minor) != 0 ||
+                parse_u32(tok[3], 10, &m.gi) != 0 ||
+                parse_u32(tok[4], 10, &m.ci) != 0 ||
+                parse_u32(tok[5], 10, &m.sm_count) != 0 || m.sm_count == 0) {
+                diag("%s:%d: bad board minor, gi, ci or sm count on mig line",
+                     path, lineno);
+                goto fail;
+            }
+            for (k = 6; k < ntok; k++) {
+                if (strncmp(tok[k], "uuid=", 5) == 0 && tok[k][5] != '\0' &&
+                    strlen(tok[k] + 5) < sizeof m.uuid) {
+                    strcpy(m.uuid, tok[k] + 5);
+                } else {
+                    diag("%s:%d: unknown or bad mig option '%s'", path, lineno,
+                         tok[k]);
+                    goto fail;
+                }
+            }
+            if (strcmp(tok[1], "*") != 0 && strcmp(tok[1], node) != 0)
+                continue;
+            if (nmig == FAKE_MAX_MIGS) {
+                diag("%s:%d: too many mig lines", path, lineno);
+                goto fail;
+            }
+            if (m.uuid[0] == '\0')
+                snprintf(m.uuid, sizeof m.uuid, "MIG-fake-%s-%u-%u-%u", node,
+                         m.minor, m.gi, m.ci);
+            mig_line[nmig] = lineno;
+            migs[nmig++] = m;
         } else {
             diag("%s:%d: unknown directive '%s'", path, lineno, tok[0]);
             goto fail;
@@ -532,7 +724,65 @@ static struct fake_snapshot *parse_config(const char *text, const char *node,
         }
     }
 
-    snap = calloc(1, sizeof *snap + count * sizeof snap->devs[0]);
+    /* Each MIG device goes under its board (by minor, on this node), which
+     * must have mig=1; at most 7 per board, (gi, ci) unique on a board, and
+     * their SMs together no more than the board's. */
+    for (j = 0; j < nmig; j++) {
+        unsigned int sum = 0, n = 0, k;
+
+        for (i = 0; i < count && devs[i].minor != migs[j].minor; i++)
+            ;
+        if (i == count) {
+            diag("%s:%d: mig: no gpu with minor %u on node %s", path,
+                 mig_line[j], migs[j].minor, node);
+            goto fail;
+        }
+        if (!devs[i].mig) {
+            diag("%s:%d: mig: gpu minor %u does not have mig=1", path,
+                 mig_line[j], migs[j].minor);
+            goto fail;
+        }
+        migs[j].parent = i;
+        for (k = 0; k <= j; k++) {
+            if (migs[k].minor != migs[j].minor)
+                continue;
+            n++;
+            sum += migs[k].sm_count;
+            if (k < j && migs[k].gi == migs[j].gi && migs[k].ci == migs[j].ci) {
+                diag("%s:%d: mig: gpu minor %u already has gi %u ci %u", path,
+                     mig_line[j], migs[j].minor, migs[j].gi, migs[j].ci);
+                goto fail;
+            }
+        }
+        if (n > NVML_MAX_MIG_DEVICES) {
+            diag("%s:%d: mig: more than %d MIG devices on gpu minor %u", path,
+                 mig_line[j], NVML_MAX_MIG_DEVICES, migs[j].minor);
+            goto fail;
+        }
+        if (sum > devs[i].mig_sm) {
+            diag("%s:%d: mig: the MIG devices of gpu minor %u have %u SMs, "
+                 "more than the board's %u", path, mig_line[j], migs[j].minor,
+                 sum, devs[i].mig_sm);
+            goto fail;
+        }
+        for (k = 0; k < count; k++) {
+            if (strcmp(devs[k].uuid, migs[j].uuid) == 0) {
+                diag("%s:%d: mig: uuid %s is a gpu's", path, mig_line[j],
+                     migs[j].uuid);
+                goto fail;
+            }
+        }
+        for (k = 0; k < j; k++) {
+            if (strcmp(migs[k].uuid, migs[j].uuid) == 0) {
+                diag("%s:%d: mig: uuid %s used twice", path, mig_line[j],
+                     migs[j].uuid);
+                goto fail;
+            }
+        }
+    }
+
+    total = count + nmig;
+    snap = calloc(1, sizeof *snap + total * sizeof snap->devs[0]);
     if (snap == NULL)
         goto fail;
     snap->text = strdup(text);
@@ -543,11 +793,33 @@ static struct fake_snapshot *parse_config(const char *text, const char *node,
     log_path = NULL;
     snap->epoch_ns = epoch_ns;
     snap->count = count;
+    snap->total = total;
     for (i = 0; i < count; i++) {
         snap->devs[i] = devs[i];
         snap->devs[i].index = i;
         snap->devs[i].snap = snap;
+        snap->devs[i].mig_first = count;
+        snap->devs[i].mig_count = 0;
     }
+    /* MIG devices grouped by board, in config order within a board. */
+    total = count;
+    for (i = 0; i < count; i++) {
+        snap->devs[i].mig_first = total;
+        for (j = 0; j < nmig; j++) {
+            struct nvmlDevice_st *m;
+
+            if (migs[j].parent != i)
+                continue;
+            m = &snap->devs[total++];
+            *m = migs[j];
+            m->snap = snap;
+            m->index = snap->devs[i].mig_count++;
+            m->arch = devs[i].arch;
+            snprintf(m->name, sizeof m->name, "%.60s MIG %usm", devs[i].name,
+                     m->sm_count);
+        }
+    }
+    free(migs);
     free(work);
     return snap;
 
@@ -558,6 +830,7 @@ fail:
         free(snap);
     }
     free(log_path);
+    free(migs);
     free(work);
     return NULL;
 }
@@ -668,6 +941,17 @@ static nvmlReturn_t get_dev(nvmlDevice_t device, const struct nvmlDevice_st **ou
         return NVML_ERROR_INVALID_ARGUMENT;
     *out = device;
     return NVML_SUCCESS;
+}
+
+/* Like get_dev, but a MIG device handle gets NOT_SUPPORTED: NVML answers
+ * power, energy and the like only for the whole board. */
+static nvmlReturn_t get_board(nvmlDevice_t device, const struct nvmlDevice_st **out)
+{
+    nvmlReturn_t r = get_dev(device, out);
+
+    if (r == NVML_SUCCESS && (*out)->is_mig)
+        return NVML_ERROR_NOT_SUPPORTED;
+    return r;
 }
 
 /* Shared body of nvmlInit_v2 / nvmlInitWithFlags: (re)load the config. */
@@ -822,7 +1106,7 @@ nvmlReturn_t nvmlDeviceGetHandleByUUID(const char *uuid, nvmlDevice_t *device)
         return NVML_ERROR_UNINITIALIZED;
     if (uuid == NULL || device == NULL)
         return NVML_ERROR_INVALID_ARGUMENT;
-    for (i = 0; i < s->count; i++) {
+    for (i = 0; i < s->total; i++) { /* boards and MIG devices */
         if (strcmp(s->devs[i].uuid, uuid) == 0) {
             *device = (nvmlDevice_t)&s->devs[i];
             return NVML_SUCCESS;
@@ -862,7 +1146,7 @@ nvmlReturn_t nvmlDeviceGetHandleByPciBusId_v2(const char *pciBusId,
 nvmlReturn_t nvmlDeviceGetIndex(nvmlDevice_t device, unsigned int *index)
 {
     const struct nvmlDevice_st *d;
-    nvmlReturn_t r = get_dev(device, &d);
+    nvmlReturn_t r = get_board(device, &d);
 
     if (r != NVML_SUCCESS)
         return r;
@@ -875,7 +1159,7 @@ nvmlReturn_t nvmlDeviceGetIndex(nvmlDevice_t device, unsigned int *index)
 nvmlReturn_t nvmlDeviceGetMinorNumber(nvmlDevice_t device, unsigned int *minorNumber)
 {
     const struct nvmlDevice_st *d;
-    nvmlReturn_t r = get_dev(device, &d);
+    nvmlReturn_t r = get_board(device, &d);
 
     if (r != NVML_SUCCESS)
         return r;
@@ -910,6 +1194,8 @@ nvmlReturn_t nvmlDeviceGetPciInfo_v3(nvmlDevice_t device, nvmlPciInfo_t *pci)
         return r;
     if (pci == NULL)
         return NVML_ERROR_INVALID_ARGUMENT;
+    if (d->is_mig)
+        d = &d->snap->devs[d->parent];
     memset(pci, 0, sizeof *pci);
     /* Same formats as NVML_DEVICE_PCI_BUS_ID_{LEGACY_,}FMT in nvml.h; the
      * legacy field only has room for a 4-digit domain. */
@@ -929,7 +1215,7 @@ nvmlReturn_t nvmlDeviceGetMigMode(nvmlDevice_t device, unsigned int *currentMode
                                   unsigned int *pendingMode)
 {
     const struct nvmlDevice_st *d;
-    nvmlReturn_t r = get_dev(device, &d);
+    nvmlReturn_t r = get_board(device, &d);
 
     if (r != NVML_SUCCESS)
         return r;
@@ -956,7 +1242,7 @@ nvmlReturn_t nvmlDeviceGetArchitecture(nvmlDevice_t device, unsigned int *arch)
 nvmlReturn_t nvmlDeviceGetPowerUsage(nvmlDevice_t device, unsigned int *power)
 {
     const struct nvmlDevice_st *d;
-    nvmlReturn_t r = get_dev(device, &d);
+    nvmlReturn_t r = get_board(device, &d);
     int64_t t;
 
     if (r != NVML_SUCCESS)
@@ -976,7 +1262,7 @@ nvmlReturn_t nvmlDeviceGetTotalEnergyConsumption(nvmlDevice_t device,
                                                  unsigned long long *energy)
 {
     const struct nvmlDevice_st *d;
-    nvmlReturn_t r = get_dev(device, &d);
+    nvmlReturn_t r = get_board(device, &d);
     int64_t t;
 
     if (r != NVML_SUCCESS)
@@ -993,5 +1279,180 @@ nvmlReturn_t nvmlDeviceGetTotalEnergyConsumption(nvmlDevice_t device,
     t = now_ns();
     *energy = energy_at(d, t);
     log_read(d, t, "energy", *energy);
+    return NVML_SUCCESS;
+}
+
+/* Scripted power as NVML's power fields: NVML_FI_DEV_POWER_AVERAGE and
+ * NVML_FI_DEV_POWER_INSTANT, each where the board has it (fields=).  Both give
+ * the scripted power at the time of the call (the fake models no averaging
+ * window).  Any other field id, and any field of a MIG device, is
+ * NOT_SUPPORTED in its own nvmlReturn; the call itself succeeds. */
+nvmlReturn_t nvmlDeviceGetFieldValues(nvmlDevice_t device, int valuesCount,
+                                      nvmlFieldValue_t *values)
+{
+    const struct nvmlDevice_st *d;
+    nvmlReturn_t r = get_dev(device, &d);
+    int i;
+
+    if (r != NVML_SUCCESS)
+        return r;
+    if (values == NULL || valuesCount <= 0)
+        return NVML_ERROR_INVALID_ARGUMENT;
+    for (i = 0; i < valuesCount; i++) {
+        nvmlFieldValue_t *v = &values[i];
+        int bit = v->fieldId == NVML_FI_DEV_POWER_AVERAGE   ? FAKE_FIELD_AVG
+                  : v->fieldId == NVML_FI_DEV_POWER_INSTANT ? FAKE_FIELD_INST
+                                                            : 0;
+        int64_t t = now_ns();
+
+        v->timestamp = t / 1000;
+        v->latencyUsec = 0;
+        if (d->is_mig || bit == 0 || !(d->fields & bit)) {
+            v->nvmlReturn = NVML_ERROR_NOT_SUPPORTED;
+            continue;
+        }
+        if (d->fail_power) {
+            v->nvmlReturn = NVML_ERROR_UNKNOWN;
+            continue;
+        }
+        v->valueType = NVML_VALUE_TYPE_UNSIGNED_INT;
+        v->value.uiVal = power_at(d, t);
+        v->nvmlReturn = NVML_SUCCESS;
+        log_read(d, t, "power", v->value.uiVal); /* as a power usage read */
+    }
+    return NVML_SUCCESS;
+}
+
+/* SM count of a board (unless board_attrs=0) or of a MIG device. */
+nvmlReturn_t nvmlDeviceGetAttributes_v2(nvmlDevice_t device,
+                                        nvmlDeviceAttributes_t *attributes)
+{
+    const struct nvmlDevice_st *d;
+    nvmlReturn_t r = get_dev(device, &d);
+
+    if (r != NVML_SUCCESS)
+        return r;
+    if (attributes == NULL)
+        return NVML_ERROR_INVALID_ARGUMENT;
+    if (!d->is_mig && !d->board_attrs)
+        return NVML_ERROR_NOT_SUPPORTED;
+    memset(attributes, 0, sizeof *attributes);
+    attributes->multiprocessorCount = d->sm_count;
+    return NVML_SUCCESS;
+}
+
+/* 7 on a board in MIG mode, 0 on one that is not (as NVML). */
+nvmlReturn_t nvmlDeviceGetMaxMigDeviceCount(nvmlDevice_t device, unsigned int *count)
+{
+    const struct nvmlDevice_st *d;
+    nvmlReturn_t r = get_board(device, &d);
+
+    if (r != NVML_SUCCESS)
+        return r;
+    if (count == NULL)
+        return NVML_ERROR_INVALID_ARGUMENT;
+    *count = d->mig ? NVML_MAX_MIG_DEVICES : 0;
+    return NVML_SUCCESS;
+}
+
+/* The board's index-th MIG device; NOT_FOUND for a free slot below 7. */
+nvmlReturn_t nvmlDeviceGetMigDeviceHandleByIndex(nvmlDevice_t device, unsigned int index,
+                                                 nvmlDevice_t *migDevice)
+{
+    const struct nvmlDevice_st *d;
+    nvmlReturn_t r = get_board(device, &d);
+
+    if (r != NVML_SUCCESS)
+        return r == NVML_ERROR_NOT_SUPPORTED ? NVML_ERROR_INVALID_ARGUMENT : r;
+    if (migDevice == NULL || index >= NVML_MAX_MIG_DEVICES)
+        return NVML_ERROR_INVALID_ARGUMENT;
+    if (!d->mig)
+        return NVML_ERROR_NOT_SUPPORTED;
+    if (index >= d->mig_count)
+        return NVML_ERROR_NOT_FOUND;
+    *migDevice = (nvmlDevice_t)&d->snap->devs[d->mig_first + index];
+    return NVML_SUCCESS;
+}
+
+nvmlReturn_t nvmlDeviceIsMigDeviceHandle(nvmlDevice_t device, unsigned int *isMigDevice)
+{
+    const struct nvmlDevice_st *d;
+    nvmlReturn_t r = get_dev(device, &d);
+
+    if (r != NVML_SUCCESS)
+        return r;
+    if (isMigDevice == NULL)
+        return NVML_ERROR_INVALID_ARGUMENT;
+    *isMigDevice = d->is_mig ? 1u : 0u;
+    return NVML_SUCCESS;
+}
+
+nvmlReturn_t nvmlDeviceGetDeviceHandleFromMigDeviceHandle(nvmlDevice_t migDevice,
+                                                          nvmlDevice_t *device)
+{
+    const struct nvmlDevice_st *d;
+    nvmlReturn_t r = get_dev(migDevice, &d);
+
+    if (r != NVML_SUCCESS)
+        return r;
+    if (device == NULL || !d->is_mig)
+        return NVML_ERROR_INVALID_ARGUMENT;
+    *device = (nvmlDevice_t)&d->snap->devs[d->parent];
+    return NVML_SUCCESS;
+}
+
+/* GPU / compute instance id of a MIG device; NOT_SUPPORTED on a board. */
+nvmlReturn_t nvmlDeviceGetGpuInstanceId(nvmlDevice_t device, unsigned int *id)
+{
+    const struct nvmlDevice_st *d;
+    nvmlReturn_t r = get_dev(device, &d);
+
+    if (r != NVML_SUCCESS)
+        return r;
+    if (id == NULL)
+        return NVML_ERROR_INVALID_ARGUMENT;
+    if (!d->is_mig)
+        return NVML_ERROR_NOT_SUPPORTED;
+    *id = d->gi;
+    return NVML_SUCCESS;
+}
+
+nvmlReturn_t nvmlDeviceGetComputeInstanceId(nvmlDevice_t device, unsigned int *id)
+{
+    const struct nvmlDevice_st *d;
+    nvmlReturn_t r = get_dev(device, &d);
+
+    if (r != NVML_SUCCESS)
+        return r;
+    if (id == NULL)
+        return NVML_ERROR_INVALID_ARGUMENT;
+    if (!d->is_mig)
+        return NVML_ERROR_NOT_SUPPORTED;
+    *id = d->ci;
+    return NVML_SUCCESS;
+}
+
+/* GPU instance profiles 1, 2, 3, 4 and 7 slices (ids 0..4) of a GPU of
+ * Ampere or newer: the 7-slice one has mig_sm SMs, the others their share
+ * (rounded down).  Other ids are INVALID_ARGUMENT, older GPUs and MIG handles
+ * NOT_SUPPORTED. */
+nvmlReturn_t nvmlDeviceGetGpuInstanceProfileInfo(nvmlDevice_t device, unsigned int profile,
+                                                 nvmlGpuInstanceProfileInfo_t *info)
+{
+    static const unsigned int slices[FAKE_GI_PROFILES] = {1, 2, 3, 4, 7};
+    const struct nvmlDevice_st *d;
+    nvmlReturn_t r = get_board(device, &d);
+
+    if (r != NVML_SUCCESS)
+        return r;
+    if (info == NULL || profile >= FAKE_GI_PROFILES)
+        return NVML_ERROR_INVALID_ARGUMENT;
+    if (d->arch < NVML_DEVICE_ARCH_AMPERE)
+        return NVML_ERROR_NOT_SUPPORTED;
+    memset(info, 0, sizeof *info);
+    info->id = profile;
+    info->sliceCount = slices[profile];
+    info->instanceCount = 7 / slices[profile];
+    info->multiprocessorCount = d->mig_sm * slices[profile] / 7;
     return NVML_SUCCESS;
 }
