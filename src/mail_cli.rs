@@ -28,6 +28,12 @@
 //!   COMPLETED, ExitCode 0`; an array task `Slurm Array Task Job_id=<array>_<task> (<id>)
 //!   Name=...`; the summary of a whole array `Slurm Array Summary Job_id=<array>_*
 //!   (<id>) Name=...` (its environment is the array's master record).
+//! - At most `MAX_MAIL_THREADS` = 64 MailProg run at once (`src/slurmctld/slurmctld.h`),
+//!   each also holding one of slurmctld's agent threads (`agent_thread_cnt`, shared with
+//!   the RPCs to slurmd) while it runs: the wait ends as soon as the record is whole and
+//!   is not made for jobs without GPUs, but keep `mail_wait_s` short on busy clusters.
+//! - Slurm's own default MailProg is `/bin/mail`, else `/usr/bin/mail`
+//!   (`DEFAULT_MAIL_PROG`, `src/common/read_config.h`).
 //! - The end mail is queued when the job completes, before or while the epilogs run,
 //!   so the record usually lands a few seconds after the mail starts: hence the wait.
 //!
