@@ -27,9 +27,10 @@ SC_ROOTS=${SC_ROOTS:-/var/lib/spank-carbon-roots}
 RUNDIR=/run/spank-carbon-roots
 MIRROR=${SC_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 HERE=$(cd "$(dirname "$0")/.." && pwd)
-# What a root needs: Slurm's daemons, clients and headers, MariaDB, munge; iproute2 for the loopback.
+# What a root needs: Slurm's daemons, clients and headers, MariaDB, munge; iproute2 for the loopback;
+# prometheus for promtool (tests/metrics.rs).
 PACKAGES=(slurm-wlm slurmctld slurmd slurmdbd slurm-client slurm-wlm-mysql-plugin libslurm-dev
-    mariadb-server mariadb-client munge procps iproute2 passwd util-linux)
+    mariadb-server mariadb-client munge procps iproute2 passwd util-linux prometheus)
 
 die() { echo "[slurm-root] ERROR: $*" >&2; exit 1; }
 msg() { echo "[slurm-root] $*"; }

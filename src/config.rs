@@ -28,6 +28,14 @@ pub const DEFAULT_LOG_MAX_MB: u64 = 16;
 pub const DEFAULT_LOG_KEEP: u64 = 3;
 /// Time limit of the epilog's NVML work (when it reads end counters itself).
 pub const DEFAULT_NVML_TIMEOUT_MS: u64 = 5000;
+/// The mail program `spank-carbon mail` hands mail to: Debian's `mail` alternative
+/// (mailutils or bsd-mailx), Slurm's own default MailProg on current releases.
+pub const DEFAULT_MAIL_PROG: &str = "/usr/bin/mail";
+/// How long `spank-carbon mail` waits for a job's record: well inside the 120 s that
+/// slurmctld gives MailProg (MAIL_PROG_TIMEOUT in src/slurmctld/agent.c).
+pub const DEFAULT_MAIL_WAIT_S: u64 = 30;
+/// The most `mail_wait_s` may be: slurmctld kills MailProg after 120 s.
+pub const MAX_MAIL_WAIT_S: u64 = 90;
 
 /// Which of the job's accounting comment fields holds the record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -97,6 +105,12 @@ pub struct Config {
     pub log_keep: u64,
     pub nvml_timeout_ms: u64,
     pub energy_tres: EnergyTres,
+    /// node_exporter's textfile directory; `None`: no textfile is written automatically.
+    pub metrics_dir: Option<PathBuf>,
+    /// The site's mail program that `spank-carbon mail` hands the mail to.
+    pub mail_prog: PathBuf,
+    /// How long `spank-carbon mail` waits for the job's record, seconds.
+    pub mail_wait_s: u64,
 }
 
 impl Default for Config {
@@ -131,6 +145,9 @@ impl Default for Config {
             log_keep: DEFAULT_LOG_KEEP,
             nvml_timeout_ms: DEFAULT_NVML_TIMEOUT_MS,
             energy_tres: EnergyTres::Auto,
+            metrics_dir: None,
+            mail_prog: PathBuf::from(DEFAULT_MAIL_PROG),
+            mail_wait_s: DEFAULT_MAIL_WAIT_S,
         }
     }
 }
@@ -183,6 +200,9 @@ pub const KEYS: &[&str] = &[
     "log_keep",
     "nvml_timeout_ms",
     "energy_tres",
+    "metrics_dir",
+    "mail_prog",
+    "mail_wait_s",
 ];
 
 fn bad(key: &str, value: &str, why: impl Into<String>) -> ConfigError {
@@ -336,6 +356,9 @@ impl Config {
             "log_max_mb" => self.log_max_mb = integer(key, value, 1, 1 << 20)?,
             "log_keep" => self.log_keep = integer(key, value, 0, 100)?,
             "nvml_timeout_ms" => self.nvml_timeout_ms = integer(key, value, 100, 600_000)?,
+            "metrics_dir" => self.metrics_dir = Some(absolute_path(key, value)?),
+            "mail_prog" => self.mail_prog = absolute_path(key, value)?,
+            "mail_wait_s" => self.mail_wait_s = integer(key, value, 0, MAX_MAIL_WAIT_S)?,
             "config" => return Err(bad(key, value, "only allowed in plugstack.conf")),
             _ => return Err(ConfigError::UnknownKey(key.to_string())),
         }
@@ -471,6 +494,36 @@ mod tests {
             text.contains("`energy_tres`") && text.contains("auto, off or overwrite"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn metrics_and_mail_keys() {
+        let c = Config::default();
+        assert_eq!(c.metrics_dir, None);
+        assert_eq!(c.mail_prog, Path::new(DEFAULT_MAIL_PROG));
+        let c = Config::from_args(&[
+            "metrics_dir=/var/lib/prometheus/node-exporter",
+            "mail_prog=/usr/bin/mail.mailutils",
+            "mail_wait_s=5",
+        ])
+        .unwrap();
+        assert_eq!(
+            c.metrics_dir.as_deref(),
+            Some(Path::new("/var/lib/prometheus/node-exporter"))
+        );
+        assert_eq!(c.mail_prog, Path::new("/usr/bin/mail.mailutils"));
+        assert_eq!(c.mail_wait_s, 5);
+        for bad in [
+            "metrics_dir=prom",
+            "mail_prog=mail",
+            "mail_prog=/usr/../bin/sh",
+            "mail_wait_s=91",
+            "mail_wait_s=ten",
+        ] {
+            let key = bad.split('=').next().unwrap();
+            let e = Config::from_args(&[bad]).unwrap_err();
+            assert!(e.to_string().contains(&format!("`{key}`")), "{e}");
+        }
     }
 
     #[test]

@@ -90,6 +90,7 @@ pub fn courier(
                 Ok(None) => {} // delivered meanwhile
                 Err(e) => {
                     log::error!("job {key}: not delivered: {}", chain(&e));
+                    spank_carbon::metrics::count_delivery(state, false);
                     stuck.insert(key);
                     failed += 1;
                 }
@@ -97,6 +98,7 @@ pub fn courier(
         }
         if items.is_empty() {
             if foreground {
+                spank_carbon::metrics::refresh(config, state, None);
                 return failed;
             }
             if idle_since.elapsed() < COURIER_LINGER {
@@ -115,6 +117,7 @@ pub fn courier(
                 }
             }
             log::info!("courier: nothing left to deliver");
+            spank_carbon::metrics::refresh(config, state, None);
             return failed;
         }
         idle_since = Instant::now();
@@ -149,6 +152,7 @@ pub fn courier(
                 Step::Done(done) => {
                     let _ = std::fs::remove_file(&path);
                     state::clear_stuck(state, &key);
+                    spank_carbon::metrics::count_delivery(state, true);
                     if let Some(item) = items.remove(&key) {
                         log::info!(
                             "job {key}: record in {} ({} write(s), {} read(s))",
@@ -166,6 +170,7 @@ pub fn courier(
                         chain(&e)
                     );
                     state::note_stuck(state, &key, &chain(&e));
+                    spank_carbon::metrics::count_delivery(state, false);
                     let retry_later = matches!(e, AcctError::GaveUp { .. }) && !foreground;
                     match items.get_mut(&key) {
                         Some(item) if retry_later => {
@@ -189,6 +194,7 @@ pub fn courier(
             }
         }
         drop(claims);
+        spank_carbon::metrics::refresh(config, state, None);
         if delivered_any {
             // Accounting takes records again: those waiting for their retry go now.
             for key in std::mem::take(&mut given_up) {

@@ -358,6 +358,10 @@ pub fn finish_orphan(
         None,
     )
     .map(drop)?;
+    if let Some(part) = &part {
+        crate::metrics::count_part(state, &key.node, part);
+        crate::metrics::refresh(config, state, Some(&key.node));
+    }
     let _ = fs::remove_dir_all(&dir);
     Ok(())
 }
@@ -699,7 +703,13 @@ pub fn epilog(
             nodes: info.nodes.clone(),
             sluid: env.sluid.clone(),
         };
-        state::write_json_durable(&state.pending_path(&key.with_run(part.start)), &delivery)?;
+        let pending = state.pending_path(&key.with_run(part.start));
+        // A part already queued (an epilog run again) was counted when it was queued.
+        let fresh = !pending.exists();
+        state::write_json_durable(&pending, &delivery)?;
+        if fresh {
+            crate::metrics::count_part(&state, &key.node, part);
+        }
     }
     if let Err(e) = write_local_record(
         config,
@@ -719,6 +729,7 @@ pub fn epilog(
         return Ok(EpilogOutcome::NothingMeasured);
     };
     let _ = fs::remove_dir_all(&dir);
+    crate::metrics::refresh(config, &state, Some(&key.node));
     // The node's courier takes it from here; start one if none runs.
     ensure_courier(config, &state, args, &env.node, spawner, false);
     Ok(EpilogOutcome::Recorded { part })
@@ -1175,5 +1186,100 @@ mod tests {
         assert_eq!(p.intensity_src.as_deref(), Some("fallback"));
         assert!((p.co2e_g - config.intensity.0 / 1000.0).abs() < 1e-9);
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The node's metric counters are the sum of the local records written (three jobs,
+    /// one of them an orphan), count a part queued twice once, and do not go back when
+    /// retention removes the records.
+    #[test]
+    fn metric_counters_are_the_sum_of_the_local_records() {
+        let (root, mut config, env) = job_in_state("metrics", 61, true);
+        let textdir = root.join("textfile");
+        fs::create_dir(&textdir).unwrap();
+        config.metrics_dir = Some(textdir.clone());
+        config.embodied_kg_per_gpu_hour = 0.5;
+        let state = StateDir::existing(&root).unwrap().unwrap();
+        let spawner = NoSpawn(Mutex::new(Vec::new()));
+        let key1 = JobKey::new(61, "n1").unwrap();
+        let (root4, _, _) = job_in_state("metrics4", 61, true);
+        let copy = root4.join("jobs").join(key1.to_string());
+        for f in ["job.json", "sampler.json"] {
+            fs::copy(state.job_dir(&key1).join(f), copy.join(f)).unwrap();
+        }
+        epilog(&config, &[], &env, &spawner, &never_called).unwrap();
+        // Job 62's state, made apart, moved into this state directory.
+        let (root2, _, env2) = job_in_state("metrics2", 62, true);
+        let key2 = JobKey::new(62, "n1").unwrap();
+        fs::rename(
+            root2.join("jobs").join(key2.to_string()),
+            state.job_dir(&key2),
+        )
+        .unwrap();
+        epilog(&config, &[], &env2, &spawner, &never_called).unwrap();
+        // Job 63's sampler outlived its job: an orphan record.
+        let (root3, _, _) = job_in_state("metrics3", 63, true);
+        let key3 = JobKey::new(63, "n1").unwrap();
+        fs::rename(
+            root3.join("jobs").join(key3.to_string()),
+            state.job_dir(&key3),
+        )
+        .unwrap();
+        let sampled: SamplerState = state::read_json(&state.job_dir(&key3).join("sampler.json"))
+            .unwrap()
+            .unwrap();
+        finish_orphan(&config, &state, &key3, &sampled).unwrap();
+        // The sum of what the local records say.
+        let (mut wh, mut co2e, mut emb, mut n) = (0.0, 0.0, 0.0, 0u64);
+        for entry in fs::read_dir(root.join("records")).unwrap() {
+            let text = fs::read_to_string(entry.unwrap().path()).unwrap();
+            for line in text.lines() {
+                let v: serde_json::Value = serde_json::from_str(line).unwrap();
+                let p = &v["segment_part"];
+                wh += p["wh"].as_f64().unwrap();
+                co2e += p["co2e_g"].as_f64().unwrap();
+                emb += p["embodied_g"].as_f64().unwrap_or(0.0);
+                n += 1;
+            }
+        }
+        assert_eq!(n, 3);
+        let t = crate::metrics::load(&state).unwrap();
+        assert!(wh > 0.0 && co2e > 0.0 && emb > 0.0, "{wh} {co2e} {emb}");
+        assert!(
+            (t.gpu_energy_j - wh * 3600.0).abs() < 1e-6,
+            "{t:?} vs {wh} Wh"
+        );
+        assert!(
+            (t.co2e_g - co2e).abs() < 1e-9 && (t.embodied_g - emb).abs() < 1e-9,
+            "{t:?}"
+        );
+        assert_eq!(t.jobs_counter + t.jobs_sampled + t.jobs_mixed, n);
+        assert_eq!(t.node.as_deref(), Some("n1"));
+        // The textfile was written by the epilog, with these totals and the pending ones.
+        let text = fs::read_to_string(textdir.join("spank-carbon-n1.prom")).unwrap();
+        assert!(
+            text.contains(&format!(
+                "spank_carbon_gpu_energy_joules_total{{node=\"n1\"}} {}\n",
+                t.gpu_energy_j
+            )),
+            "{text}"
+        );
+        assert!(
+            text.contains("spank_carbon_records_pending{node=\"n1\"} 2\n"),
+            "{text}"
+        );
+        // An epilog run again for a part already queued (the first died before cleaning
+        // up: the same sampler state again) adds nothing.
+        fs::rename(&copy, state.job_dir(&key1)).unwrap();
+        let again = epilog(&config, &[], &env, &spawner, &never_called).unwrap();
+        assert!(matches!(again, EpilogOutcome::Recorded { .. }), "{again:?}");
+        assert_eq!(crate::metrics::load(&state).unwrap(), t);
+        // Retention removes every local record: the counters stay.
+        let later = SystemTime::now() + Duration::from_secs(400 * 86_400);
+        retention::sweep(&state, &config, later);
+        assert_eq!(fs::read_dir(root.join("records")).unwrap().count(), 0);
+        assert_eq!(crate::metrics::load(&state).unwrap(), t);
+        for r in [root, root2, root3, root4] {
+            fs::remove_dir_all(&r).unwrap();
+        }
     }
 }

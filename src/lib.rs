@@ -16,6 +16,7 @@ pub mod intensity;
 pub mod intensity_cache;
 pub mod job;
 pub mod logging;
+pub mod metrics;
 pub mod record;
 pub mod report;
 pub mod retention;

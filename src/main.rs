@@ -8,7 +8,9 @@ use clap::{Parser, Subcommand};
 mod check_cli;
 mod courier;
 mod fairshare_cli;
+mod mail_cli;
 mod measure;
+mod metrics_cli;
 mod pending_cli;
 mod report_cli;
 mod sample_cli;
@@ -157,9 +159,17 @@ enum Cmd {
     SlurmVersion,
     /// Jobs whose energy TRES differs from their record (Slurm 25.11+); --fix writes it back.
     Tres(tres_cli::Args),
+    /// Write this node's Prometheus textfile (node_exporter's textfile collector).
+    Metrics(metrics_cli::Args),
+    /// Slurm's MailProg wrapper: adds the job's GPU footprint to its end mail, then runs
+    /// mail_prog (also run as `spank-carbon-mail`, a link to this program).
+    Mail(mail_cli::Args),
 }
 
 fn main() -> ExitCode {
+    if let Some(code) = mail_cli::multicall() {
+        return code;
+    }
     let cli = Cli::parse();
     match cli.command {
         Cmd::Sample { key, minors, args } => sample_cli::sample(&key, &minors, &args),
@@ -227,6 +237,8 @@ fn main() -> ExitCode {
         }),
         Cmd::Check(options) => check_cli::run(options),
         Cmd::Tres(a) => tres_cli::run(a),
+        Cmd::Metrics(a) => metrics_cli::run(a),
+        Cmd::Mail(a) => mail_cli::run(a),
         Cmd::SlurmVersion => {
             println!("{}", spank_carbon::SLURM_VERSION);
             ExitCode::SUCCESS
