@@ -3,10 +3,11 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 mod check_cli;
 mod courier;
+mod docs_cli;
 mod fairshare_cli;
 mod measure;
 mod pending_cli;
@@ -79,6 +80,7 @@ enum Cmd {
     /// delivered yet (a job that never ended in accounting, a field that cannot be
     /// rewritten, accounting down).
     Pending {
+        /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
         /// The node whose records to list, for `%n` in state_dir (default:
@@ -117,17 +119,22 @@ enum Cmd {
         /// Totals per user (default), account or partition.
         #[arg(long, value_enum)]
         by: Option<By>,
+        /// Start of the time range, as sacct's -S.
         #[arg(short = 'S', long)]
         starttime: Option<String>,
+        /// End of the time range, as sacct's -E.
         #[arg(short = 'E', long)]
         endtime: Option<String>,
+        /// Print JSON instead of a table.
         #[arg(long, conflicts_with = "csv")]
         json: bool,
+        /// Print CSV instead of a table.
         #[arg(long)]
         csv: bool,
         /// The comment field the plugin writes to.
         #[arg(long, value_enum, default_value = "system")]
         field: FieldArg,
+        /// Slurm's sacct.
         #[arg(long, default_value = "/usr/bin/sacct")]
         sacct: PathBuf,
         /// Read sacct's output from this file instead of running sacct (tests, benchmarks).
@@ -137,16 +144,23 @@ enum Cmd {
     /// Energy-aware fair-share: scale accounts' shares by the CO2e budget they have
     /// left (dry run unless --apply; --restore puts the operator's shares back).
     Fairshare {
+        /// The policy file (TOML: half_life_days, lookback_days, floor, state, field,
+        /// sacct_timeout_s and a [budget_kg] table of accounts).
         #[arg(long, default_value = "/etc/spank-carbon/fairshare.toml")]
         config: PathBuf,
+        /// Set the planned shares (without it: print the plan only).
         #[arg(long, conflicts_with = "restore")]
         apply: bool,
+        /// Put the operator's shares back.
         #[arg(long)]
         restore: bool,
+        /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// Slurm's sacct.
         #[arg(long, default_value = "/usr/bin/sacct")]
         sacct: PathBuf,
+        /// Slurm's sacctmgr.
         #[arg(long, default_value = "/usr/bin/sacctmgr")]
         sacctmgr: PathBuf,
     },
@@ -157,6 +171,10 @@ enum Cmd {
     SlurmVersion,
     /// Jobs whose energy TRES differs from their record (Slurm 25.11+); --fix writes it back.
     Tres(tres_cli::Args),
+    /// Write the man pages, the example configuration and the shell completions
+    /// (scripts/package.sh).
+    #[command(hide = true)]
+    Docs(docs_cli::Options),
 }
 
 fn main() -> ExitCode {
@@ -227,6 +245,7 @@ fn main() -> ExitCode {
         }),
         Cmd::Check(options) => check_cli::run(options),
         Cmd::Tres(a) => tres_cli::run(a),
+        Cmd::Docs(o) => docs_cli::run(&Cli::command(), o),
         Cmd::SlurmVersion => {
             println!("{}", spank_carbon::SLURM_VERSION);
             ExitCode::SUCCESS
