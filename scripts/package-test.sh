@@ -142,6 +142,7 @@ check "rpm Requires: slurm < $next" has_line "$requires" "slurm < $next"
 check "rpm provides no library soname" test -z "$(rpm -qp --provides "$rpm" 2>/dev/null | grep 'libspank_carbon')"
 scripts=$(rpm -qp --scripts "$rpm" 2>/dev/null)
 check "rpm %post creates the state dir" grep -q 'systemd-tmpfiles --create spank-carbon.conf' <<<"$scripts"
+# shellcheck disable=SC2016 # the scriptlet's own "$1"
 check "rpm %preun stops the timers on erase only" grep -q '"$1" -eq 0' <<<"$scripts"
 check "rpm %post enables nothing" test -z "$(grep -E 'systemctl (enable|start)|--now' <<<"${scripts%%preuninstall*}")"
 configs=$(rpm -qcp "$rpm" 2>/dev/null)

@@ -490,9 +490,19 @@ fn wrap(text: &str, width: usize) -> Vec<String> {
     lines
 }
 
-/// The completion script for `shell`.
+/// The completion script for `shell`, without hidden commands (clap_complete would
+/// offer them).
 pub fn completion(cli: &Command, shell: clap_complete::Shell) -> Vec<u8> {
-    let mut cmd = cli.clone();
+    let mut cmd = Command::new("spank-carbon")
+        .version(env!("CARGO_PKG_VERSION"))
+        .about(cli.get_about().cloned().unwrap_or_default())
+        .subcommand_required(true)
+        .args(
+            cli.get_arguments()
+                .filter(|a| !matches!(a.get_id().as_str(), "help" | "version"))
+                .cloned(),
+        )
+        .subcommands(visible_subcommands(cli).cloned());
     let mut buf = Vec::new();
     clap_complete::generate(shell, &mut cmd, "spank-carbon", &mut buf);
     buf
@@ -684,6 +694,10 @@ mod tests {
             for sub in visible_subcommands(&cli) {
                 assert!(text.contains(sub.get_name()), "{shell}: {}", sub.get_name());
             }
+            assert!(
+                !text.contains("docs"),
+                "{shell}: the hidden docs command is offered"
+            );
         }
     }
 
