@@ -505,6 +505,13 @@ pub fn completion(cli: &Command, shell: clap_complete::Shell) -> Vec<u8> {
         .subcommands(visible_subcommands(cli).cloned());
     let mut buf = Vec::new();
     clap_complete::generate(shell, &mut cmd, "spank-carbon", &mut buf);
+    if shell == clap_complete::Shell::Bash {
+        // clap_complete 4.6 names a hyphenated program `spank__carbon` where it sets the
+        // command and `spank__subcmd__carbon` where it matches it: no option of any
+        // command would complete. One name for both.
+        let text = String::from_utf8_lossy(&buf).replace("spank__subcmd__carbon", "spank__carbon");
+        buf = text.into_bytes();
+    }
     buf
 }
 
@@ -699,6 +706,42 @@ mod tests {
                 "{shell}: the hidden docs command is offered"
             );
         }
+    }
+
+    /// The bash completion, run by bash: commands and each command's options complete.
+    #[test]
+    fn bash_completes_commands_and_options() {
+        let dir = std::env::temp_dir().join(format!("sc-compl-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let script = dir.join("spank-carbon.bash");
+        std::fs::write(&script, completion(&cli(), clap_complete::Shell::Bash)).unwrap();
+        let complete = |words: &[&str]| -> String {
+            let prog = format!(
+                "source {}; COMP_WORDS=({}); COMP_CWORD={}; cd {}; _spank__carbon spank-carbon {} {}; echo \"${{COMPREPLY[@]}}\"",
+                script.display(),
+                words.join(" "),
+                words.len() - 1,
+                dir.display(),
+                words[words.len() - 1],
+                words[words.len() - 2],
+            );
+            let out = std::process::Command::new("bash")
+                .args(["-c", &prog])
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout).trim().to_string()
+        };
+        assert_eq!(complete(&["spank-carbon", "rep"]), "report");
+        assert_eq!(complete(&["spank-carbon", "report", "--st"]), "--starttime");
+        assert_eq!(
+            complete(&["spank-carbon", "slurm-version", "--h"]),
+            "--help"
+        );
+        let words = complete(&["spank-carbon", "fairshare", "--"]);
+        for opt in ["--apply", "--restore", "--config", "--sacctmgr"] {
+            assert!(words.split(' ').any(|w| w == opt), "{opt}: {words}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
