@@ -435,9 +435,9 @@ pub fn man5(plugin: &str, date: &str) -> String {
     o
 }
 
-/// The example TOML file: every key but `config`, commented out at its default.
-/// `#key = value` lines are defaults (a test uncomments them and gets `Config::default()`);
-/// `#example: key = value` lines show a key that has no default.
+/// The example TOML file: every key but `config`, commented out at its default (a test
+/// uncomments them and gets `Config::default()`), or at an example value for a key that
+/// has no default.
 pub fn toml_example() -> String {
     let mut o = String::from(
         "# spank-carbon configuration: read by the plugin when plugstack.conf passes\n\
@@ -455,8 +455,8 @@ pub fn toml_example() -> String {
                 let _ = writeln!(o, "#{} = {}", d.key, toml_value(&v));
             }
             (None, Some((when, example))) => {
-                let _ = writeln!(o, "# (unset: {when})");
-                let _ = writeln!(o, "#example: {} = {}", d.key, toml_value(example));
+                let _ = writeln!(o, "# No default ({when}); for example:");
+                let _ = writeln!(o, "#{} = {}", d.key, toml_value(example));
             }
             (None, None) => {}
         }
@@ -662,28 +662,38 @@ mod tests {
         let mut c = Config::default();
         c.apply_toml(&text).unwrap();
         assert_eq!(c, Config::default());
-        // Every default line uncommented: still exactly the defaults.
-        let uncommented: String = text
-            .lines()
-            .filter_map(|l| l.strip_prefix('#'))
-            .filter(|r| !r.starts_with(' ') && !r.starts_with("example:"))
-            .map(|l| format!("{l}\n"))
-            .collect();
+        // Every key line uncommented: the defaults' give exactly the defaults, the others
+        // (keys with no default) are example values the parser takes.
+        let (mut defaults, mut examples) = (String::new(), String::new());
+        for l in text.lines().filter_map(|l| l.strip_prefix('#')) {
+            let Some((key, _)) = l.split_once(" = ") else {
+                continue;
+            };
+            assert!(!key.starts_with(' '), "{l}");
+            let to = if default_of(key).is_some() {
+                &mut defaults
+            } else {
+                &mut examples
+            };
+            to.push_str(l);
+            to.push('\n');
+        }
         let with_default = config::KEYS
             .iter()
             .filter(|k| default_of(k).is_some())
             .count();
-        assert_eq!(uncommented.lines().count(), with_default, "{uncommented}");
+        assert_eq!(defaults.lines().count(), with_default, "{defaults}");
         let mut c = Config::default();
-        c.apply_toml(&uncommented).unwrap();
+        c.apply_toml(&defaults).unwrap();
         assert_eq!(c, Config::default());
-        // And the examples of keys with no default are values the parser takes.
-        let examples: String = text
-            .lines()
-            .filter_map(|l| l.strip_prefix("#example: "))
-            .map(|l| format!("{l}\n"))
-            .collect();
-        assert!(examples.lines().count() >= 3, "{examples}");
+        assert_eq!(
+            examples.lines().count(),
+            KEY_DOCS
+                .iter()
+                .filter(|d| d.key != "config" && d.unset.is_some())
+                .count(),
+            "{examples}"
+        );
         let mut c = Config::default();
         c.apply_toml(&examples).unwrap();
         assert_ne!(c, Config::default());
