@@ -7,7 +7,8 @@
 #   3. for each release in SC_SLURM_VERSIONS (default "22.05 24.11 26.05"), one after another: builds
 #      the plugin, the command and the tests against that release's headers, keeps the test
 #      executables apart (target/matrix/VERSION), installs the plugin (into the release's root;
-#      22.05 on this machine) and builds the fake libnvidia-ml there,
+#      22.05 on this machine) and builds the fake libnvidia-ml there, then builds its .deb and
+#      .rpm and checks them (scripts/package-test.sh: contents, pinned dependencies, lintian),
 #   4. starts a 4-node cluster of each release in its own network, mount, pid, UTS and IPC
 #      namespaces (22.05 on this machine's file system, the others chrooted into their roots), so
 #      that they cannot collide, and runs the unit tests and every end-to-end test against each, the
@@ -46,6 +47,7 @@ trap cleanup EXIT
 
 step "installing packages and the roots of other Slurm releases"
 scripts/cluster.sh install
+scripts/package.sh --install-deps # dpkg-dev, rpm, lintian, mandoc...: the packages and man pages' tests
 for v in "${versions[@]}"; do scripts/slurm-root.sh build "$v"; done
 # A cluster left running on this machine (scripts/demo.sh's) would share its files with the tests'.
 scripts/cluster.sh stop >/dev/null 2>&1 || true
@@ -94,6 +96,8 @@ PY
     install -d -m 0755 "$root$SC_CLUSTER_DIR/fake-nvml"
     tests/fake-nvml/build.sh "$root$SC_CLUSTER_DIR/fake-nvml"
     rm -rf "$root$SC_CLUSTER_DIR/state" "$root$SC_CLUSTER_DIR/jobs" "$root$SC_CLUSTER_DIR/fake-nvml/reads.log"
+    step "Slurm $v: the .deb and .rpm (scripts/package-test.sh; the release build above is reused)"
+    scripts/package-test.sh --slurm "$v" --out "$out/packages"
 }
 
 # suite VERSION [NODES LIST ARG...]: (re)start the release's cluster with NODES nodes in its

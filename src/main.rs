@@ -3,10 +3,11 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 mod check_cli;
 mod courier;
+mod docs_cli;
 mod fairshare_cli;
 mod mail_cli;
 mod measure;
@@ -81,6 +82,7 @@ enum Cmd {
     /// delivered yet (a job that never ended in accounting, a field that cannot be
     /// rewritten, accounting down).
     Pending {
+        /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
         /// The node whose records to list, for `%n` in state_dir (default:
@@ -119,17 +121,22 @@ enum Cmd {
         /// Totals per user (default), account or partition.
         #[arg(long, value_enum)]
         by: Option<By>,
+        /// Start of the time range, as sacct's -S.
         #[arg(short = 'S', long)]
         starttime: Option<String>,
+        /// End of the time range, as sacct's -E.
         #[arg(short = 'E', long)]
         endtime: Option<String>,
+        /// Print JSON instead of a table.
         #[arg(long, conflicts_with = "csv")]
         json: bool,
+        /// Print CSV instead of a table.
         #[arg(long)]
         csv: bool,
         /// The comment field the plugin writes to.
         #[arg(long, value_enum, default_value = "system")]
         field: FieldArg,
+        /// Slurm's sacct.
         #[arg(long, default_value = "/usr/bin/sacct")]
         sacct: PathBuf,
         /// Read sacct's output from this file instead of running sacct (tests, benchmarks).
@@ -139,16 +146,23 @@ enum Cmd {
     /// Energy-aware fair-share: scale accounts' shares by the CO2e budget they have
     /// left (dry run unless --apply; --restore puts the operator's shares back).
     Fairshare {
+        /// The policy file (TOML: half_life_days, lookback_days, floor, state, field,
+        /// sacct_timeout_s and a [budget_kg] table of accounts).
         #[arg(long, default_value = "/etc/spank-carbon/fairshare.toml")]
         config: PathBuf,
+        /// Set the planned shares (without it: print the plan only).
         #[arg(long, conflicts_with = "restore")]
         apply: bool,
+        /// Put the operator's shares back.
         #[arg(long)]
         restore: bool,
+        /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// Slurm's sacct.
         #[arg(long, default_value = "/usr/bin/sacct")]
         sacct: PathBuf,
+        /// Slurm's sacctmgr.
         #[arg(long, default_value = "/usr/bin/sacctmgr")]
         sacctmgr: PathBuf,
     },
@@ -164,6 +178,10 @@ enum Cmd {
     /// Slurm's MailProg wrapper: adds the job's GPU footprint to its end mail, then runs
     /// mail_prog (also run as `spank-carbon-mail`, a link to this program).
     Mail(mail_cli::Args),
+    /// Write the man pages, the example configuration and the shell completions
+    /// (scripts/package.sh).
+    #[command(hide = true)]
+    Docs(docs_cli::Options),
 }
 
 fn main() -> ExitCode {
@@ -239,6 +257,7 @@ fn main() -> ExitCode {
         Cmd::Tres(a) => tres_cli::run(a),
         Cmd::Metrics(a) => metrics_cli::run(a),
         Cmd::Mail(a) => mail_cli::run(a),
+        Cmd::Docs(o) => docs_cli::run(&Cli::command(), o),
         Cmd::SlurmVersion => {
             println!("{}", spank_carbon::SLURM_VERSION);
             ExitCode::SUCCESS

@@ -35,8 +35,10 @@ pub struct Args {
     /// The comment field the plugin writes to.
     #[arg(long, default_value = "system", value_parser = ["system", "admin", "job"])]
     field: String,
+    /// Slurm's sacct.
     #[arg(long, default_value = "/usr/bin/sacct")]
     sacct: PathBuf,
+    /// Slurm's sacctmgr.
     #[arg(long, default_value = "/usr/bin/sacctmgr")]
     sacctmgr: PathBuf,
 }
