@@ -57,6 +57,7 @@ plugin=/usr/lib/$multiarch/slurm-wlm/libspank_carbon.so
 deb_files=(
     "-rw-r--r-- $plugin"
     "-rwxr-xr-x /usr/bin/spank-carbon"
+    "lrwxrwxrwx /usr/bin/spank-carbon-mail"
     "-rw-r--r-- /etc/slurm/plugstack.conf.d/spank-carbon.conf"
     "-rw-r--r-- /etc/spank-carbon/spank-carbon.toml"
     "-rw-r--r-- /etc/logrotate.d/spank-carbon"
@@ -126,7 +127,7 @@ check "lintian: no error" test -z "$(grep '^E:' <<<"$lint")"
 # --- .rpm ------------------------------------------------------------------------------------
 check "rpm version $crate-1.slurm$slurm" test "$(rpm -qp --qf '%{NAME} %{VERSION}-%{RELEASE}' "$rpm" 2>/dev/null)" = "slurm-spank-carbon $crate-1.slurm$slurm"
 rfiles=$(rpm -qlp "$rpm" 2>/dev/null)
-for f in /usr/lib64/slurm/libspank_carbon.so /usr/bin/spank-carbon /etc/slurm/plugstack.conf.d/spank-carbon.conf \
+for f in /usr/lib64/slurm/libspank_carbon.so /usr/bin/spank-carbon /usr/bin/spank-carbon-mail /etc/slurm/plugstack.conf.d/spank-carbon.conf \
     /etc/spank-carbon/spank-carbon.toml /etc/logrotate.d/spank-carbon /usr/lib/tmpfiles.d/spank-carbon.conf \
     /usr/lib/systemd/system/spank-carbon-fairshare.service /usr/lib/systemd/system/spank-carbon-fairshare.timer \
     /usr/lib/systemd/system/prometheus-node-exporter-spank-carbon.service \

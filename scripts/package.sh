@@ -106,6 +106,8 @@ stage() {
     install -m 0755 "$bin" "$d/usr/bin/spank-carbon"
     install -m 0644 "$lib" "$d$plugin"
     strip --strip-unneeded --remove-section=.comment "$d/usr/bin/spank-carbon" "$d$plugin"
+    # Slurm's MailProg takes no arguments: the mail wrapper also answers to this name.
+    ln -s spank-carbon "$d/usr/bin/spank-carbon-mail"
     "$bin" docs --out "$work/docs-$flavor" --plugin "$plugin" >/dev/null
     local g=$work/docs-$flavor
     gzip -9n <"$g/man8/spank-carbon.8" >"$d/usr/share/man/man8/spank-carbon.8.gz"
@@ -226,7 +228,7 @@ rpm_pkg() {
     stage rpm "$d"
     mkdir -p "$top"/{BUILD,RPMS,SPECS,SRPMS,SOURCES}
     local files
-    files=$(cd "$d" && find . -type f -printf '/%P\n' | sort | sed \
+    files=$(cd "$d" && find . \( -type f -o -type l \) -printf '/%P\n' | sort | sed \
         -e 's|^\(/etc/.*\)$|%config(noreplace) \1|' \
         -e 's|^\(/usr/share/man/.*\)$|%doc \1|' \
         -e 's|^\(/usr/share/licenses/.*\)$|%license \1|')

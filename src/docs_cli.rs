@@ -99,6 +99,9 @@ pub const KEY_DOCS: &[KeyDoc] = &[
     doc("log_max_mb", "state_dir/spank-carbon.log is rotated by the courier once it exceeds this many MiB."),
     doc("log_keep", "Old log generations kept (spank-carbon.log.1 newest); 0 keeps none."),
     doc("nvml_timeout_ms", "Time limit of the epilog's own NVML work (when the sampler died and the epilog reads the end counters), milliseconds."),
+    unset("metrics_dir", "Directory of node_exporter's textfile collector: when set, the epilog and the courier rewrite spank-carbon-<node>.prom there (atomically) after each record and delivery round; `spank-carbon metrics` writes it on demand.", "nothing writes the textfile by itself; `spank-carbon metrics` writes /var/lib/prometheus/node-exporter", "/var/lib/prometheus/node-exporter"),
+    doc("mail_prog", "The site's real mail program, which `spank-carbon mail` (Slurm's MailProg) hands every mail to, with the job's footprint added to end mails. Absolute path."),
+    doc("mail_wait_s", "How long `spank-carbon mail` waits for a GPU job's record before sending the mail with \"not recorded yet\" (at most 90: slurmctld kills MailProg after 120 s)."),
     doc("energy_tres", "Slurm 25.11 and later: the record's GPU energy also goes into the job's energy TRES. auto: unless Slurm measured the job's energy itself; off: never; overwrite: even then."),
 ];
 
@@ -141,6 +144,9 @@ pub fn default_of(key: &str) -> Option<String> {
         "log_max_mb" => c.log_max_mb.to_string(),
         "log_keep" => c.log_keep.to_string(),
         "nvml_timeout_ms" => c.nvml_timeout_ms.to_string(),
+        "metrics_dir" => return c.metrics_dir.as_deref().map(path),
+        "mail_prog" => path(&c.mail_prog),
+        "mail_wait_s" => c.mail_wait_s.to_string(),
         "energy_tres" => match c.energy_tres {
             config::EnergyTres::Auto => "auto",
             config::EnergyTres::Off => "off",
