@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::accounting::Delivery;
 use crate::config::{Config, Field};
 use crate::gpu::CounterRead;
+use crate::gpu_map;
 use crate::gres;
 use crate::hostlist;
 use crate::intensity;
@@ -38,6 +39,41 @@ pub enum JobError {
     Gpu(#[from] crate::gpu::GpuError),
 }
 
+/// The job's GPUs on this node as the prolog selects them (see `gpu_map`): gres.conf,
+/// slurm.conf, the environment slurmd gave the prolog and small files under `proc`.
+fn select_gpus(
+    config: &Config,
+    env: &JobEnv,
+    indices: &[usize],
+    proc: &gpu_map::ProcFiles,
+) -> Result<Result<Vec<gpu_map::Sel>, gpu_map::Refusal>, JobError> {
+    let gres_conf = env.gres_conf(config);
+    let slurm_conf = env.slurm_conf();
+    let conf = gres::node_conf(&gres_conf, &env.node)?;
+    let types = fs::read_to_string(&slurm_conf)
+        .ok()
+        .and_then(|text| gres::node_gpu_types(&text, &env.node))
+        .filter(|t| !t.is_empty());
+    let files = match conf.autodetect.as_deref() {
+        None | Some("off") => gres::gpu_files(&gres_conf, Some(&slurm_conf), &env.node)?,
+        Some(_) => Vec::new(),
+    };
+    let node = gpu_map::NodeGres {
+        files,
+        conf,
+        types,
+        proc,
+        stat: &gpu_map::stat_char_device,
+    };
+    let job = gpu_map::JobGpus {
+        indices: indices.to_vec(),
+        cuda_visible_devices: env.cuda_visible_devices.clone(),
+        mps_percentage: env.mps_percentage.clone(),
+        shards_on_node: env.shards_on_node.clone(),
+    };
+    Ok(gpu_map::select(&job, &node))
+}
+
 /// What slurmd tells the job_script context (its environment and spank items).
 #[derive(Debug, Clone, PartialEq)]
 pub struct JobEnv {
@@ -52,6 +88,12 @@ pub struct JobEnv {
     pub partition: Option<String>,
     /// SLURM_JOB_SLUID (Slurm 25.11+), when it is one (see `slurm::parse_sluid`).
     pub sluid: Option<String>,
+    /// CUDA_VISIBLE_DEVICES as slurmd set it for the prolog (UUIDs where Slurm has them).
+    pub cuda_visible_devices: Option<String>,
+    /// CUDA_MPS_ACTIVE_THREAD_PERCENTAGE (gres/mps jobs).
+    pub mps_percentage: Option<String>,
+    /// SLURM_SHARDS_ON_NODE (not given to the prolog by Slurm 22.05-26.05).
+    pub shards_on_node: Option<String>,
 }
 
 impl JobEnv {
@@ -95,6 +137,9 @@ impl JobEnv {
                 }
                 sluid
             }),
+            cuda_visible_devices: get("CUDA_VISIBLE_DEVICES").filter(|v| !v.trim().is_empty()),
+            mps_percentage: get("CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"),
+            shards_on_node: get("SLURM_SHARDS_ON_NODE"),
         })
     }
 
@@ -135,6 +180,12 @@ pub struct JobInfo {
     pub nodes: Vec<String>,
     pub prolog_unix: f64,
     pub sampler_pid: Option<u32>,
+    /// The sampler's `--gpus` selection (see `gpu_map::format_spec`).
+    #[serde(default)]
+    pub gpus: Option<String>,
+    /// Why the job's GPUs here are not measured (the epilog reports it).
+    #[serde(default)]
+    pub refused: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -157,12 +208,18 @@ pub fn prolog(
     if indices.is_empty() {
         return Ok(PrologOutcome::NoGpus);
     }
-    let minors = gres::minors_for(
-        &indices,
-        &env.gres_conf(config),
-        Some(&env.slurm_conf()),
-        &env.node,
-    )?;
+    let selection = select_gpus(config, env, &indices, &gpu_map::ProcFiles::system())?;
+    let minors: Vec<u32> = selection
+        .as_ref()
+        .map(|sel| {
+            sel.iter()
+                .filter_map(|s| match s.key {
+                    gpu_map::Key::Minor(m) => Some(m),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
     let state = StateDir::open(&config.state_dir)?;
     let key = JobKey::new(env.job, &env.node)?;
     let dir = state.create_job_dir(&key)?;
@@ -181,18 +238,31 @@ pub fn prolog(
         nodes: env.nodes.clone(),
         prolog_unix: unix_now(),
         sampler_pid: None,
+        gpus: None,
+        refused: None,
     };
-    let minors_arg = minors
-        .iter()
-        .map(u32::to_string)
-        .collect::<Vec<_>>()
-        .join(",");
+    let selection = match selection {
+        Ok(sel) => sel,
+        Err(refusal) => {
+            // Never another board: no sampler, and the epilog says why.
+            log::error!(
+                "job {}: {}: {refusal}; no record for this node",
+                env.job,
+                env.node
+            );
+            info.refused = Some(refusal.0);
+            state::write_json(&info_path, &info)?;
+            return Ok(PrologOutcome::NoGpus);
+        }
+    };
+    let spec = gpu_map::format_spec(&selection);
+    info.gpus = Some(spec.clone());
     let mut argv = vec![
         "sample".to_string(),
         "--key".into(),
         key.to_string(),
-        "--minors".into(),
-        minors_arg,
+        "--gpus".into(),
+        spec,
         "--".into(),
     ];
     // The plugstack arguments, so that the binary reads the plugin's configuration.
@@ -531,7 +601,7 @@ pub fn node_part(
     }
     let hours = (result.end_unix - result.start_unix).max(0.0) / 3600.0;
     let embodied_g = (config.embodied_kg_per_gpu_hour > 0.0)
-        .then_some(config.embodied_kg_per_gpu_hour * 1000.0 * result.measured as f64 * hours);
+        .then_some(config.embodied_kg_per_gpu_hour * 1000.0 * result.gpu_equivalents * hours);
     Some(
         NodePart {
             node: node.to_string(),
@@ -546,6 +616,13 @@ pub fn node_part(
             peak_w: result.peak_w,
             intensity_src: Some(source.as_str().to_string()),
             embodied_g,
+            share: result
+                .share_rule
+                .as_ref()
+                .map(|rule| crate::record::ShareRule {
+                    rule: rule.clone(),
+                    gpus: result.gpu_equivalents,
+                }),
         }
         .rounded(),
     )
@@ -634,6 +711,11 @@ pub fn epilog(
         }
         return Ok(EpilogOutcome::NoGpus);
     };
+    if let Some(why) = &info.refused {
+        log::warn!("job {key}: no measurement on this node: {why}; no record for this node");
+        let _ = fs::remove_dir_all(&dir);
+        return Ok(EpilogOutcome::NothingMeasured);
+    }
     if let Some(pid) = info.sampler_pid {
         stop_sampler(pid, &key, Duration::from_secs(5));
     }
@@ -649,7 +731,10 @@ pub fn epilog(
             // The sampler is gone (killed, crashed): its start counters and samples so
             // far are on disk; read the end counters here.
             log::warn!("job {key}: the sampler ended early; reading end counters in the epilog");
-            let counters = read_end_counters(config, &key, &info.minors, open_gpus);
+            // The boards the sampler opened (the prolog may have known them only by
+            // UUID or NVML position).
+            let minors: Vec<u32> = s.gpus.iter().map(|g| g.minor).collect();
+            let counters = read_end_counters(config, &key, &minors, open_gpus);
             for (c, st) in counters.into_iter().zip(s.gpus.iter_mut()) {
                 st.end_counter = c;
             }
@@ -778,6 +863,8 @@ mod tests {
             nodes: nodes.clone(),
             prolog_unix: start,
             sampler_pid: None,
+            gpus: None,
+            refused: None,
         };
         state::write_json(&dir.join("job.json"), &info).unwrap();
         let mut integ = Integrator::default();
@@ -795,6 +882,9 @@ mod tests {
             reset_seen: false,
             integ: integ.clone(),
             errors: 0,
+            share: None,
+            rule: None,
+            unallocated: None,
         };
         let sampled = SamplerState {
             job,
@@ -826,6 +916,9 @@ mod tests {
             slurm_conf: None,
             partition: None,
             sluid: None,
+            cuda_visible_devices: None,
+            mps_percentage: None,
+            shards_on_node: None,
         };
         (root, config, env)
     }
@@ -1145,6 +1238,8 @@ mod tests {
             coverage: Some(1.0),
             flags: Vec::new(),
             peak_w: None,
+            gpu_equivalents: 1.0,
+            share_rule: None,
         };
         let part = |node: &str, partition: Option<&str>| {
             node_part(&config, node, partition, &sampler, &result, Some(&state)).unwrap()

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::energy::{gpu_energy, GpuEnergy, GpuReadings, Integrator};
 use crate::gpu::{Gpu, GpuError, GpuHost};
+use crate::gpu_map::Charge;
 use crate::record::Method;
 use crate::state::{write_json, StateError};
 use crate::units::{Millijoules, Milliwatts};
@@ -82,6 +83,22 @@ pub struct GpuState {
     pub reset_seen: bool,
     pub integ: Integrator,
     pub errors: u64,
+    /// Fraction of the board's energy charged to the job (`None`: the whole board).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub share: Option<f64>,
+    /// The rule that gave `share`: `mig-sm`, `mps`, `shard` (`None`: whole board).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    /// MIG boards: the fraction of the board's SMs in no instance (never charged).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unallocated: Option<f64>,
+}
+
+impl GpuState {
+    /// The fraction of the board charged to the job.
+    pub fn charged(&self) -> f64 {
+        self.share.unwrap_or(1.0)
+    }
 }
 
 /// What the sampler knows, checkpointed to `sampler.json`.
@@ -159,7 +176,29 @@ pub fn run(
     stop: &dyn Stop,
     state_path: Option<&Path>,
 ) -> Result<SamplerState, SamplerError> {
-    let gpus = host.open_minors(minors)?;
+    let whole: Vec<Charge> = minors
+        .iter()
+        .map(|&minor| Charge {
+            minor,
+            share: 1.0,
+            rule: "whole",
+            unallocated: None,
+        })
+        .collect();
+    run_charged(host, &whole, opts, stop, state_path)
+}
+
+/// [`run`] for boards of which the job is charged a share (MIG, MPS, shards): each
+/// board is sampled whole, its share kept in the state.
+pub fn run_charged(
+    host: &dyn GpuHost,
+    charges: &[Charge],
+    opts: &SamplerOptions,
+    stop: &dyn Stop,
+    state_path: Option<&Path>,
+) -> Result<SamplerState, SamplerError> {
+    let minors: Vec<u32> = charges.iter().map(|c| c.minor).collect();
+    let gpus = host.open_minors(&minors)?;
     let t0 = Instant::now();
     let start_unix = unix_now();
     let mut state = SamplerState {
@@ -175,7 +214,8 @@ pub fn run(
         stop_reason: None,
         gpus: gpus
             .iter()
-            .map(|g| GpuState {
+            .zip(charges)
+            .map(|(g, c)| GpuState {
                 minor: g.minor(),
                 uuid: g.uuid().to_string(),
                 name: g.name().to_string(),
@@ -186,6 +226,9 @@ pub fn run(
                 reset_seen: false,
                 integ: Integrator::default(),
                 errors: 0,
+                share: (c.rule != "whole").then_some(c.share),
+                rule: (c.rule != "whole").then(|| c.rule.to_string()),
+                unallocated: c.unallocated,
             })
             .collect(),
         series: Series::default(),
@@ -285,7 +328,8 @@ fn sample(
         match g.power() {
             Ok(p) => {
                 s.integ.add(t_s, p);
-                node_mw += p.0;
+                // The node's power as charged to the job (its share of shared boards).
+                node_mw += p.0 * s.charged();
             }
             Err(e) => {
                 s.errors += 1;
@@ -328,7 +372,17 @@ pub struct GpuResult {
     pub uuid: String,
     pub name: String,
     pub shared: bool,
+    /// Energy charged to the job: the board's times `share`.
     pub wh: Option<f64>,
+    /// The whole board's energy (the exact figure).
+    pub board_wh: Option<f64>,
+    /// Fraction of the board charged to the job, and the rule that gave it.
+    pub share: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    /// MIG boards: the fraction of SMs in no instance, reported, never charged.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unallocated: Option<f64>,
     pub method: Option<Method>,
     pub counter_wh: Option<f64>,
     pub sampled_wh: Option<f64>,
@@ -354,6 +408,10 @@ pub struct NodeResult {
     pub coverage: Option<f64>,
     pub flags: Vec<&'static str>,
     pub peak_w: Option<f64>,
+    /// GPU-equivalents charged: the sum of the measured boards' shares.
+    pub gpu_equivalents: f64,
+    /// The sharing rule of the node's boards (`None`: whole boards only; `mixed`).
+    pub share_rule: Option<String>,
 }
 
 /// Evaluates a finished sampler state: per GPU, counter or sampled energy.
@@ -371,6 +429,8 @@ pub fn evaluate(state: &SamplerState) -> NodeResult {
         coverage: None,
         flags: Vec::new(),
         peak_w: state.peak_node_mw.map(|mw| mw / 1000.0),
+        gpu_equivalents: 0.0,
+        share_rule: None,
     };
     for g in &state.gpus {
         let readings = GpuReadings {
@@ -385,12 +445,20 @@ pub fn evaluate(state: &SamplerState) -> NodeResult {
         if g.shared {
             flags.push("shared");
         }
+        if g.rule.is_some() {
+            flags.push("estimate");
+        }
+        let board_wh = e.as_ref().map(|e| e.energy.watt_hours());
         let result = GpuResult {
             minor: g.minor,
             uuid: g.uuid.clone(),
             name: g.name.clone(),
             shared: g.shared,
-            wh: e.as_ref().map(|e| e.energy.watt_hours()),
+            wh: board_wh.map(|wh| wh * g.charged()),
+            board_wh,
+            share: g.charged(),
+            rule: g.rule.clone(),
+            unallocated: g.unallocated,
             method: e.as_ref().map(|e| e.method),
             counter_wh: e
                 .as_ref()
@@ -410,6 +478,7 @@ pub fn evaluate(state: &SamplerState) -> NodeResult {
         if let (Some(wh), Some(m)) = (result.wh, result.method) {
             node.wh += wh;
             node.measured += 1;
+            node.gpu_equivalents += result.share;
             node.method = Some(node.method.map_or(m, |n| n.combine(m)));
         } else {
             node.flags.push("missing");
@@ -426,6 +495,19 @@ pub fn evaluate(state: &SamplerState) -> NodeResult {
     }
     node.flags.sort();
     node.flags.dedup();
+    let mut rules: Vec<&str> = node
+        .gpus
+        .iter()
+        .filter(|g| g.wh.is_some())
+        .map(|g| g.rule.as_deref().unwrap_or("whole"))
+        .collect();
+    rules.sort_unstable();
+    rules.dedup();
+    node.share_rule = match rules.as_slice() {
+        [] | ["whole"] => None,
+        [one] => Some(one.to_string()),
+        _ => Some("mixed".to_string()),
+    };
     node
 }
 
