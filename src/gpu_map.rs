@@ -212,6 +212,10 @@ pub fn parse_spec(spec: &str) -> Option<Vec<Sel>> {
     Some(out)
 }
 
+/// What a caps minor gives access to: (GPU minor, GPU instance, compute instance; `None`:
+/// the GPU instance itself).
+pub type MigMinor = (u32, u32, Option<u32>);
+
 /// The files the prolog reads, under a root that tests replace (`/proc` on a node).
 #[derive(Debug, Clone)]
 pub struct ProcFiles {
@@ -248,7 +252,7 @@ impl ProcFiles {
         None
     }
     /// /proc/driver/nvidia-caps/mig-minors: caps minor -> (GPU minor, gi, ci).
-    pub fn mig_minors(&self) -> Option<BTreeMap<u32, (u32, u32, Option<u32>)>> {
+    pub fn mig_minors(&self) -> Option<BTreeMap<u32, MigMinor>> {
         let text = self.read("driver/nvidia-caps/mig-minors")?;
         let mut out = BTreeMap::new();
         for line in text.lines() {
@@ -686,7 +690,7 @@ pub fn resolve(sel: &[Sel], boards: &[BoardInfo]) -> Result<Vec<Charge>, Refusal
                 let inst: Vec<_> = b
                     .instances
                     .iter()
-                    .filter(|i| i.gi == *gi && ci.is_none_or(|c| i.ci == c))
+                    .filter(|i| i.gi == *gi && ci.map_or(true, |c| i.ci == c))
                     .cloned()
                     .collect();
                 if inst.is_empty() {

@@ -461,6 +461,47 @@ mod tests {
     }
 
     #[test]
+    fn node_conf_reads_autodetect_and_shared_records() {
+        let d = tmp("nodeconf");
+        write(
+            &d,
+            "more.conf",
+            "NodeName=n[1-2] Name=mps Count=2K File=/dev/nvidia[0-1]\n",
+        );
+        let g = write(
+            &d,
+            "gres.conf",
+            "AutoDetect=nvml\nNodeName=n2 AutoDetect=off\nName=gpu Type=a100 Count=4\nNodeName=n1 Name=shard Count=16 File=/dev/nvidia[0-1]\nNodeName=n3 Name=shard Count=8\nName=gpu File=/dev/nvidia7\nInclude more.conf\n",
+        );
+        let c = node_conf(&g, "n1").unwrap();
+        assert_eq!(c.autodetect.as_deref(), Some("nvml"));
+        assert_eq!((c.gpus_without_file, c.gpus_with_file), (4, 1));
+        assert_eq!(
+            c.shared,
+            [
+                SharedRecord {
+                    name: "shard".into(),
+                    count: Some(16),
+                    files: vec!["/dev/nvidia0".into(), "/dev/nvidia1".into()],
+                },
+                SharedRecord {
+                    name: "mps".into(),
+                    count: Some(2048),
+                    files: vec!["/dev/nvidia0".into(), "/dev/nvidia1".into()],
+                }
+            ]
+        );
+        // The node's own AutoDetect wins; other nodes' records are not its.
+        let c = node_conf(&g, "n2").unwrap();
+        assert_eq!(c.autodetect.as_deref(), Some("off"));
+        assert_eq!(c.shared.len(), 1);
+        assert_eq!(node_conf(&g, "n3").unwrap().shared[0].files.len(), 0);
+        assert_eq!(parse_count("3M"), Some(3 * 1024 * 1024));
+        assert_eq!(parse_count("x"), None);
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
     fn gres_specs() {
         assert_eq!(parse_gres_spec("gpu:4"), [(None, 4)]);
         assert_eq!(

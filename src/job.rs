@@ -1212,6 +1212,56 @@ mod tests {
     }
 
     #[test]
+    fn shared_boards_get_a_rule_token_and_embodied_by_gpu_equivalents() {
+        let config = Config {
+            embodied_kg_per_gpu_hour: 0.36,
+            ..Config::default()
+        };
+        let sampler = finished_state(1000.0, vec![5.0, 5.0]);
+        let result = NodeResult {
+            start_unix: 1000.0,
+            end_unix: 4600.0,
+            gpus: Vec::new(),
+            wh: 1.0,
+            measured: 2,
+            method: Some(Method::Counter),
+            coverage: Some(1.0),
+            flags: vec!["estimate", "shared"],
+            peak_w: None,
+            gpu_equivalents: 0.5,
+            share_rule: Some("mig-sm".into()),
+        };
+        let p = node_part(&config, "n1", None, &sampler, &result, None).unwrap();
+        assert_eq!(
+            p.share,
+            Some(crate::record::ShareRule {
+                rule: "mig-sm".into(),
+                gpus: 0.5
+            })
+        );
+        assert!(p.flags.contains(&"estimate".to_string()));
+        // One hour of half a GPU at 0.36 kg per GPU-hour: 180 g, not 720 g for two boards.
+        assert_eq!(p.embodied_g, Some(180.0));
+    }
+
+    #[test]
+    fn a_refused_prolog_leaves_the_epilog_nothing_to_record() {
+        let (root, config, env) = job_in_state("refused", 47, true);
+        let state = StateDir::existing(&root).unwrap().unwrap();
+        let key = JobKey::new(env.job, &env.node).unwrap();
+        let info_path = state.job_dir(&key).join("job.json");
+        let mut info: JobInfo = state::read_json(&info_path).unwrap().unwrap();
+        info.refused = Some("the node has gres/shard".into());
+        state::write_json(&info_path, &info).unwrap();
+        let spawner = NoSpawn(Mutex::new(Vec::new()));
+        let out = epilog(&config, &[], &env, &spawner, &never_called).unwrap();
+        assert!(matches!(out, EpilogOutcome::NothingMeasured), "{out:?}");
+        assert!(state.pending_keys().is_empty());
+        assert!(!state.job_dir(&key).exists());
+        let _ = fs::remove_dir_all(&root);
+    }
+
+    #[test]
     fn node_part_uses_the_series_through_the_state_dir_cache() {
         let dir = std::env::temp_dir().join(format!("sc-job-series-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);

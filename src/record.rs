@@ -119,7 +119,7 @@ pub struct NodePart {
     #[serde(default)]
     pub embodied_g: Option<f64>,
     /// Shared boards (MIG, MPS, shards): the rule that shared the boards' energy out and
-    /// the GPU-equivalents charged (`sh:mig-sm/0.4286`); `None`: whole boards.
+    /// the GPU-equivalents charged (`sh:mig-sm_0.4286`); `None`: whole boards.
     #[serde(default)]
     pub share: Option<ShareRule>,
 }
@@ -140,12 +140,13 @@ impl ShareRule {
             && r.bytes().all(|b| b.is_ascii_lowercase() || b == b'-')
             && !r.starts_with('-')
     }
-    /// `rule/gpus`, as the record writes it.
+    /// `rule_gpus`, as the record writes it (`_`: a character every reader's token
+    /// grammar already accepts).
     pub fn format(&self) -> String {
-        format!("{}/{}", self.rule, num(self.gpus, 4))
+        format!("{}_{}", self.rule, num(self.gpus, 4))
     }
     pub fn parse(v: &str) -> Option<ShareRule> {
-        let (rule, gpus) = v.split_once('/')?;
+        let (rule, gpus) = v.split_once('_')?;
         Self::valid_rule(rule).then_some(())?;
         Some(ShareRule {
             rule: rule.to_string(),
@@ -1533,6 +1534,51 @@ mod tests {
         );
         assert_eq!(f, f.to_lowercase());
         assert!(check_writable(&f, &v22()).is_ok());
+    }
+
+    #[test]
+    fn shared_boards_say_their_rule_in_both_forms() {
+        let mut p = part("n1", 1.5);
+        p.flags = vec!["estimate".into(), "shared".into()];
+        p.share = Some(ShareRule {
+            rule: "mig-sm".into(),
+            gpus: 0.10612,
+        });
+        let p = p.rounded();
+        let field = merge("", &p, &meta(1), None);
+        assert!(field.contains(",sh:mig-sm_0.1061"), "{field}");
+        let back = parse(&field).unwrap().parts["n1"].clone();
+        assert_eq!(back.share, p.share);
+        assert_eq!(back, p);
+        // The compact form keeps it as an `h` field; a part without one keeps none.
+        let mut other = part("n2", 2.0);
+        other.share = None;
+        let big = Meta {
+            expected_nodes: COMPACT_ABOVE_NODES + 1,
+            ..meta(1)
+        };
+        let field = merge(&merge("", &p, &big, None), &other, &big, None);
+        let seg = parse(&field).unwrap();
+        assert!(seg.compact, "{field}");
+        assert!(field.contains(":hmig-sm_0.1061"), "{field}");
+        assert_eq!(seg.parts["n1"].share, p.share);
+        assert_eq!(seg.parts["n2"].share, None);
+        // A compact record written before `h` existed still reads.
+        let old = field.replace(":hmig-sm_0.1061", "").replace(":h ", " ");
+        let seg = parse(&old).unwrap_or_else(|| panic!("{old}"));
+        assert_eq!(seg.parts.len(), 2);
+        assert_eq!(seg.parts["n1"].share, None);
+        // Bad rules are dropped, not fatal to the part.
+        assert!(ShareRule::parse("MIG_1").is_none());
+        assert!(ShareRule::parse("-x_1").is_none());
+        assert!(ShareRule::parse("mps_-1").is_none());
+        assert_eq!(
+            ShareRule::parse("mps_0.25"),
+            Some(ShareRule {
+                rule: "mps".into(),
+                gpus: 0.25
+            })
+        );
     }
 
     #[test]

@@ -615,6 +615,52 @@ mod tests {
     }
 
     #[test]
+    fn shared_boards_are_sampled_whole_and_charged_their_share() {
+        let host = Host(vec![gpu(0, 200_000.0, Some(0)), gpu(4, 100_000.0, None)]);
+        let charges = [
+            Charge {
+                minor: 4,
+                share: 0.25,
+                rule: "mps",
+                unallocated: None,
+            },
+            Charge {
+                minor: 0,
+                share: 3.0 / 7.0,
+                rule: "mig-sm",
+                unallocated: Some(1.0 / 7.0),
+            },
+        ];
+        let stop = StopAfter(Instant::now() + Duration::from_millis(200));
+        let state = run_charged(&host, &charges, &opts(10), &stop, None).unwrap();
+        assert_eq!(state.gpus[0].share, Some(0.25));
+        assert_eq!(state.gpus[1].unallocated, Some(1.0 / 7.0));
+        let r = evaluate(&state);
+        let window = state.end_unix.unwrap() - state.start_unix;
+        // The whole board's energy is kept; the job is charged its share of it.
+        let board = r.gpus[0].board_wh.unwrap();
+        let expect = 100.0 * window / 3600.0;
+        assert!((board - expect).abs() / expect < 0.01, "{r:?}");
+        assert!((r.gpus[0].wh.unwrap() - 0.25 * board).abs() < 1e-12);
+        let board0 = r.gpus[1].board_wh.unwrap();
+        assert!((r.gpus[1].wh.unwrap() - board0 * 3.0 / 7.0).abs() < 1e-12);
+        assert!((r.wh - (0.25 * board + board0 * 3.0 / 7.0)).abs() < 1e-12);
+        assert!((r.gpu_equivalents - (0.25 + 3.0 / 7.0)).abs() < 1e-12);
+        assert_eq!(r.share_rule.as_deref(), Some("mixed"));
+        assert!(r.flags.contains(&"estimate"), "{:?}", r.flags);
+        // The node's peak is the charged power: 25 W + 3/7 of 200 W.
+        let peak = r.peak_w.unwrap();
+        assert!((peak - (25.0 + 200.0 * 3.0 / 7.0)).abs() < 1e-9, "{peak}");
+        // Whole boards: no rule, no estimate.
+        let stop = StopAfter(Instant::now() + Duration::from_millis(30));
+        let state = run(&host, &[0], &opts(10), &stop, None).unwrap();
+        let r = evaluate(&state);
+        assert_eq!((r.share_rule, r.gpu_equivalents), (None, 1.0));
+        assert!(!r.flags.contains(&"estimate"));
+        assert_eq!(r.gpus[0].wh, r.gpus[0].board_wh);
+    }
+
+    #[test]
     fn failing_gpu_is_missing_not_invented() {
         let mut g = gpu(0, 1.0, None);
         g.fail_power = true;
