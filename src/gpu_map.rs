@@ -7,9 +7,11 @@
 //!
 //! slurmd builds the prolog/epilog environment from scratch (prep_script_slurmd.c:243-246
 //! in 24.11: the SPANK job env, then `gres_job_env`), and `gres_job_env` comes from
-//! `gres_g_prep_set_env` (src/interfaces/gres.c:7879 in 24.11, src/common/gres.c in
-//! 22.05), which calls each allocated gres's `prep_set_env` in turn, so a later one
-//! *overwrites* what an earlier one set:
+//! `gres_g_prep_set_env` (24.11 src/interfaces/gres.c:7879, 26.05 gres.c:8183; named
+//! `gres_g_epilog_set_env` in 22.05, src/common/gres.c:6776, same logic), which calls
+//! each allocated gres's `prep_set_env` (22.05: `epilog_set_env`, gres_gpu.c:1022,
+//! gres_shard.c:338, gres_mps.c:379, gres_common.c:635) in turn, so a later one
+//! *overwrites* what an earlier one set. Line numbers below are 24.11's:
 //! - gres/gpu (gres_gpu.c:982) and gres/shard (gres_shard.c:309) call
 //!   `gres_common_prep_set_env` (gres_common.c:336): `SLURM_JOB_GPUS` = the allocated
 //!   devices' gres indices, and, where gres.conf asks for NVIDIA env (the default),

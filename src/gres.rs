@@ -228,6 +228,38 @@ pub fn node_conf(gres_conf: &Path, node: &str) -> Result<NodeConf, GresError> {
     Ok(conf)
 }
 
+/// slurm.conf's text with its `Include`s in place (relative to slurm.conf's directory,
+/// as slurmd reads them; globs and nesting past 8 are skipped); `None` when slurm.conf
+/// itself cannot be read.
+pub fn slurm_conf_text(path: &Path) -> Option<String> {
+    fn inline(text: &str, dir: &Path, depth: u32, out: &mut String) {
+        for line in text.lines() {
+            let trimmed = strip_comment(line).trim();
+            let target = trimmed
+                .split_once(char::is_whitespace)
+                .filter(|(k, _)| k.eq_ignore_ascii_case("include"))
+                .map(|(_, t)| t.trim());
+            match target {
+                Some(t) if !t.contains('*') && depth < 8 => {
+                    if let Ok(inc) = fs::read_to_string(dir.join(t)) {
+                        inline(&inc, dir, depth + 1, out);
+                    }
+                }
+                Some(_) => {}
+                None => {
+                    out.push_str(line);
+                    out.push('\n');
+                }
+            }
+        }
+    }
+    let text = fs::read_to_string(path).ok()?;
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    let mut out = String::new();
+    inline(&text, dir, 0, &mut out);
+    Some(out)
+}
+
 /// The node's GPU gres from slurm.conf (`Gres=gpu:a100:2,gpu:1`) as (type, count), in order.
 pub fn node_gpu_types(slurm_conf: &str, node: &str) -> Option<Vec<(Option<String>, usize)>> {
     let mut default = None;
@@ -329,7 +361,7 @@ pub fn gpu_files(
     let mut records = parsed.by_name;
     records.extend(parsed.by_node);
     if let Some(types) = slurm_conf
-        .and_then(|p| fs::read_to_string(p).ok())
+        .and_then(slurm_conf_text)
         .and_then(|text| node_gpu_types(&text, node))
         .filter(|t| !t.is_empty())
     {
@@ -498,6 +530,24 @@ mod tests {
         assert_eq!(node_conf(&g, "n3").unwrap().shared[0].files.len(), 0);
         assert_eq!(parse_count("3M"), Some(3 * 1024 * 1024));
         assert_eq!(parse_count("x"), None);
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn slurm_conf_includes_give_the_node_its_types() {
+        let d = tmp("include");
+        write(&d, "nodes.conf", "NodeName=n1 Gres=gpu:zz:1,gpu:aa:1\n");
+        let s = write(
+            &d,
+            "slurm.conf",
+            "ClusterName=c\ninclude nodes.conf\nInclude missing.conf\nInclude *.conf\n",
+        );
+        let text = slurm_conf_text(&s).unwrap();
+        assert_eq!(
+            node_gpu_types(&text, "n1"),
+            Some(vec![(Some("zz".into()), 1), (Some("aa".into()), 1)])
+        );
+        assert!(slurm_conf_text(&d.join("none.conf")).is_none());
         fs::remove_dir_all(&d).unwrap();
     }
 

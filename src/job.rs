@@ -50,8 +50,7 @@ fn select_gpus(
     let gres_conf = env.gres_conf(config);
     let slurm_conf = env.slurm_conf();
     let conf = gres::node_conf(&gres_conf, &env.node)?;
-    let types = fs::read_to_string(&slurm_conf)
-        .ok()
+    let types = gres::slurm_conf_text(&slurm_conf)
         .and_then(|text| gres::node_gpu_types(&text, &env.node))
         .filter(|t| !t.is_empty());
     let files = match conf.autodetect.as_deref() {
@@ -1049,6 +1048,62 @@ mod tests {
                 .find(|(n, _)| *n == k)
                 .map(|(_, v)| v.to_string())
         }
+    }
+
+    #[test]
+    fn the_prolog_passes_its_selection_or_records_its_refusal() {
+        let root = std::env::temp_dir().join(format!("sc-job-prolog-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        fs::create_dir_all(&root).unwrap();
+        let gres_conf = root.join("gres.conf");
+        // /dev/null is 1:3, a character device on every Linux host.
+        fs::write(&gres_conf, "Name=gpu File=/dev/null\n").unwrap();
+        let config = Config {
+            state_dir: root.join("state"),
+            gres_conf: Some(gres_conf),
+            ..Config::default()
+        };
+        let vars = [
+            ("SLURM_JOB_ID", "81"),
+            ("SLURMD_NODENAME", "n1"),
+            ("SLURM_JOB_GPUS", "0"),
+            ("CUDA_MPS_ACTIVE_THREAD_PERCENTAGE", "40"),
+        ];
+        let env = JobEnv::from_env(None, env_of(&vars)).unwrap();
+        let spawner = NoSpawn(Mutex::new(Vec::new()));
+        let out = prolog(&config, &[], &env, &spawner).unwrap();
+        assert!(
+            matches!(&out, PrologOutcome::Started { minors, .. } if minors == &[3]),
+            "{out:?}"
+        );
+        let started = spawner.0.lock().unwrap().clone();
+        assert!(
+            started[0].starts_with("sample --key 81.n1 --gpus m3~mps40 --"),
+            "{started:?}"
+        );
+        // An index gres.conf does not have: refused, nothing started, the reason kept.
+        let vars = [
+            ("SLURM_JOB_ID", "82"),
+            ("SLURMD_NODENAME", "n1"),
+            ("SLURM_JOB_GPUS", "1"),
+        ];
+        let env = JobEnv::from_env(None, env_of(&vars)).unwrap();
+        let spawner = NoSpawn(Mutex::new(Vec::new()));
+        let out = prolog(&config, &[], &env, &spawner).unwrap();
+        assert_eq!(out, PrologOutcome::NoGpus);
+        assert!(spawner.0.lock().unwrap().is_empty());
+        let state = StateDir::existing(&config.state_dir).unwrap().unwrap();
+        let key = JobKey::new(82, "n1").unwrap();
+        let info: JobInfo = state::read_json(&state.job_dir(&key).join("job.json"))
+            .unwrap()
+            .unwrap();
+        assert!(
+            info.refused
+                .as_deref()
+                .is_some_and(|r| r.contains("gres index 1")),
+            "{info:?}"
+        );
+        let _ = fs::remove_dir_all(&root);
     }
 
     #[test]

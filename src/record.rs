@@ -31,7 +31,18 @@
 //! units, base 36; nothing when 0), then `:`-tagged fields that differ from
 //! `part-defaults`: `w` energy exponent, `g` GPUs, `m` method, `f` flags (`+`-joined),
 //! `s` intensity source, `e` embodied emissions as grams per GPU-hour of the node's
-//! window (empty: none), `c` CO2e as grams per Wh of the node's energy. A number is one
+//! window (empty: none), `c` CO2e as grams per Wh of the node's energy, `h` the sharing
+//! rule of the full form's `sh` (empty: whole boards; records written before it have
+//! no `h` and read as whole boards).
+//!
+//! # Shared boards
+//!
+//! A node whose boards the job shared (MIG instances, MPS, shards) carries
+//! `sh:RULE_GPUS` in its part: the rule (`mig-sm` the instances' share of the board's
+//! SMs, `mps` CUDA_MPS_ACTIVE_THREAD_PERCENTAGE, `shard` the job's shards of the
+//! board's, `mixed`) and the GPU-equivalents charged, e.g. `sh:mig-sm_0.4286`; its
+//! energy is the boards' energy times the shares, and its flags include `estimate`.
+//! The whole boards' energy stays in the node's local record. A number is one
 //! base-36 exponent digit (power of ten + 16) and a base-36 mantissa: energy with 6
 //! significant digits (never finer than 0.1 mWh, the full form's precision), the CO2e
 //! factor with 6, the embodied rate with 4.
