@@ -5,7 +5,9 @@
 //!
 //! # What slurmd gives the job prolog (read in Slurm's source)
 //!
-//! slurmd builds the prolog/epilog environment from scratch (prep_script_slurmd.c:243-246
+//! The user's own SPANK job environment reaches the prolog only with a `SPANK_` prefix
+//! (slurm_protocol_defs.c:5421 `valid_spank_job_env`), so the variables below are
+//! slurmd's. slurmd builds the prolog/epilog environment from scratch (prep_script_slurmd.c:243-246
 //! in 24.11: the SPANK job env, then `gres_job_env`), and `gres_job_env` comes from
 //! `gres_g_prep_set_env` (24.11 src/interfaces/gres.c:7879, 26.05 gres.c:8183; named
 //! `gres_g_epilog_set_env` in 22.05, src/common/gres.c:6776, same logic), which calls
@@ -720,10 +722,13 @@ pub fn resolve(sel: &[Sel], boards: &[BoardInfo]) -> Result<Vec<Charge>, Refusal
                         b.minor
                     ));
                 }
-                if b.mig {
+                // slurmd numbers a MIG board's instances as GPUs of their own: every
+                // position after a MIG board shifts (gpu_nvml.c gives instances their
+                // parent's links).
+                if let Some(m) = boards.iter().find(|b| b.mig) {
                     return refuse(format!(
-                        "AutoDetect numbers MIG instances too, and GPU {index} (minor {}) is in MIG mode",
-                        b.minor
+                        "AutoDetect numbers MIG instances too, and GPU minor {} is in MIG mode",
+                        m.minor
                     ));
                 }
                 (b, None)

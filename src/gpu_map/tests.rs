@@ -560,8 +560,12 @@ fn mig_instances_share_by_sms_and_refuse_without_them() {
     // The whole MIG board by its own file: the whole board, as before.
     let c = resolve(&whole(&[Key::Minor(0)]), &boards).unwrap();
     assert_eq!((c[0].share, c[0].rule), (1.0, "whole"));
-    // AutoDetect positions count MIG instances: a MIG board there is refused.
+    // AutoDetect positions count MIG instances: with a MIG board on the node every
+    // position is refused, the non-MIG board's too (its position may have shifted).
     assert!(resolve(&whole(&[Key::Nvml { index: 0, of: 2 }]), &boards).is_err());
+    let r = resolve(&whole(&[Key::Nvml { index: 1, of: 2 }]), &boards).unwrap_err();
+    assert!(r.0.contains("MIG"), "{r}");
+    assert!(resolve(&whole(&[Key::Either { index: 1, of: 2 }]), &boards).is_err());
 }
 
 #[test]
