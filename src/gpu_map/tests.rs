@@ -647,3 +647,66 @@ fn proc_files_parse_as_the_driver_writes_them() {
     assert_eq!(m.get(&1), None);
     assert_eq!(proc_with("empty", &[]).caps_major(), None);
 }
+
+proptest::proptest! {
+    /// Whatever gres.conf's files (MIG caps among them) and the job's indices, a selection
+    /// names only boards of the files at the job's indices.
+    #[test]
+    fn selections_name_only_the_allocated_indices_boards(
+        gres_devices in proptest::collection::vec(
+            proptest::collection::vec((proptest::bool::ANY, 0u32..12), 1..4), 1..8),
+        indices in proptest::collection::vec(0usize..10, 1..5),
+    ) {
+        let (dev, devtext) = devices();
+        let proc = proc_with(
+            "prop",
+            &[
+                (dev, &devtext),
+                (
+                    "driver/nvidia-caps/mig-minors",
+                    "gpu0/gi1/access 3\ngpu0/gi1/ci0/access 4\ngpu5/gi2/access 7\n",
+                ),
+            ],
+        );
+        let stat = stat_table(&[]);
+        let files: Vec<Vec<PathBuf>> = gres_devices
+            .iter()
+            .map(|d| {
+                d.iter()
+                    .map(|&(cap, n)| {
+                        PathBuf::from(if cap {
+                            format!("/dev/nvidia-caps/nvidia-cap{n}")
+                        } else {
+                            format!("/dev/nvidia{n}")
+                        })
+                    })
+                    .collect()
+            })
+            .collect();
+        let node = NodeGres {
+            files: files.clone(),
+            conf: NodeConf::default(),
+            types: None,
+            proc: &proc,
+            stat: &stat,
+        };
+        let mut indices = indices;
+        indices.sort_unstable();
+        indices.dedup();
+        let allowed: Vec<u32> = indices
+            .iter()
+            .filter_map(|&i| files.get(i))
+            .flatten()
+            .filter_map(|f| f.to_str()?.strip_prefix("/dev/nvidia")?.parse().ok())
+            .collect();
+        if let Ok(sel) = select(&job(&indices), &node) {
+            for s in &sel {
+                let m = match s.key {
+                    Key::Minor(m) | Key::Mig { minor: m, .. } => m,
+                    ref k => panic!("{k:?}"),
+                };
+                proptest::prop_assert!(allowed.contains(&m), "{m} not in {allowed:?}");
+            }
+        }
+    }
+}
