@@ -45,6 +45,38 @@ struct Record {
     multiple: bool,
 }
 
+/// A `Name=shard` or `Name=mps` record of gres.conf that applies to the node.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SharedRecord {
+    /// `shard` or `mps`.
+    pub name: String,
+    /// `Count=` (suffixes K/M/G as Slurm reads them); `None` when absent or bad.
+    pub count: Option<u64>,
+    /// The device files of `File=`/`Files=` (empty: the count is spread over the GPUs).
+    pub files: Vec<String>,
+}
+
+/// What gres.conf says about one node beyond its GPU files.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct NodeConf {
+    /// `AutoDetect=` of the node's `NodeName=` lines, else the global one, lower case.
+    pub autodetect: Option<String>,
+    /// `Name=gpu` records of the node without a `File=` (AutoDetect fills them): their
+    /// total `Count=`.
+    pub gpus_without_file: u64,
+    /// `Name=gpu` records with `File=`/`MultipleFiles=`.
+    pub gpus_with_file: usize,
+    pub shared: Vec<SharedRecord>,
+}
+
+#[derive(Default)]
+struct Parsed {
+    by_name: Vec<Record>,
+    by_node: Vec<Record>,
+    conf: NodeConf,
+    node_autodetect: Option<String>,
+}
+
 /// Parses SLURM_JOB_GPUS: comma-separated indices (ranges `a-b` accepted).
 pub fn parse_indices(s: &str) -> Result<Vec<usize>, GresError> {
     let bad = || GresError::BadIndexList(s.chars().take(64).collect());
@@ -80,16 +112,26 @@ fn read(path: &Path) -> Result<String, GresError> {
     })
 }
 
+/// Slurm's `Count=` value: a number with an optional K, M or G suffix (x1024).
+fn parse_count(v: &str) -> Option<u64> {
+    let (digits, mult) = match v.chars().last()? {
+        'k' | 'K' => (&v[..v.len() - 1], 1024),
+        'm' | 'M' => (&v[..v.len() - 1], 1024 * 1024),
+        'g' | 'G' => (&v[..v.len() - 1], 1024 * 1024 * 1024),
+        _ => (v, 1),
+    };
+    digits.parse::<u64>().ok()?.checked_mul(mult)
+}
+
 /// The GPU records of gres.conf (and its `Include`s) that apply to `node`, in Slurm's
-/// order: `Name=` lines, then `NodeName=` lines.
-fn gpu_records(
-    path: &Path,
-    node: &str,
-    depth: u32,
-) -> Result<(Vec<Record>, Vec<Record>), GresError> {
+/// order: `Name=` lines, then `NodeName=` lines; with the node's AutoDetect and its
+/// shard and MPS records.
+fn gpu_records(path: &Path, node: &str, depth: u32, out: &mut Parsed) -> Result<(), GresError> {
     let text = read(path)?;
-    let mut by_name = Vec::new();
-    let mut by_node = Vec::new();
+    let bad_list = |value: &str| GresError::BadList {
+        path: path.display().to_string(),
+        value: value.to_string(),
+    };
     for line in text.lines().map(strip_comment) {
         let trimmed = line.trim();
         if let Some(inc) = trimmed
@@ -103,9 +145,7 @@ fn gpu_records(
                 } else {
                     path.parent().unwrap_or(Path::new("/")).join(inc)
                 };
-                let (a, b) = gpu_records(&inc, node, depth + 1)?;
-                by_name.extend(a);
-                by_node.extend(b);
+                gpu_records(&inc, node, depth + 1, out)?;
             }
             continue;
         }
@@ -114,37 +154,110 @@ fn gpu_records(
             continue;
         };
         let get = |k: &str| kv.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
-        if get("name") != Some("gpu") {
+        let for_node = if first == "nodename" {
+            let nodes = get("nodename").unwrap_or("");
+            let names = hostlist::expand(nodes).map_err(|_| bad_list(nodes))?;
+            if !names.iter().any(|n| n == node) {
+                continue;
+            }
+            true
+        } else {
+            false
+        };
+        if let Some(a) = get("autodetect") {
+            let a = a.to_ascii_lowercase();
+            if for_node {
+                out.node_autodetect = Some(a);
+            } else if get("name").is_none() {
+                out.conf.autodetect = Some(a);
+            }
+        }
+        let Some(name) = get("name").map(str::to_ascii_lowercase) else {
+            continue;
+        };
+        let files_value = get("file").or(get("files"));
+        if name == "shard" || name == "mps" {
+            let files = match files_value {
+                Some(f) => hostlist::expand(f).map_err(|_| bad_list(f))?,
+                None => Vec::new(),
+            };
+            out.conf.shared.push(SharedRecord {
+                name,
+                count: get("count").and_then(parse_count),
+                files,
+            });
             continue;
         }
-        let (files_value, multiple) = match (get("file").or(get("files")), get("multiplefiles")) {
+        if name != "gpu" {
+            continue;
+        }
+        let (files_value, multiple) = match (files_value, get("multiplefiles")) {
             (Some(f), _) => (f, false),
             (None, Some(f)) => (f, true),
-            (None, None) => continue, // file-less records are dropped by slurmd
+            (None, None) => {
+                // File-less records: dropped by slurmd unless AutoDetect fills them.
+                out.conf.gpus_without_file += get("count").and_then(parse_count).unwrap_or(1);
+                continue;
+            }
         };
-        let files = hostlist::expand(files_value).map_err(|_| GresError::BadList {
-            path: path.display().to_string(),
-            value: files_value.to_string(),
-        })?;
+        out.conf.gpus_with_file += 1;
+        let files = hostlist::expand(files_value).map_err(|_| bad_list(files_value))?;
         let record = Record {
             ty: get("type").map(str::to_ascii_lowercase),
             files,
             multiple,
         };
-        if first == "nodename" {
-            let nodes = get("nodename").unwrap_or("");
-            let names = hostlist::expand(nodes).map_err(|_| GresError::BadList {
-                path: path.display().to_string(),
-                value: nodes.to_string(),
-            })?;
-            if names.iter().any(|n| n == node) {
-                by_node.push(record);
-            }
+        if for_node {
+            out.by_node.push(record);
         } else {
-            by_name.push(record);
+            out.by_name.push(record);
         }
     }
-    Ok((by_name, by_node))
+    Ok(())
+}
+
+/// What gres.conf says about `node` besides its GPU files: AutoDetect, file-less GPU
+/// records, shard and MPS records.
+pub fn node_conf(gres_conf: &Path, node: &str) -> Result<NodeConf, GresError> {
+    let mut parsed = Parsed::default();
+    gpu_records(gres_conf, node, 0, &mut parsed)?;
+    let mut conf = parsed.conf;
+    if parsed.node_autodetect.is_some() {
+        conf.autodetect = parsed.node_autodetect;
+    }
+    Ok(conf)
+}
+
+/// slurm.conf's text with its `Include`s in place (relative to slurm.conf's directory,
+/// as slurmd reads them; globs and nesting past 8 are skipped); `None` when slurm.conf
+/// itself cannot be read.
+pub fn slurm_conf_text(path: &Path) -> Option<String> {
+    fn inline(text: &str, dir: &Path, depth: u32, out: &mut String) {
+        for line in text.lines() {
+            let trimmed = strip_comment(line).trim();
+            let target = trimmed
+                .split_once(char::is_whitespace)
+                .filter(|(k, _)| k.eq_ignore_ascii_case("include"))
+                .map(|(_, t)| t.trim());
+            match target {
+                Some(t) if !t.contains('*') && depth < 8 => {
+                    if let Ok(inc) = fs::read_to_string(dir.join(t)) {
+                        inline(&inc, dir, depth + 1, out);
+                    }
+                }
+                Some(_) => {}
+                None => {
+                    out.push_str(line);
+                    out.push('\n');
+                }
+            }
+        }
+    }
+    let text = fs::read_to_string(path).ok()?;
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    let mut out = String::new();
+    inline(&text, dir, 0, &mut out);
+    Some(out)
 }
 
 /// The node's GPU gres from slurm.conf (`Gres=gpu:a100:2,gpu:1`) as (type, count), in order.
@@ -243,10 +356,12 @@ pub fn gpu_files(
     slurm_conf: Option<&Path>,
     node: &str,
 ) -> Result<Vec<Vec<PathBuf>>, GresError> {
-    let (mut records, by_node) = gpu_records(gres_conf, node, 0)?;
-    records.extend(by_node);
+    let mut parsed = Parsed::default();
+    gpu_records(gres_conf, node, 0, &mut parsed)?;
+    let mut records = parsed.by_name;
+    records.extend(parsed.by_node);
     if let Some(types) = slurm_conf
-        .and_then(|p| fs::read_to_string(p).ok())
+        .and_then(slurm_conf_text)
         .and_then(|text| node_gpu_types(&text, node))
         .filter(|t| !t.is_empty())
     {
@@ -374,6 +489,65 @@ mod tests {
         );
         let f = gpu_files(&g, Some(&s), "n1").unwrap();
         assert_eq!(names(&f), ["/d/t12", "/d/t3", "/d/t5", "/d/t6", "/d/t2"]);
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn node_conf_reads_autodetect_and_shared_records() {
+        let d = tmp("nodeconf");
+        write(
+            &d,
+            "more.conf",
+            "NodeName=n[1-2] Name=mps Count=2K File=/dev/nvidia[0-1]\n",
+        );
+        let g = write(
+            &d,
+            "gres.conf",
+            "AutoDetect=nvml\nNodeName=n2 AutoDetect=off\nName=gpu Type=a100 Count=4\nNodeName=n1 Name=shard Count=16 File=/dev/nvidia[0-1]\nNodeName=n3 Name=shard Count=8\nName=gpu File=/dev/nvidia7\nInclude more.conf\n",
+        );
+        let c = node_conf(&g, "n1").unwrap();
+        assert_eq!(c.autodetect.as_deref(), Some("nvml"));
+        assert_eq!((c.gpus_without_file, c.gpus_with_file), (4, 1));
+        assert_eq!(
+            c.shared,
+            [
+                SharedRecord {
+                    name: "shard".into(),
+                    count: Some(16),
+                    files: vec!["/dev/nvidia0".into(), "/dev/nvidia1".into()],
+                },
+                SharedRecord {
+                    name: "mps".into(),
+                    count: Some(2048),
+                    files: vec!["/dev/nvidia0".into(), "/dev/nvidia1".into()],
+                }
+            ]
+        );
+        // The node's own AutoDetect wins; other nodes' records are not its.
+        let c = node_conf(&g, "n2").unwrap();
+        assert_eq!(c.autodetect.as_deref(), Some("off"));
+        assert_eq!(c.shared.len(), 1);
+        assert_eq!(node_conf(&g, "n3").unwrap().shared[0].files.len(), 0);
+        assert_eq!(parse_count("3M"), Some(3 * 1024 * 1024));
+        assert_eq!(parse_count("x"), None);
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn slurm_conf_includes_give_the_node_its_types() {
+        let d = tmp("include");
+        write(&d, "nodes.conf", "NodeName=n1 Gres=gpu:zz:1,gpu:aa:1\n");
+        let s = write(
+            &d,
+            "slurm.conf",
+            "ClusterName=c\ninclude nodes.conf\nInclude missing.conf\nInclude *.conf\n",
+        );
+        let text = slurm_conf_text(&s).unwrap();
+        assert_eq!(
+            node_gpu_types(&text, "n1"),
+            Some(vec![(Some("zz".into()), 1), (Some("aa".into()), 1)])
+        );
+        assert!(slurm_conf_text(&d.join("none.conf")).is_none());
         fs::remove_dir_all(&d).unwrap();
     }
 

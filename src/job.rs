@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::accounting::Delivery;
 use crate::config::{Config, Field};
 use crate::gpu::CounterRead;
+use crate::gpu_map;
 use crate::gres;
 use crate::hostlist;
 use crate::intensity;
@@ -38,6 +39,40 @@ pub enum JobError {
     Gpu(#[from] crate::gpu::GpuError),
 }
 
+/// The job's GPUs on this node as the prolog selects them (see `gpu_map`): gres.conf,
+/// slurm.conf, the environment slurmd gave the prolog and small files under `proc`.
+fn select_gpus(
+    config: &Config,
+    env: &JobEnv,
+    indices: &[usize],
+    proc: &gpu_map::ProcFiles,
+) -> Result<Result<Vec<gpu_map::Sel>, gpu_map::Refusal>, JobError> {
+    let gres_conf = env.gres_conf(config);
+    let slurm_conf = env.slurm_conf();
+    let conf = gres::node_conf(&gres_conf, &env.node)?;
+    let types = gres::slurm_conf_text(&slurm_conf)
+        .and_then(|text| gres::node_gpu_types(&text, &env.node))
+        .filter(|t| !t.is_empty());
+    let files = match conf.autodetect.as_deref() {
+        None | Some("off") => gres::gpu_files(&gres_conf, Some(&slurm_conf), &env.node)?,
+        Some(_) => Vec::new(),
+    };
+    let node = gpu_map::NodeGres {
+        files,
+        conf,
+        types,
+        proc,
+        stat: &gpu_map::stat_char_device,
+    };
+    let job = gpu_map::JobGpus {
+        indices: indices.to_vec(),
+        cuda_visible_devices: env.cuda_visible_devices.clone(),
+        mps_percentage: env.mps_percentage.clone(),
+        shards_on_node: env.shards_on_node.clone(),
+    };
+    Ok(gpu_map::select(&job, &node))
+}
+
 /// What slurmd tells the job_script context (its environment and spank items).
 #[derive(Debug, Clone, PartialEq)]
 pub struct JobEnv {
@@ -52,6 +87,12 @@ pub struct JobEnv {
     pub partition: Option<String>,
     /// SLURM_JOB_SLUID (Slurm 25.11+), when it is one (see `slurm::parse_sluid`).
     pub sluid: Option<String>,
+    /// CUDA_VISIBLE_DEVICES as slurmd set it for the prolog (UUIDs where Slurm has them).
+    pub cuda_visible_devices: Option<String>,
+    /// CUDA_MPS_ACTIVE_THREAD_PERCENTAGE (gres/mps jobs).
+    pub mps_percentage: Option<String>,
+    /// SLURM_SHARDS_ON_NODE (not given to the prolog by Slurm 22.05-26.05).
+    pub shards_on_node: Option<String>,
 }
 
 impl JobEnv {
@@ -95,6 +136,9 @@ impl JobEnv {
                 }
                 sluid
             }),
+            cuda_visible_devices: get("CUDA_VISIBLE_DEVICES").filter(|v| !v.trim().is_empty()),
+            mps_percentage: get("CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"),
+            shards_on_node: get("SLURM_SHARDS_ON_NODE"),
         })
     }
 
@@ -135,6 +179,12 @@ pub struct JobInfo {
     pub nodes: Vec<String>,
     pub prolog_unix: f64,
     pub sampler_pid: Option<u32>,
+    /// The sampler's `--gpus` selection (see `gpu_map::format_spec`).
+    #[serde(default)]
+    pub gpus: Option<String>,
+    /// Why the job's GPUs here are not measured (the epilog reports it).
+    #[serde(default)]
+    pub refused: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -157,12 +207,18 @@ pub fn prolog(
     if indices.is_empty() {
         return Ok(PrologOutcome::NoGpus);
     }
-    let minors = gres::minors_for(
-        &indices,
-        &env.gres_conf(config),
-        Some(&env.slurm_conf()),
-        &env.node,
-    )?;
+    let selection = select_gpus(config, env, &indices, &gpu_map::ProcFiles::system())?;
+    let minors: Vec<u32> = selection
+        .as_ref()
+        .map(|sel| {
+            sel.iter()
+                .filter_map(|s| match s.key {
+                    gpu_map::Key::Minor(m) => Some(m),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
     let state = StateDir::open(&config.state_dir)?;
     let key = JobKey::new(env.job, &env.node)?;
     let dir = state.create_job_dir(&key)?;
@@ -181,18 +237,31 @@ pub fn prolog(
         nodes: env.nodes.clone(),
         prolog_unix: unix_now(),
         sampler_pid: None,
+        gpus: None,
+        refused: None,
     };
-    let minors_arg = minors
-        .iter()
-        .map(u32::to_string)
-        .collect::<Vec<_>>()
-        .join(",");
+    let selection = match selection {
+        Ok(sel) => sel,
+        Err(refusal) => {
+            // Never another board: no sampler, and the epilog says why.
+            log::error!(
+                "job {}: {}: {refusal}; no record for this node",
+                env.job,
+                env.node
+            );
+            info.refused = Some(refusal.0);
+            state::write_json(&info_path, &info)?;
+            return Ok(PrologOutcome::NoGpus);
+        }
+    };
+    let spec = gpu_map::format_spec(&selection);
+    info.gpus = Some(spec.clone());
     let mut argv = vec![
         "sample".to_string(),
         "--key".into(),
         key.to_string(),
-        "--minors".into(),
-        minors_arg,
+        "--gpus".into(),
+        spec,
         "--".into(),
     ];
     // The plugstack arguments, so that the binary reads the plugin's configuration.
@@ -535,7 +604,7 @@ pub fn node_part(
     }
     let hours = (result.end_unix - result.start_unix).max(0.0) / 3600.0;
     let embodied_g = (config.embodied_kg_per_gpu_hour > 0.0)
-        .then_some(config.embodied_kg_per_gpu_hour * 1000.0 * result.measured as f64 * hours);
+        .then_some(config.embodied_kg_per_gpu_hour * 1000.0 * result.gpu_equivalents * hours);
     Some(
         NodePart {
             node: node.to_string(),
@@ -550,6 +619,13 @@ pub fn node_part(
             peak_w: result.peak_w,
             intensity_src: Some(source.as_str().to_string()),
             embodied_g,
+            share: result
+                .share_rule
+                .as_ref()
+                .map(|rule| crate::record::ShareRule {
+                    rule: rule.clone(),
+                    gpus: result.gpu_equivalents,
+                }),
         }
         .rounded(),
     )
@@ -638,6 +714,11 @@ pub fn epilog(
         }
         return Ok(EpilogOutcome::NoGpus);
     };
+    if let Some(why) = &info.refused {
+        log::warn!("job {key}: no measurement on this node: {why}; no record for this node");
+        let _ = fs::remove_dir_all(&dir);
+        return Ok(EpilogOutcome::NothingMeasured);
+    }
     if let Some(pid) = info.sampler_pid {
         stop_sampler(pid, &key, Duration::from_secs(5));
     }
@@ -653,7 +734,10 @@ pub fn epilog(
             // The sampler is gone (killed, crashed): its start counters and samples so
             // far are on disk; read the end counters here.
             log::warn!("job {key}: the sampler ended early; reading end counters in the epilog");
-            let counters = read_end_counters(config, &key, &info.minors, open_gpus);
+            // The boards the sampler opened (the prolog may have known them only by
+            // UUID or NVML position).
+            let minors: Vec<u32> = s.gpus.iter().map(|g| g.minor).collect();
+            let counters = read_end_counters(config, &key, &minors, open_gpus);
             for (c, st) in counters.into_iter().zip(s.gpus.iter_mut()) {
                 st.end_counter = c;
             }
@@ -789,6 +873,8 @@ mod tests {
             nodes: nodes.clone(),
             prolog_unix: start,
             sampler_pid: None,
+            gpus: None,
+            refused: None,
         };
         state::write_json(&dir.join("job.json"), &info).unwrap();
         let mut integ = Integrator::default();
@@ -807,6 +893,9 @@ mod tests {
             integ: integ.clone(),
             errors: 0,
             power: None,
+            share: None,
+            rule: None,
+            unallocated: None,
         };
         let sampled = SamplerState {
             job,
@@ -838,6 +927,9 @@ mod tests {
             slurm_conf: None,
             partition: None,
             sluid: None,
+            cuda_visible_devices: None,
+            mps_percentage: None,
+            shards_on_node: None,
         };
         (root, config, env)
     }
@@ -968,6 +1060,62 @@ mod tests {
                 .find(|(n, _)| *n == k)
                 .map(|(_, v)| v.to_string())
         }
+    }
+
+    #[test]
+    fn the_prolog_passes_its_selection_or_records_its_refusal() {
+        let root = std::env::temp_dir().join(format!("sc-job-prolog-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        fs::create_dir_all(&root).unwrap();
+        let gres_conf = root.join("gres.conf");
+        // /dev/null is 1:3, a character device on every Linux host.
+        fs::write(&gres_conf, "Name=gpu File=/dev/null\n").unwrap();
+        let config = Config {
+            state_dir: root.join("state"),
+            gres_conf: Some(gres_conf),
+            ..Config::default()
+        };
+        let vars = [
+            ("SLURM_JOB_ID", "81"),
+            ("SLURMD_NODENAME", "n1"),
+            ("SLURM_JOB_GPUS", "0"),
+            ("CUDA_MPS_ACTIVE_THREAD_PERCENTAGE", "40"),
+        ];
+        let env = JobEnv::from_env(None, env_of(&vars)).unwrap();
+        let spawner = NoSpawn(Mutex::new(Vec::new()));
+        let out = prolog(&config, &[], &env, &spawner).unwrap();
+        assert!(
+            matches!(&out, PrologOutcome::Started { minors, .. } if minors == &[3]),
+            "{out:?}"
+        );
+        let started = spawner.0.lock().unwrap().clone();
+        assert!(
+            started[0].starts_with("sample --key 81.n1 --gpus m3~mps40 --"),
+            "{started:?}"
+        );
+        // An index gres.conf does not have: refused, nothing started, the reason kept.
+        let vars = [
+            ("SLURM_JOB_ID", "82"),
+            ("SLURMD_NODENAME", "n1"),
+            ("SLURM_JOB_GPUS", "1"),
+        ];
+        let env = JobEnv::from_env(None, env_of(&vars)).unwrap();
+        let spawner = NoSpawn(Mutex::new(Vec::new()));
+        let out = prolog(&config, &[], &env, &spawner).unwrap();
+        assert_eq!(out, PrologOutcome::NoGpus);
+        assert!(spawner.0.lock().unwrap().is_empty());
+        let state = StateDir::existing(&config.state_dir).unwrap().unwrap();
+        let key = JobKey::new(82, "n1").unwrap();
+        let info: JobInfo = state::read_json(&state.job_dir(&key).join("job.json"))
+            .unwrap()
+            .unwrap();
+        assert!(
+            info.refused
+                .as_deref()
+                .is_some_and(|r| r.contains("gres index 1")),
+            "{info:?}"
+        );
+        let _ = fs::remove_dir_all(&root);
     }
 
     #[test]
@@ -1131,6 +1279,56 @@ mod tests {
     }
 
     #[test]
+    fn shared_boards_get_a_rule_token_and_embodied_by_gpu_equivalents() {
+        let config = Config {
+            embodied_kg_per_gpu_hour: 0.36,
+            ..Config::default()
+        };
+        let sampler = finished_state(1000.0, vec![5.0, 5.0]);
+        let result = NodeResult {
+            start_unix: 1000.0,
+            end_unix: 4600.0,
+            gpus: Vec::new(),
+            wh: 1.0,
+            measured: 2,
+            method: Some(Method::Counter),
+            coverage: Some(1.0),
+            flags: vec!["estimate", "shared"],
+            peak_w: None,
+            gpu_equivalents: 0.5,
+            share_rule: Some("mig-sm".into()),
+        };
+        let p = node_part(&config, "n1", None, &sampler, &result, None).unwrap();
+        assert_eq!(
+            p.share,
+            Some(crate::record::ShareRule {
+                rule: "mig-sm".into(),
+                gpus: 0.5
+            })
+        );
+        assert!(p.flags.contains(&"estimate".to_string()));
+        // One hour of half a GPU at 0.36 kg per GPU-hour: 180 g, not 720 g for two boards.
+        assert_eq!(p.embodied_g, Some(180.0));
+    }
+
+    #[test]
+    fn a_refused_prolog_leaves_the_epilog_nothing_to_record() {
+        let (root, config, env) = job_in_state("refused", 47, true);
+        let state = StateDir::existing(&root).unwrap().unwrap();
+        let key = JobKey::new(env.job, &env.node).unwrap();
+        let info_path = state.job_dir(&key).join("job.json");
+        let mut info: JobInfo = state::read_json(&info_path).unwrap().unwrap();
+        info.refused = Some("the node has gres/shard".into());
+        state::write_json(&info_path, &info).unwrap();
+        let spawner = NoSpawn(Mutex::new(Vec::new()));
+        let out = epilog(&config, &[], &env, &spawner, &never_called).unwrap();
+        assert!(matches!(out, EpilogOutcome::NothingMeasured), "{out:?}");
+        assert!(state.pending_keys().is_empty());
+        assert!(!state.job_dir(&key).exists());
+        let _ = fs::remove_dir_all(&root);
+    }
+
+    #[test]
     fn node_part_uses_the_series_through_the_state_dir_cache() {
         let dir = std::env::temp_dir().join(format!("sc-job-series-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
@@ -1157,6 +1355,8 @@ mod tests {
             coverage: Some(1.0),
             flags: Vec::new(),
             peak_w: None,
+            gpu_equivalents: 1.0,
+            share_rule: None,
         };
         let part = |node: &str, partition: Option<&str>| {
             node_part(&config, node, partition, &sampler, &result, Some(&state)).unwrap()

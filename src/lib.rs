@@ -10,6 +10,7 @@ pub mod config;
 pub mod energy;
 pub mod fairshare;
 pub mod gpu;
+pub mod gpu_map;
 pub mod gres;
 pub mod hostlist;
 pub mod intensity;

@@ -606,6 +606,7 @@ mod tests {
                     peak_w: None,
                     intensity_src: None,
                     embodied_g: None,
+                    share: None,
                 },
             );
         }

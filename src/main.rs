@@ -56,6 +56,11 @@ enum Cmd {
         /// Device minor numbers of the job's GPUs, comma-separated.
         #[arg(long, value_delimiter = ',')]
         minors: Vec<u32>,
+        /// The prolog's selection of the job's GPUs (UUIDs, minors, MIG instances,
+        /// NVML positions, with the job's share; see gpu_map::format_spec). Overrides
+        /// --minors.
+        #[arg(long)]
+        gpus: Option<String>,
         /// The plugin's plugstack.conf arguments (key=value).
         #[arg(last = true)]
         args: Vec<String>,
@@ -190,7 +195,12 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     match cli.command {
-        Cmd::Sample { key, minors, args } => sample_cli::sample(&key, &minors, &args),
+        Cmd::Sample {
+            key,
+            minors,
+            gpus,
+            args,
+        } => sample_cli::sample(&key, &minors, gpus.as_deref(), &args),
         Cmd::Deliver {
             key,
             foreground,

@@ -477,6 +477,7 @@ mod tests {
             peak_w: None,
             intensity_src: None,
             embodied_g: embodied,
+            share: None,
         }
     }
 

@@ -31,7 +31,18 @@
 //! units, base 36; nothing when 0), then `:`-tagged fields that differ from
 //! `part-defaults`: `w` energy exponent, `g` GPUs, `m` method, `f` flags (`+`-joined),
 //! `s` intensity source, `e` embodied emissions as grams per GPU-hour of the node's
-//! window (empty: none), `c` CO2e as grams per Wh of the node's energy. A number is one
+//! window (empty: none), `c` CO2e as grams per Wh of the node's energy, `h` the sharing
+//! rule of the full form's `sh` (empty: whole boards; records written before it have
+//! no `h` and read as whole boards).
+//!
+//! # Shared boards
+//!
+//! A node whose boards the job shared (MIG instances, MPS, shards) carries
+//! `sh:RULE_GPUS` in its part: the rule (`mig-sm` the instances' share of the board's
+//! SMs, `mps` CUDA_MPS_ACTIVE_THREAD_PERCENTAGE, `shard` the job's shards of the
+//! board's, `mixed`) and the GPU-equivalents charged, e.g. `sh:mig-sm_0.4286`; its
+//! energy is the boards' energy times the shares, and its flags include `estimate`.
+//! The whole boards' energy stays in the node's local record. A number is one
 //! base-36 exponent digit (power of ten + 16) and a base-36 mantissa: energy with 6
 //! significant digits (never finer than 0.1 mWh, the full form's precision), the CO2e
 //! factor with 6, the embodied rate with 4.
@@ -118,6 +129,41 @@ pub struct NodePart {
     /// Embodied emissions of the GPUs' allocation, grams (kept apart from `co2e_g`).
     #[serde(default)]
     pub embodied_g: Option<f64>,
+    /// Shared boards (MIG, MPS, shards): the rule that shared the boards' energy out and
+    /// the GPU-equivalents charged (`sh:mig-sm_0.4286`); `None`: whole boards.
+    #[serde(default)]
+    pub share: Option<ShareRule>,
+}
+
+/// How a node's shared boards were charged: `rule` is `mig-sm` (the instances' share of
+/// the board's SMs), `mps` (CUDA_MPS_ACTIVE_THREAD_PERCENTAGE), `shard` (the job's
+/// shards of the board's) or `mixed`; `gpus` the GPU-equivalents charged.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ShareRule {
+    pub rule: String,
+    pub gpus: f64,
+}
+
+impl ShareRule {
+    fn valid_rule(r: &str) -> bool {
+        !r.is_empty()
+            && r.len() <= 16
+            && r.bytes().all(|b| b.is_ascii_lowercase() || b == b'-')
+            && !r.starts_with('-')
+    }
+    /// `rule_gpus`, as the record writes it (`_`: a character every reader's token
+    /// grammar already accepts).
+    pub fn format(&self) -> String {
+        format!("{}_{}", self.rule, num(self.gpus, 4))
+    }
+    pub fn parse(v: &str) -> Option<ShareRule> {
+        let (rule, gpus) = v.split_once('_')?;
+        Self::valid_rule(rule).then_some(())?;
+        Some(ShareRule {
+            rule: rule.to_string(),
+            gpus: parse_nonneg(gpus)?,
+        })
+    }
 }
 
 /// Values of the record as a whole that do not come from the parts.
@@ -169,6 +215,9 @@ impl NodePart {
         self.end = round_up(self.end, 3);
         self.peak_w = self.peak_w.map(|p| round_up(p, 1));
         self.embodied_g = self.embodied_g.map(|e| round(e, 4));
+        if let Some(sh) = &mut self.share {
+            sh.gpus = round(sh.gpus, 4);
+        }
         self
     }
 
@@ -197,6 +246,13 @@ impl NodePart {
         if let Some(e) = self.embodied_g {
             let _ = write!(s, ",emb:{}", num(e, 4));
         }
+        if let Some(sh) = self
+            .share
+            .as_ref()
+            .filter(|sh| ShareRule::valid_rule(&sh.rule))
+        {
+            let _ = write!(s, ",sh:{}", sh.format());
+        }
         s
     }
 
@@ -217,6 +273,7 @@ impl NodePart {
             peak_w: None,
             intensity_src: None,
             embodied_g: None,
+            share: None,
         };
         let mut seen_method = false;
         for field in value.split(',') {
@@ -241,6 +298,7 @@ impl NodePart {
                     part.intensity_src = Some(v.to_string())
                 }
                 "f" => part.flags = parse_flags(v),
+                "sh" => part.share = Some(ShareRule::parse(v)?),
                 _ => {} // a later version's detail: ignored, not fatal
             }
         }
@@ -755,8 +813,8 @@ mod compact {
     const EXP_BIAS: i32 = 16;
     const EXP_MAX: i32 = 35 - EXP_BIAS;
     /// The fields of an entry, by tag: the energy's exponent, GPUs, method, flags,
-    /// source, embodied, CO2e.
-    const TAGS: [u8; 7] = *b"wgmfsec";
+    /// source, embodied, CO2e, sharing rule (`h`, optional: records before it have none).
+    const TAGS: [u8; 8] = *b"wgmfsech";
     /// Base-36 digits of an energy's mantissa (below 10^6 < 36^4), zero-padded.
     const WH_DIGITS: usize = 4;
     const WH_SIG: u32 = 6;
@@ -861,6 +919,7 @@ mod compact {
         rate: Option<f64>,
         /// Grams CO2e per Wh.
         factor: f64,
+        share: Option<super::ShareRule>,
     }
 
     impl Fields {
@@ -879,6 +938,8 @@ mod compact {
                 b'e' if v.is_empty() => self.rate = None,
                 b'e' => self.rate = Some(dec(v)?),
                 b'c' => self.factor = dec(v)?,
+                b'h' if v.is_empty() => self.share = None,
+                b'h' => self.share = Some(super::ShareRule::parse(v)?),
                 b'w' | b'g' | b's' => return None,
                 _ => {} // a later version's field: ignored
             }
@@ -897,7 +958,7 @@ mod compact {
     }
 
     /// The six tagged fields of a part, as written.
-    fn fields_of(p: &NodePart, wh_exp: char, wh_kept: f64, window_tenths: u64) -> [String; 7] {
+    fn fields_of(p: &NodePart, wh_exp: char, wh_kept: f64, window_tenths: u64) -> [String; 8] {
         let flags: Vec<&str> = p
             .flags
             .iter()
@@ -926,6 +987,14 @@ mod compact {
             format!("s{}", src.unwrap_or("")),
             format!("e{embodied}"),
             format!("c{}", enc(factor, FACTOR_SIG, FACTOR_MIN_EXP)),
+            format!(
+                "h{}",
+                p.share
+                    .as_ref()
+                    .filter(|sh| super::ShareRule::valid_rule(&sh.rule))
+                    .map(super::ShareRule::format)
+                    .unwrap_or_default()
+            ),
         ]
     }
 
@@ -947,7 +1016,7 @@ mod compact {
             let window = format!("{}-{}", super::num(start, 3), super::num(end, 3));
             // The window as a reader gets it back.
             let longest = tenths(end - start);
-            let rows: Vec<(String, u64, [String; 7])> = parts
+            let rows: Vec<(String, u64, [String; 8])> = parts
                 .iter()
                 .zip(&lengths)
                 .map(|(p, &len)| {
@@ -1024,6 +1093,7 @@ mod compact {
             src: None,
             rate: None,
             factor: 0.0,
+            share: None,
         };
         let mut seen = 0u8;
         for field in defaults.split(':') {
@@ -1032,7 +1102,8 @@ mod compact {
                 seen |= 1 << i;
             }
         }
-        if seen != 0b111_1111 {
+        // The first seven are required; `h` came later.
+        if seen & 0b111_1111 != 0b111_1111 {
             return None;
         }
         let entries: Vec<&str> = entries.split(',').collect();
@@ -1073,6 +1144,7 @@ mod compact {
                     peak_w: None,
                     intensity_src: f.src,
                     embodied_g: f.rate.map(|r| r * f64::from(f.gpus) * seconds / 3600.0),
+                    share: f.share,
                 })
             })
             .collect();
@@ -1106,6 +1178,7 @@ mod tests {
             peak_w: None,
             intensity_src: None,
             embodied_g: None,
+            share: None,
         }
         .rounded()
     }
@@ -1152,6 +1225,7 @@ mod tests {
             peak_w: Some(5600.0),
             intensity_src: Some("fixed".into()),
             embodied_g: Some(12.5 * 8.0 * (end - start) / 3600.0),
+            share: None,
         }
         .rounded()
     }
@@ -1471,6 +1545,51 @@ mod tests {
         );
         assert_eq!(f, f.to_lowercase());
         assert!(check_writable(&f, &v22()).is_ok());
+    }
+
+    #[test]
+    fn shared_boards_say_their_rule_in_both_forms() {
+        let mut p = part("n1", 1.5);
+        p.flags = vec!["estimate".into(), "shared".into()];
+        p.share = Some(ShareRule {
+            rule: "mig-sm".into(),
+            gpus: 0.10612,
+        });
+        let p = p.rounded();
+        let field = merge("", &p, &meta(1), None);
+        assert!(field.contains(",sh:mig-sm_0.1061"), "{field}");
+        let back = parse(&field).unwrap().parts["n1"].clone();
+        assert_eq!(back.share, p.share);
+        assert_eq!(back, p);
+        // The compact form keeps it as an `h` field; a part without one keeps none.
+        let mut other = part("n2", 2.0);
+        other.share = None;
+        let big = Meta {
+            expected_nodes: COMPACT_ABOVE_NODES + 1,
+            ..meta(1)
+        };
+        let field = merge(&merge("", &p, &big, None), &other, &big, None);
+        let seg = parse(&field).unwrap();
+        assert!(seg.compact, "{field}");
+        assert!(field.contains(":hmig-sm_0.1061"), "{field}");
+        assert_eq!(seg.parts["n1"].share, p.share);
+        assert_eq!(seg.parts["n2"].share, None);
+        // A compact record written before `h` existed still reads.
+        let old = field.replace(":hmig-sm_0.1061", "").replace(":h ", " ");
+        let seg = parse(&old).unwrap_or_else(|| panic!("{old}"));
+        assert_eq!(seg.parts.len(), 2);
+        assert_eq!(seg.parts["n1"].share, None);
+        // Bad rules are dropped, not fatal to the part.
+        assert!(ShareRule::parse("MIG_1").is_none());
+        assert!(ShareRule::parse("-x_1").is_none());
+        assert!(ShareRule::parse("mps_-1").is_none());
+        assert_eq!(
+            ShareRule::parse("mps_0.25"),
+            Some(ShareRule {
+                rule: "mps".into(),
+                gpus: 0.25
+            })
+        );
     }
 
     #[test]

@@ -341,6 +341,7 @@ mod tests {
             peak_w: Some(7300.0),
             intensity_src: Some("fixed".into()),
             embodied_g: None,
+            share: None,
         }
         .rounded()
     }

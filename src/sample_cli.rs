@@ -8,7 +8,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use spank_carbon::accounting::{self};
-use spank_carbon::gpu::NvmlHost;
+use spank_carbon::gpu::{GpuHost, NvmlHost};
+use spank_carbon::gpu_map::{self, Charge};
 use spank_carbon::logging::chain;
 use spank_carbon::sampler::{self, SamplerOptions, Stop};
 use spank_carbon::state::{self, JobKey, StateDir};
@@ -35,7 +36,7 @@ impl Stop for SignalStop {
     }
 }
 
-pub fn sample(key: &str, minors: &[u32], args: &[String]) -> ExitCode {
+pub fn sample(key: &str, minors: &[u32], gpus: Option<&str>, args: &[String]) -> ExitCode {
     // First of all, so that an early SIGTERM from the epilog is not lost.
     let (reader, writer) = match UnixStream::pair() {
         Ok(p) => p,
@@ -84,6 +85,31 @@ pub fn sample(key: &str, minors: &[u32], args: &[String]) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let charges = match charges(&host, minors, gpus) {
+        Ok(c) => c,
+        Err(why) => {
+            log::error!("job {key}: no measurement on this node: {why}");
+            let _ = state::write_atomic(&job_dir.join("sampler.error"), why.as_bytes());
+            return ExitCode::FAILURE;
+        }
+    };
+    for c in &charges {
+        if c.rule != "whole" {
+            log::info!(
+                "job {key}: GPU minor {}: charged {:.4} of the board ({})",
+                c.minor,
+                c.share,
+                c.rule
+            );
+        }
+        if let Some(u) = c.unallocated.filter(|&u| u > 0.0) {
+            log::info!(
+                "job {key}: MIG board minor {}: {:.4} of its SMs are in no instance; that share of its energy is charged to no job",
+                c.minor,
+                u
+            );
+        }
+    }
     let squeue = config.squeue.clone();
     let job_s = key.job.to_string();
     let job_alive = move || job_still_running(&squeue, &job_s);
@@ -100,9 +126,9 @@ pub fn sample(key: &str, minors: &[u32], args: &[String]) -> ExitCode {
         pipe: reader,
         job_dir: job_dir.clone(),
     };
-    match sampler::run(
+    match sampler::run_charged(
         &host,
-        minors,
+        &charges,
         &opts,
         &stop,
         Some(&job_dir.join("sampler.json")),
@@ -123,6 +149,25 @@ pub fn sample(key: &str, minors: &[u32], args: &[String]) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The boards to sample and the job's share of each: the prolog's `--gpus` selection
+/// resolved against what NVML says (`gpu_map::resolve`), else `--minors`, whole.
+fn charges(host: &dyn GpuHost, minors: &[u32], gpus: Option<&str>) -> Result<Vec<Charge>, String> {
+    let Some(spec) = gpus else {
+        return Ok(minors
+            .iter()
+            .map(|&minor| Charge {
+                minor,
+                share: 1.0,
+                rule: "whole",
+                unallocated: None,
+            })
+            .collect());
+    };
+    let sel = gpu_map::parse_spec(spec).ok_or_else(|| format!("bad --gpus `{spec}`"))?;
+    let boards = host.boards().map_err(|e| chain(&e))?;
+    gpu_map::resolve(&sel, &boards).map_err(|r| r.to_string())
 }
 
 /// Whether Slurm still lists the job as active. An unanswered question counts as yes:

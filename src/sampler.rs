@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::energy::{gpu_energy, GpuEnergy, GpuReadings, Integrator};
 use crate::gpu::{Gpu, GpuError, GpuHost, PowerKind};
+use crate::gpu_map::Charge;
 use crate::record::Method;
 use crate::state::{write_json, StateError};
 use crate::units::{Millijoules, Milliwatts};
@@ -85,6 +86,22 @@ pub struct GpuState {
     /// What the power samples were (`None` before the first one).
     #[serde(default)]
     pub power: Option<PowerKind>,
+    /// Fraction of the board's energy charged to the job (`None`: the whole board).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub share: Option<f64>,
+    /// The rule that gave `share`: `mig-sm`, `mps`, `shard` (`None`: whole board).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    /// MIG boards: the fraction of the board's SMs in no instance (never charged).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unallocated: Option<f64>,
+}
+
+impl GpuState {
+    /// The fraction of the board charged to the job.
+    pub fn charged(&self) -> f64 {
+        self.share.unwrap_or(1.0)
+    }
 }
 
 /// What the sampler knows, checkpointed to `sampler.json`.
@@ -162,7 +179,29 @@ pub fn run(
     stop: &dyn Stop,
     state_path: Option<&Path>,
 ) -> Result<SamplerState, SamplerError> {
-    let gpus = host.open_minors(minors)?;
+    let whole: Vec<Charge> = minors
+        .iter()
+        .map(|&minor| Charge {
+            minor,
+            share: 1.0,
+            rule: "whole",
+            unallocated: None,
+        })
+        .collect();
+    run_charged(host, &whole, opts, stop, state_path)
+}
+
+/// [`run`] for boards of which the job is charged a share (MIG, MPS, shards): each
+/// board is sampled whole, its share kept in the state.
+pub fn run_charged(
+    host: &dyn GpuHost,
+    charges: &[Charge],
+    opts: &SamplerOptions,
+    stop: &dyn Stop,
+    state_path: Option<&Path>,
+) -> Result<SamplerState, SamplerError> {
+    let minors: Vec<u32> = charges.iter().map(|c| c.minor).collect();
+    let gpus = host.open_minors(&minors)?;
     let t0 = Instant::now();
     let start_unix = unix_now();
     let mut state = SamplerState {
@@ -178,7 +217,8 @@ pub fn run(
         stop_reason: None,
         gpus: gpus
             .iter()
-            .map(|g| GpuState {
+            .zip(charges)
+            .map(|(g, c)| GpuState {
                 minor: g.minor(),
                 uuid: g.uuid().to_string(),
                 name: g.name().to_string(),
@@ -190,6 +230,9 @@ pub fn run(
                 integ: Integrator::default(),
                 errors: 0,
                 power: None,
+                share: (c.rule != "whole").then_some(c.share),
+                rule: (c.rule != "whole").then(|| c.rule.to_string()),
+                unallocated: c.unallocated,
             })
             .collect(),
         series: Series::default(),
@@ -289,7 +332,8 @@ fn sample(
         match g.power() {
             Ok(p) => {
                 s.integ.add(t_s, p.mw);
-                node_mw += p.mw.0;
+                // The node's power as charged to the job (its share of shared boards).
+                node_mw += p.mw.0 * s.charged();
                 s.power = Some(s.power.map_or(p.kind, |k| k.combine(p.kind)));
             }
             Err(e) => {
@@ -333,7 +377,17 @@ pub struct GpuResult {
     pub uuid: String,
     pub name: String,
     pub shared: bool,
+    /// Energy charged to the job: the board's times `share`.
     pub wh: Option<f64>,
+    /// The whole board's energy (the exact figure).
+    pub board_wh: Option<f64>,
+    /// Fraction of the board charged to the job, and the rule that gave it.
+    pub share: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    /// MIG boards: the fraction of SMs in no instance, reported, never charged.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unallocated: Option<f64>,
     pub method: Option<Method>,
     pub counter_wh: Option<f64>,
     pub sampled_wh: Option<f64>,
@@ -363,6 +417,10 @@ pub struct NodeResult {
     pub coverage: Option<f64>,
     pub flags: Vec<&'static str>,
     pub peak_w: Option<f64>,
+    /// GPU-equivalents charged: the sum of the measured boards' shares.
+    pub gpu_equivalents: f64,
+    /// The sharing rule of the node's boards (`None`: whole boards only; `mixed`).
+    pub share_rule: Option<String>,
 }
 
 /// Evaluates a finished sampler state: per GPU, counter or sampled energy.
@@ -380,6 +438,8 @@ pub fn evaluate(state: &SamplerState) -> NodeResult {
         coverage: None,
         flags: Vec::new(),
         peak_w: state.peak_node_mw.map(|mw| mw / 1000.0),
+        gpu_equivalents: 0.0,
+        share_rule: None,
     };
     for g in &state.gpus {
         let readings = GpuReadings {
@@ -400,12 +460,20 @@ pub fn evaluate(state: &SamplerState) -> NodeResult {
                 flags.push(k.flag());
             }
         }
+        if g.rule.is_some() {
+            flags.push("estimate");
+        }
+        let board_wh = e.as_ref().map(|e| e.energy.watt_hours());
         let result = GpuResult {
             minor: g.minor,
             uuid: g.uuid.clone(),
             name: g.name.clone(),
             shared: g.shared,
-            wh: e.as_ref().map(|e| e.energy.watt_hours()),
+            wh: board_wh.map(|wh| wh * g.charged()),
+            board_wh,
+            share: g.charged(),
+            rule: g.rule.clone(),
+            unallocated: g.unallocated,
             method: e.as_ref().map(|e| e.method),
             counter_wh: e
                 .as_ref()
@@ -426,6 +494,7 @@ pub fn evaluate(state: &SamplerState) -> NodeResult {
         if let (Some(wh), Some(m)) = (result.wh, result.method) {
             node.wh += wh;
             node.measured += 1;
+            node.gpu_equivalents += result.share;
             node.method = Some(node.method.map_or(m, |n| n.combine(m)));
         } else {
             node.flags.push("missing");
@@ -448,6 +517,19 @@ pub fn evaluate(state: &SamplerState) -> NodeResult {
         node.flags.push(PowerKind::Mixed.flag());
         node.flags.sort();
     }
+    let mut rules: Vec<&str> = node
+        .gpus
+        .iter()
+        .filter(|g| g.wh.is_some())
+        .map(|g| g.rule.as_deref().unwrap_or("whole"))
+        .collect();
+    rules.sort_unstable();
+    rules.dedup();
+    node.share_rule = match rules.as_slice() {
+        [] | ["whole"] => None,
+        [one] => Some(one.to_string()),
+        _ => Some("mixed".to_string()),
+    };
     node
 }
 
@@ -629,6 +711,52 @@ mod tests {
         old["gpus"][0].as_object_mut().unwrap().remove("power");
         let old: SamplerState = serde_json::from_value(old).unwrap();
         assert_eq!(old.gpus[0].power, None);
+    }
+
+    #[test]
+    fn shared_boards_are_sampled_whole_and_charged_their_share() {
+        let host = Host(vec![gpu(0, 200_000.0, Some(0)), gpu(4, 100_000.0, None)]);
+        let charges = [
+            Charge {
+                minor: 4,
+                share: 0.25,
+                rule: "mps",
+                unallocated: None,
+            },
+            Charge {
+                minor: 0,
+                share: 3.0 / 7.0,
+                rule: "mig-sm",
+                unallocated: Some(1.0 / 7.0),
+            },
+        ];
+        let stop = StopAfter(Instant::now() + Duration::from_millis(200));
+        let state = run_charged(&host, &charges, &opts(10), &stop, None).unwrap();
+        assert_eq!(state.gpus[0].share, Some(0.25));
+        assert_eq!(state.gpus[1].unallocated, Some(1.0 / 7.0));
+        let r = evaluate(&state);
+        let window = state.end_unix.unwrap() - state.start_unix;
+        // The whole board's energy is kept; the job is charged its share of it.
+        let board = r.gpus[0].board_wh.unwrap();
+        let expect = 100.0 * window / 3600.0;
+        assert!((board - expect).abs() / expect < 0.01, "{r:?}");
+        assert!((r.gpus[0].wh.unwrap() - 0.25 * board).abs() < 1e-12);
+        let board0 = r.gpus[1].board_wh.unwrap();
+        assert!((r.gpus[1].wh.unwrap() - board0 * 3.0 / 7.0).abs() < 1e-12);
+        assert!((r.wh - (0.25 * board + board0 * 3.0 / 7.0)).abs() < 1e-12);
+        assert!((r.gpu_equivalents - (0.25 + 3.0 / 7.0)).abs() < 1e-12);
+        assert_eq!(r.share_rule.as_deref(), Some("mixed"));
+        assert!(r.flags.contains(&"estimate"), "{:?}", r.flags);
+        // The node's peak is the charged power: 25 W + 3/7 of 200 W.
+        let peak = r.peak_w.unwrap();
+        assert!((peak - (25.0 + 200.0 * 3.0 / 7.0)).abs() < 1e-9, "{peak}");
+        // Whole boards: no rule, no estimate.
+        let stop = StopAfter(Instant::now() + Duration::from_millis(30));
+        let state = run(&host, &[0], &opts(10), &stop, None).unwrap();
+        let r = evaluate(&state);
+        assert_eq!((r.share_rule, r.gpu_equivalents), (None, 1.0));
+        assert!(!r.flags.contains(&"estimate"));
+        assert_eq!(r.gpus[0].wh, r.gpus[0].board_wh);
     }
 
     #[test]

@@ -618,6 +618,7 @@ mod tests {
                 peak_w: None,
                 intensity_src: None,
                 embodied_g: None,
+                share: None,
             },
             meta: crate::record::Meta {
                 intensity: crate::units::GramsPerKwh(475.0),

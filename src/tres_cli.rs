@@ -306,6 +306,7 @@ mod tests {
                 peak_w: None,
                 intensity_src: None,
                 embodied_g: None,
+                share: None,
             };
             f = merge_in_run(&f, &part, &meta, None, run);
         }

@@ -189,6 +189,7 @@ fn the_test_parser_reads_the_compact_form() {
             peak_w: Some(100.0),
             intensity_src: Some("fixed".into()),
             embodied_g: None,
+            share: None,
         };
         text = merge(&text, &part, &meta, None);
     }

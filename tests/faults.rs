@@ -477,6 +477,7 @@ fn two_hundred_poison_records_do_not_delay_a_fresh_one() {
                 peak_w: None,
                 intensity_src: None,
                 embodied_g: None,
+                share: None,
             },
             meta: Meta {
                 intensity: spank_carbon::units::GramsPerKwh(400.0),

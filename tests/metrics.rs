@@ -36,6 +36,7 @@ fn part(node: &str, wh: f64, co2e_g: f64, method: Method) -> NodePart {
         peak_w: None,
         intensity_src: None,
         embodied_g: Some(0.5),
+        share: None,
     }
 }
 

@@ -24,7 +24,8 @@ prop_compose! {
                 start in 0u64..2_000_000_000, len in 0u64..1_000_000, tenth in 0u64..10,
                 method in prop_oneof![Just(Method::Counter), Just(Method::Sampled), Just(Method::Mixed)],
                 cov in proptest::option::of(0.0f64..1.0),
-                flags in proptest::collection::vec("[a-z]{1,10}", 0..3)) -> NodePart {
+                flags in proptest::collection::vec("[a-z]{1,10}", 0..3),
+                share in a_share()) -> NodePart {
         NodePart {
             node,
             wh,
@@ -38,9 +39,23 @@ prop_compose! {
             peak_w: None,
             intensity_src: Some("fixed".into()),
             embodied_g: None,
+            share,
         }
         .rounded()
     }
+}
+
+fn a_share() -> impl Strategy<Value = Option<record::ShareRule>> {
+    proptest::option::of(
+        (
+            prop_oneof![Just("mig-sm"), Just("mps"), Just("shard"), Just("mixed")],
+            0.0f64..64.0,
+        )
+            .prop_map(|(rule, gpus)| record::ShareRule {
+                rule: rule.to_string(),
+                gpus,
+            }),
+    )
 }
 
 prop_compose! {
@@ -54,7 +69,8 @@ prop_compose! {
                     method in prop_oneof![Just(Method::Counter), Just(Method::Sampled), Just(Method::Mixed)],
                     flags in proptest::collection::vec("[a-z]{1,8}", 0..3),
                     src in proptest::option::of("[a-z]{1,8}"),
-                    emb in proptest::option::of(prop_oneof![Just(12.5), 0.0f64..100.0])) -> NodePart {
+                    emb in proptest::option::of(prop_oneof![Just(12.5), 0.0f64..100.0]),
+                    share in a_share()) -> NodePart {
         let start = start as f64 + milli as f64 / 1000.0;
         NodePart {
             node: format!("{prefix}{number:0pad$}{suffix}"),
@@ -69,6 +85,7 @@ prop_compose! {
             peak_w: Some(100.0),
             intensity_src: src,
             embodied_g: emb.map(|rate| rate * gpus as f64 * len / 3600.0),
+            share,
         }
         .rounded()
     }
@@ -109,6 +126,7 @@ fn kept(back: &NodePart, p: &NodePart, job_end: f64) -> Result<(), TestCaseError
     prop_assert_eq!(back.end, job_end);
     prop_assert_eq!(back.embodied_g.is_some(), p.embodied_g.is_some());
     prop_assert_eq!((back.coverage, back.peak_w), (None, None));
+    prop_assert_eq!(&back.share, &p.share);
     Ok(())
 }
 
@@ -126,6 +144,7 @@ fn a_fixed_part() -> NodePart {
         peak_w: None,
         intensity_src: None,
         embodied_g: None,
+        share: None,
     }
 }
 
@@ -436,6 +455,100 @@ proptest! {
                     prop_assert_eq!(streamed, rows);
                 }
                 Err(_) => prop_assert!(s.is_err()),
+            }
+        }
+    }
+}
+
+/// Boards of a fake host: distinct minors and UUIDs, some in MIG mode with instances.
+fn some_boards() -> impl Strategy<Value = Vec<spank_carbon::gpu::BoardInfo>> {
+    proptest::collection::vec(
+        (
+            0u32..16,
+            any::<bool>(),
+            proptest::option::of(1u32..200),
+            0usize..4,
+        ),
+        1..8,
+    )
+    .prop_map(|raw| {
+        let mut seen = std::collections::BTreeSet::new();
+        raw.into_iter()
+            .filter(|(minor, ..)| seen.insert(*minor))
+            .enumerate()
+            .map(|(i, (minor, mig, sms, n))| spank_carbon::gpu::BoardInfo {
+                index: i as u32,
+                minor,
+                uuid: format!("GPU-{minor}"),
+                mig,
+                sm_count: sms,
+                instances: (0..if mig { n } else { 0 })
+                    .map(|k| spank_carbon::gpu::MigInstance {
+                        gi: k as u32,
+                        ci: 0,
+                        sm_count: 1 + k as u32,
+                        uuid: format!("MIG-{minor}-{k}"),
+                    })
+                    .collect(),
+                ..Default::default()
+            })
+            .collect()
+    })
+}
+
+proptest! {
+    /// Whatever the selection (keys of the job's boards, of other boards, made up), what
+    /// it resolves to is only boards the job's allocation names, never charged more
+    /// than whole.
+    #[test]
+    fn selections_resolve_only_to_allocated_boards(
+        boards in some_boards(),
+        picks in proptest::collection::vec((0usize..8, 0u8..6, 0u32..20), 0..6),
+        garbage in "[a-z0-9:./~,-]{0,40}",
+    ) {
+        use spank_carbon::gpu_map::{self, Key, Sel, Share};
+        let n = boards.len();
+        let mut allocated = std::collections::BTreeSet::new();
+        let sel: Vec<Sel> = picks
+            .iter()
+            .map(|&(b, kind, x)| {
+                let b = &boards[b % n];
+                allocated.insert(b.minor);
+                let key = match kind {
+                    0 => Key::Minor(b.minor),
+                    1 => Key::Uuid(b.uuid.clone()),
+                    2 => Key::Mig { minor: b.minor, gi: x % 4, ci: (x % 2 == 0).then_some(0) },
+                    3 => Key::Uuid(format!("MIG-{}-{}", b.minor, x % 4)),
+                    4 => Key::Nvml { index: b.index, of: n as u32 },
+                    _ => Key::Either { index: b.index, of: n as u32 },
+                };
+                let share = match x % 3 {
+                    0 => Share::Whole,
+                    1 => Share::Mps(1 + x % 100),
+                    _ => Share::Shard { n: 1, of: 1 + u64::from(x) },
+                };
+                Sel { key, share }
+            })
+            .collect();
+        if let Ok(charges) = gpu_map::resolve(&sel, &boards) {
+            for c in &charges {
+                prop_assert!(allocated.contains(&c.minor), "{c:?} not in {allocated:?}");
+                prop_assert!(c.share > 0.0 && c.share <= 1.0, "{c:?}");
+            }
+        }
+        // A spec from anywhere resolves only to boards it names.
+        if let Some(sel) = gpu_map::parse_spec(&garbage) {
+            prop_assert_eq!(gpu_map::parse_spec(&gpu_map::format_spec(&sel)), Some(sel.clone()));
+            if let Ok(charges) = gpu_map::resolve(&sel, &boards) {
+                for c in &charges {
+                    let b = boards.iter().find(|b| b.minor == c.minor).unwrap();
+                    let named = sel.iter().any(|s| match &s.key {
+                        Key::Minor(m) | Key::Mig { minor: m, .. } => *m == b.minor,
+                        Key::Uuid(u) => *u == b.uuid || b.instances.iter().any(|i| i.uuid == *u),
+                        Key::Nvml { index, .. } | Key::Either { index, .. } => *index == b.index,
+                    });
+                    prop_assert!(named, "{c:?} from {garbage}");
+                }
             }
         }
     }

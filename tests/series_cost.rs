@@ -172,6 +172,8 @@ fn epilog_cost_of_a_two_year_series() {
             coverage: Some(1.0),
             flags: Vec::new(),
             peak_w: None,
+            gpu_equivalents: 1.0,
+            share_rule: None,
         };
         let part = || node_part(&config, "node1", None, &s, &result, Some(&state)).unwrap();
         let (mut cold, mut warm) = (Vec::new(), Vec::new());
@@ -317,6 +319,9 @@ fn whole_epilog_with_a_two_year_series_and_a_30_day_job() {
             slurm_conf: None,
             partition: None,
             sluid: None,
+            cuda_visible_devices: None,
+            mps_percentage: None,
+            shards_on_node: None,
         };
         let key = spank_carbon::state::JobKey::new(job, "node1").unwrap();
         let jd = state.create_job_dir(&key).unwrap();
@@ -328,6 +333,8 @@ fn whole_epilog_with_a_two_year_series_and_a_30_day_job() {
             nodes: vec!["node1".into()],
             prolog_unix: start,
             sampler_pid: None,
+            gpus: None,
+            refused: None,
         };
         state::write_json(&jd.join("job.json"), &info).unwrap();
         let mut s = sampler_state(start, 1280.0, 2025);
@@ -354,6 +361,9 @@ fn whole_epilog_with_a_two_year_series_and_a_30_day_job() {
                 },
                 errors: 0,
                 power: None,
+                share: None,
+                rule: None,
+                unallocated: None,
             })
             .collect();
         state::write_json(&jd.join("sampler.json"), &s).unwrap();

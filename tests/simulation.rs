@@ -445,6 +445,7 @@ fn make_part(rng: &mut Rng, node: &str, start: f64, end: f64) -> NodePart {
         peak_w: None,
         intensity_src: None,
         embodied_g: None,
+        share: None,
     }
     .rounded()
 }

@@ -1125,6 +1125,7 @@ mod tests {
             peak_w: None,
             intensity_src: None,
             embodied_g: None,
+            share: None,
         }
     }
 

@@ -1,0 +1,798 @@
+//! Which boards a job's GPUs are, and what share of each the job is charged: the
+//! prolog's *selection* (cheap: gres.conf, slurm.conf, the environment slurmd gives the
+//! prolog and small files under /proc, no NVML) and the sampler's *resolution* of it
+//! against what NVML says ([`BoardInfo`]).
+//!
+//! # What slurmd gives the job prolog (read in Slurm's source)
+//!
+//! The user's own SPANK job environment reaches the prolog only with a `SPANK_` prefix
+//! (slurm_protocol_defs.c:5421 `valid_spank_job_env`), so the variables below are
+//! slurmd's. slurmd builds the prolog/epilog environment from scratch (prep_script_slurmd.c:243-246
+//! in 24.11: the SPANK job env, then `gres_job_env`), and `gres_job_env` comes from
+//! `gres_g_prep_set_env` (24.11 src/interfaces/gres.c:7879, 26.05 gres.c:8183; named
+//! `gres_g_epilog_set_env` in 22.05, src/common/gres.c:6776, same logic), which calls
+//! each allocated gres's `prep_set_env` (22.05: `epilog_set_env`, gres_gpu.c:1022,
+//! gres_shard.c:338, gres_mps.c:379, gres_common.c:635) in turn, so a later one
+//! *overwrites* what an earlier one set. Line numbers below are 24.11's:
+//! - gres/gpu (gres_gpu.c:982) and gres/shard (gres_shard.c:309) call
+//!   `gres_common_prep_set_env` (gres_common.c:336): `SLURM_JOB_GPUS` = the allocated
+//!   devices' gres indices, and, where gres.conf asks for NVIDIA env (the default),
+//!   `CUDA_VISIBLE_DEVICES` = each device's `unique_id` when it has one (MIG devices
+//!   from AutoDetect, `UniqueId=`, 26.05's `Flags=env_uuid`: gres_common.c:141 in
+//!   26.05) else the same gres index. A shard job gets exactly what a GPU job gets
+//!   (shard devices are aligned to the GPU records: gres_c_s.c:450): **no shard count**
+//!   reaches the prolog (`SLURM_SHARDS_ON_NODE` is set only in the job's and steps'
+//!   environment, gres_shard.c:145), so the prolog cannot tell a shard job from a
+//!   whole-GPU job on a board that has shards.
+//! - gres/mps (gres_mps.c:329) sets the same two, then
+//!   `CUDA_MPS_ACTIVE_THREAD_PERCENTAGE` = job's MPS count on the node x 100 / the
+//!   first allocated device's MPS count (at least 1). It is set whenever the job has
+//!   MPS on the node, so its absence means a whole-GPU job.
+//! - With several gres entries (typed requests `gpu:a100:1,gpu:h100:1`, or a typed node
+//!   whose allocation slurmctld split by type) each overwrites `SLURM_JOB_GPUS`: the
+//!   prolog sees only the last one's indices (read in the source; untested on a
+//!   cluster). A node with several GPU types is therefore refused unless the UUIDs in
+//!   `CUDA_VISIBLE_DEVICES` name the boards (they too would be the last entry's only,
+//!   so the record can miss GPUs, never name another job's).
+//!
+//! # How slurmd numbers a node's GPUs
+//!
+//! Without AutoDetect: gres.conf's records in Slurm's order (see `gres`). With AutoDetect
+//! (gres_gpu.c `_merge_system_gres_conf`, 22.05-26.05): detected GPUs are sorted by
+//! device file (strnatcmp) and then by `links`, which for `AutoDetect=nvml`
+//! (gpu_nvml.c) puts each GPU at its NVML index: the order is NVML's. The prolog does
+//! not open NVML, so it passes "the i-th of n boards in NVML order" and the sampler
+//! resolves it (deriving PCI order from /proc/driver/nvidia/gpus/* would be a second
+//! guess at NVML's enumeration). `AutoDetect=nvidia` (24.11+, gpu_nvidia.c) reads
+//! /proc/driver/nvidia/gpus/*/information (`Device Minor:`), sets no links, so the
+//! order is the files' `/dev/nvidiaN` order: by minor. 26.05's `AutoDetect=full` tries
+//! NVML first, then nvidia (interfaces/gpu.c:313): the prolog cannot know which one
+//! slurmd got, so the sampler accepts it only where both orders name the same board.
+//!
+//! MIG records (`MultipleFiles=/dev/nvidia0,/dev/nvidia-caps/nvidia-cap21,...`): the
+//! board is the one file that is not an nvidia-caps device (major of `nvidia-caps` in
+//! /proc/devices); each caps device's minor is looked up in
+//! /proc/driver/nvidia-caps/mig-minors (`gpu0/gi1/access 21`, `gpu0/gi1/ci0/access
+//! 22`) for the GPU and compute instance.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use crate::gpu::BoardInfo;
+
+/// How a board of the job is found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Key {
+    /// The device minor of its /dev/nvidiaN.
+    Minor(u32),
+    /// `GPU-...` (a board) or `MIG-...` (an instance).
+    Uuid(String),
+    /// A MIG instance: the board's minor, GPU instance, compute instance (`None`: the
+    /// whole GPU instance).
+    Mig {
+        minor: u32,
+        gi: u32,
+        ci: Option<u32>,
+    },
+    /// The i-th of `of` boards in NVML's order (AutoDetect=nvml).
+    Nvml { index: u32, of: u32 },
+    /// The i-th of `of` boards in NVML's order, which must also be the i-th by minor
+    /// (AutoDetect=full: NVML or nvidia, whichever slurmd found).
+    Either { index: u32, of: u32 },
+}
+
+/// The job's share of a board, as Slurm tells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Share {
+    Whole,
+    /// CUDA_MPS_ACTIVE_THREAD_PERCENTAGE.
+    Mps(u32),
+    /// The job's shards on the board, of the board's.
+    Shard {
+        n: u64,
+        of: u64,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sel {
+    pub key: Key,
+    pub share: Share,
+}
+
+/// Why a job's GPUs on a node are not measured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal(pub String);
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "GPUs not identified for certain, not measured: {}",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for Refusal {}
+
+fn refuse<T>(why: impl Into<String>) -> Result<T, Refusal> {
+    Err(Refusal(why.into()))
+}
+
+fn valid_uuid(u: &str) -> bool {
+    (u.starts_with("GPU-") || u.starts_with("MIG-"))
+        && u.len() <= 96
+        && u[4..]
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'/')
+}
+
+/// The sampler's `--gpus` argument: entries `m3`, `u:GPU-...`, `g3.1.0`/`g3.1`,
+/// `n2/4`, `e2/4`, each optionally followed by `~mps25` or `~sh2/8`, comma-separated.
+pub fn format_spec(sel: &[Sel]) -> String {
+    sel.iter()
+        .map(|s| {
+            let mut out = match &s.key {
+                Key::Minor(m) => format!("m{m}"),
+                Key::Uuid(u) => format!("u:{u}"),
+                Key::Mig { minor, gi, ci } => match ci {
+                    Some(ci) => format!("g{minor}.{gi}.{ci}"),
+                    None => format!("g{minor}.{gi}"),
+                },
+                Key::Nvml { index, of } => format!("n{index}/{of}"),
+                Key::Either { index, of } => format!("e{index}/{of}"),
+            };
+            match s.share {
+                Share::Whole => {}
+                Share::Mps(p) => out.push_str(&format!("~mps{p}")),
+                Share::Shard { n, of } => out.push_str(&format!("~sh{n}/{of}")),
+            }
+            out
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Parses [`format_spec`]'s text; `None` on anything else.
+pub fn parse_spec(spec: &str) -> Option<Vec<Sel>> {
+    fn pair(s: &str) -> Option<(u32, u32)> {
+        let (a, b) = s.split_once('/')?;
+        let (a, b) = (a.parse().ok()?, b.parse().ok()?);
+        (a < b).then_some((a, b))
+    }
+    if spec.len() > 16 * 1024 {
+        return None;
+    }
+    let mut out = Vec::new();
+    for item in spec.split(',').filter(|i| !i.is_empty()) {
+        let (key, share) = match item.split_once('~') {
+            Some((k, s)) => (k, Some(s)),
+            None => (item, None),
+        };
+        let key = if let Some(u) = key.strip_prefix("u:") {
+            valid_uuid(u).then(|| Key::Uuid(u.to_string()))?
+        } else if let Some(m) = key.strip_prefix('m') {
+            Key::Minor(m.parse().ok()?)
+        } else if let Some(g) = key.strip_prefix('g') {
+            let mut it = g.split('.');
+            let minor = it.next()?.parse().ok()?;
+            let gi = it.next()?.parse().ok()?;
+            let ci = match it.next() {
+                Some(c) => Some(c.parse().ok()?),
+                None => None,
+            };
+            if it.next().is_some() {
+                return None;
+            }
+            Key::Mig { minor, gi, ci }
+        } else if let Some(n) = key.strip_prefix('n') {
+            let (index, of) = pair(n)?;
+            Key::Nvml { index, of }
+        } else if let Some(n) = key.strip_prefix('e') {
+            let (index, of) = pair(n)?;
+            Key::Either { index, of }
+        } else {
+            return None;
+        };
+        let share = match share {
+            None => Share::Whole,
+            Some(s) => {
+                if let Some(p) = s.strip_prefix("mps") {
+                    let p: u32 = p.parse().ok()?;
+                    (1..=100).contains(&p).then_some(Share::Mps(p))?
+                } else if let Some(sh) = s.strip_prefix("sh") {
+                    let (n, of) = sh.split_once('/')?;
+                    let (n, of): (u64, u64) = (n.parse().ok()?, of.parse().ok()?);
+                    (n >= 1 && n <= of).then_some(Share::Shard { n, of })?
+                } else {
+                    return None;
+                }
+            }
+        };
+        out.push(Sel { key, share });
+    }
+    Some(out)
+}
+
+/// What a caps minor gives access to: (GPU minor, GPU instance, compute instance; `None`:
+/// the GPU instance itself).
+pub type MigMinor = (u32, u32, Option<u32>);
+
+/// The files the prolog reads, under a root that tests replace (`/proc` on a node).
+#[derive(Debug, Clone)]
+pub struct ProcFiles {
+    pub root: PathBuf,
+}
+
+impl ProcFiles {
+    pub fn system() -> ProcFiles {
+        ProcFiles {
+            root: PathBuf::from("/proc"),
+        }
+    }
+    fn read(&self, rel: &str) -> Option<String> {
+        std::fs::read_to_string(self.root.join(rel)).ok()
+    }
+    /// The character-device major of `nvidia-caps` (/proc/devices).
+    pub fn caps_major(&self) -> Option<u32> {
+        let text = self.read("devices")?;
+        let mut in_char = false;
+        for line in text.lines() {
+            let line = line.trim();
+            if line.starts_with("Character devices") {
+                in_char = true;
+            } else if line.starts_with("Block devices") {
+                in_char = false;
+            } else if in_char {
+                if let Some((major, name)) = line.split_once(char::is_whitespace) {
+                    if name.trim() == "nvidia-caps" {
+                        return major.parse().ok();
+                    }
+                }
+            }
+        }
+        None
+    }
+    /// /proc/driver/nvidia-caps/mig-minors: caps minor -> (GPU minor, gi, ci).
+    pub fn mig_minors(&self) -> Option<BTreeMap<u32, MigMinor>> {
+        let text = self.read("driver/nvidia-caps/mig-minors")?;
+        let mut out = BTreeMap::new();
+        for line in text.lines() {
+            let Some((path, minor)) = line.trim().split_once(char::is_whitespace) else {
+                continue;
+            };
+            let Ok(minor) = minor.trim().parse::<u32>() else {
+                continue;
+            };
+            let parts: Vec<&str> = path.split('/').collect();
+            let num = |s: &str, p: &str| s.strip_prefix(p).and_then(|n| n.parse::<u32>().ok());
+            let entry = match parts.as_slice() {
+                [g, gi, "access"] => (num(g, "gpu"), num(gi, "gi"), None, true),
+                [g, gi, ci, "access"] => (num(g, "gpu"), num(gi, "gi"), num(ci, "ci"), false),
+                _ => continue,
+            };
+            match entry {
+                (Some(g), Some(gi), None, true) => {
+                    out.insert(minor, (g, gi, None));
+                }
+                (Some(g), Some(gi), Some(ci), false) => {
+                    out.insert(minor, (g, gi, Some(ci)));
+                }
+                _ => {}
+            }
+        }
+        Some(out)
+    }
+    /// The device minors of /proc/driver/nvidia/gpus/*/information (`Device Minor:`),
+    /// sorted; `None` when the directory cannot be read or a file has no minor.
+    pub fn nvidia_minors(&self) -> Option<Vec<u32>> {
+        let dir = std::fs::read_dir(self.root.join("driver/nvidia/gpus")).ok()?;
+        let mut out = Vec::new();
+        for entry in dir {
+            let entry = entry.ok()?;
+            let text = std::fs::read_to_string(entry.path().join("information")).ok()?;
+            let minor = text.lines().find_map(|l| {
+                l.strip_prefix("Device Minor:")
+                    .and_then(|v| v.trim().parse::<u32>().ok())
+            })?;
+            out.push(minor);
+        }
+        out.sort_unstable();
+        Some(out)
+    }
+}
+
+/// (major, minor) of a character device; `None` for anything else.
+pub type DevStat<'a> = &'a dyn Fn(&Path) -> Option<(u32, u32)>;
+
+/// The real stat of a character device.
+pub fn stat_char_device(path: &Path) -> Option<(u32, u32)> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let meta = std::fs::metadata(path).ok()?;
+    meta.file_type().is_char_device().then(|| {
+        (
+            rustix::fs::major(meta.rdev()),
+            rustix::fs::minor(meta.rdev()),
+        )
+    })
+}
+
+/// What the prolog knows about the job's GPUs on this node.
+#[derive(Debug, Clone, Default)]
+pub struct JobGpus {
+    /// SLURM_JOB_GPUS, parsed.
+    pub indices: Vec<usize>,
+    pub cuda_visible_devices: Option<String>,
+    pub mps_percentage: Option<String>,
+    /// SLURM_SHARDS_ON_NODE: not given to the prolog by Slurm 22.05-26.05; used where
+    /// present.
+    pub shards_on_node: Option<String>,
+}
+
+/// The node's GPU configuration as the prolog reads it.
+pub struct NodeGres<'a> {
+    /// gres index -> device files (gres.conf without AutoDetect).
+    pub files: Vec<Vec<PathBuf>>,
+    pub conf: crate::gres::NodeConf,
+    /// slurm.conf's GPU types for the node (type, count).
+    pub types: Option<Vec<(Option<String>, usize)>>,
+    pub proc: &'a ProcFiles,
+    pub stat: DevStat<'a>,
+}
+
+/// The board minor and MIG instance of one gres device's files.
+fn device_key(files: &[PathBuf], node: &NodeGres) -> Result<Key, Refusal> {
+    let caps_major = node.proc.caps_major();
+    let mut board = None;
+    let mut caps = Vec::new();
+    for f in files {
+        let Some((major, minor)) = (node.stat)(f) else {
+            return refuse(format!("{}: not a character device", f.display()));
+        };
+        if Some(major) == caps_major {
+            caps.push((f, minor));
+        } else if board.replace(minor).is_some_and(|m| m != minor) {
+            return refuse(format!(
+                "gres device {} has several device files that are not nvidia-caps devices",
+                files
+                    .iter()
+                    .map(|f| f.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ));
+        }
+    }
+    let Some(minor) = board else {
+        return refuse(format!(
+            "gres device {} has no GPU device file",
+            files
+                .first()
+                .map_or(String::new(), |f| f.display().to_string())
+        ));
+    };
+    if caps.is_empty() {
+        return Ok(Key::Minor(minor));
+    }
+    let Some(mig) = node.proc.mig_minors() else {
+        return refuse(format!(
+            "{} is an nvidia-caps device but {}/driver/nvidia-caps/mig-minors cannot be read",
+            caps[0].0.display(),
+            node.proc.root.display()
+        ));
+    };
+    let (mut gi, mut ci) = (None, None);
+    for (f, cap_minor) in caps {
+        // config and monitor caps are not instances: no entry, ignored.
+        let Some(&(gpu, g, c)) = mig.get(&cap_minor) else {
+            continue;
+        };
+        if gpu != minor {
+            return refuse(format!(
+                "{} is a MIG instance of GPU minor {gpu}, listed with /dev/nvidia{minor}",
+                f.display()
+            ));
+        }
+        if gi.replace(g).is_some_and(|old| old != g) {
+            return refuse(format!("{} names two GPU instances", f.display()));
+        }
+        if let Some(c) = c {
+            if ci.replace(c).is_some_and(|old| old != c) {
+                return refuse(format!("{} names two compute instances", f.display()));
+            }
+        }
+    }
+    match gi {
+        Some(gi) => Ok(Key::Mig { minor, gi, ci }),
+        None => refuse(format!(
+            "gres device of /dev/nvidia{minor} has nvidia-caps files that are no MIG instance in mig-minors"
+        )),
+    }
+}
+
+/// Per board minor, its shard and MPS counts from gres.conf.
+fn shared_counts(
+    node: &NodeGres,
+    board_files: &[PathBuf],
+    name: &str,
+) -> Result<BTreeMap<u32, u64>, Refusal> {
+    let mut out = BTreeMap::new();
+    for r in node.conf.shared.iter().filter(|r| r.name == name) {
+        let Some(count) = r.count else {
+            return refuse(format!(
+                "gres.conf: Name={name} record without a valid Count="
+            ));
+        };
+        let files: Vec<PathBuf> = if r.files.is_empty() {
+            board_files.to_vec()
+        } else {
+            r.files.iter().map(PathBuf::from).collect()
+        };
+        if files.is_empty() || count % files.len() as u64 != 0 {
+            return refuse(format!(
+                "gres.conf: Name={name} Count={count} does not spread evenly over {} GPU(s)",
+                files.len()
+            ));
+        }
+        for f in &files {
+            let Some((_, minor)) = (node.stat)(f) else {
+                return refuse(format!(
+                    "gres.conf: Name={name} file {}: not a character device",
+                    f.display()
+                ));
+            };
+            *out.entry(minor).or_insert(0) += count / files.len() as u64;
+        }
+    }
+    Ok(out)
+}
+
+/// The prolog's selection: each allocated GPU by the most direct key Slurm gives, with
+/// the job's share of it; a refusal whenever that cannot be known for certain.
+pub fn select(job: &JobGpus, node: &NodeGres) -> Result<Vec<Sel>, Refusal> {
+    if job.indices.is_empty() {
+        return Ok(Vec::new());
+    }
+    let several_types = node
+        .types
+        .as_ref()
+        .is_some_and(|t| t.iter().filter_map(|(ty, _)| ty.as_ref()).count() > 1);
+    // The most direct key: UUIDs Slurm put in CUDA_VISIBLE_DEVICES.
+    let uuids: Option<Vec<String>> = match job.cuda_visible_devices.as_deref() {
+        Some(cvd) if cvd.contains("GPU-") || cvd.contains("MIG-") => {
+            let items: Vec<&str> = cvd.split(',').map(str::trim).collect();
+            if !items.iter().all(|u| valid_uuid(u)) {
+                return refuse(format!(
+                    "CUDA_VISIBLE_DEVICES mixes UUIDs and other entries: {}",
+                    cvd.chars().take(200).collect::<String>()
+                ));
+            }
+            if items.len() != job.indices.len() {
+                return refuse(format!(
+                    "CUDA_VISIBLE_DEVICES has {} UUID(s) but SLURM_JOB_GPUS {} index(es)",
+                    items.len(),
+                    job.indices.len()
+                ));
+            }
+            Some(items.into_iter().map(str::to_string).collect())
+        }
+        _ => None,
+    };
+    let mut keys: Vec<Key> = match uuids {
+        Some(u) => u.into_iter().map(Key::Uuid).collect(),
+        None => {
+            if several_types {
+                return refuse(
+                    "the node has several GPU types in slurm.conf: Slurm gives the prolog only the last typed allocation's SLURM_JOB_GPUS (gres.c prep_set_env overwrites it), and no UUIDs",
+                );
+            }
+            keys_from_indices(&job.indices, node)?
+        }
+    };
+    // The job's share of each board.
+    let mps = match job.mps_percentage.as_deref() {
+        None => None,
+        Some(p) => match p.trim().parse::<u32>() {
+            Ok(p) if (1..=100).contains(&p) => Some(p),
+            _ => {
+                return refuse(format!(
+                    "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE `{p}` is not 1-100"
+                ))
+            }
+        },
+    };
+    let board_files: Vec<PathBuf> = node.files.iter().flatten().cloned().collect();
+    let shards = shared_counts(node, &board_files, "shard")?;
+    if let Some(p) = mps {
+        if keys.len() != 1 {
+            return refuse(format!(
+                "an MPS job with {} GPU indices: Slurm gives MPS one GPU per node",
+                keys.len()
+            ));
+        }
+        return Ok(vec![Sel {
+            key: keys.remove(0),
+            share: Share::Mps(p),
+        }]);
+    }
+    let shared_board = |k: &Key| match k {
+        Key::Minor(m) | Key::Mig { minor: m, .. } => shards.contains_key(m),
+        _ => true,
+    };
+    if !shards.is_empty() && keys.iter().any(shared_board) {
+        let on_node = match job.shards_on_node.as_deref() {
+            None => {
+                return refuse(
+                    "the node has gres/shard: Slurm gives the prolog the same SLURM_JOB_GPUS for a shard job as for a whole GPU and no shard count (gres_shard.c prep_set_env), so the job's share of the board is unknown",
+                )
+            }
+            Some(n) => n.trim().parse::<u64>().map_err(|_| {
+                Refusal(format!("SLURM_SHARDS_ON_NODE `{n}` is not a number"))
+            })?,
+        };
+        if keys.len() != 1 {
+            return refuse("shards on several GPUs: the count per GPU is unknown");
+        }
+        let minor = match &keys[0] {
+            Key::Minor(m) => *m,
+            _ => return refuse("shards on a GPU known only by UUID or NVML order"),
+        };
+        let Some(&of) = shards.get(&minor) else {
+            return refuse(format!("gres.conf gives /dev/nvidia{minor} no shards"));
+        };
+        if on_node == 0 || on_node > of {
+            return refuse(format!(
+                "SLURM_SHARDS_ON_NODE={on_node} but the GPU has {of} shards"
+            ));
+        }
+        return Ok(vec![Sel {
+            key: keys.remove(0),
+            share: Share::Shard { n: on_node, of },
+        }]);
+    }
+    Ok(keys
+        .into_iter()
+        .map(|key| Sel {
+            key,
+            share: Share::Whole,
+        })
+        .collect())
+}
+
+fn keys_from_indices(indices: &[usize], node: &NodeGres) -> Result<Vec<Key>, Refusal> {
+    let autodetect = node.conf.autodetect.as_deref().unwrap_or("off");
+    let detected = |what: &str| -> Result<Vec<u32>, Refusal> {
+        node.proc.nvidia_minors().ok_or_else(|| {
+            Refusal(format!(
+                "AutoDetect={what} but {}/driver/nvidia/gpus cannot be read",
+                node.proc.root.display()
+            ))
+        })
+    };
+    let by_index = |n: usize, what: &str| -> Result<(), Refusal> {
+        if let Some(&i) = indices.iter().find(|&&i| i >= n) {
+            return refuse(format!(
+                "gres index {i} but AutoDetect={what} finds {n} GPU(s)"
+            ));
+        }
+        // The node's configured GPU count must be what was detected.
+        if let Some(types) = &node.types {
+            let configured: usize = types.iter().map(|(_, c)| c).sum();
+            if configured != n {
+                return refuse(format!(
+                    "slurm.conf gives the node {configured} GPU(s), AutoDetect={what} finds {n}"
+                ));
+            }
+        }
+        if node.conf.gpus_with_file > 0 {
+            return refuse(format!(
+                "AutoDetect={what} with gres.conf File= records: slurmd's merge of the two is not reproduced"
+            ));
+        }
+        if node.conf.gpus_without_file > 0 && node.conf.gpus_without_file != n as u64 {
+            return refuse(format!(
+                "gres.conf gpu Count={} but AutoDetect={what} finds {n} GPU(s)",
+                node.conf.gpus_without_file
+            ));
+        }
+        Ok(())
+    };
+    match autodetect {
+        "off" => {
+            let mut keys = Vec::new();
+            for &index in indices {
+                let Some(files) = node.files.get(index) else {
+                    return refuse(format!(
+                        "gres index {index} is not among the node's {} GPU file(s) in gres.conf",
+                        node.files.len()
+                    ));
+                };
+                let key = device_key(files, node)?;
+                if !keys.contains(&key) {
+                    keys.push(key);
+                }
+            }
+            Ok(keys)
+        }
+        "nvidia" => {
+            let minors = detected("nvidia")?;
+            by_index(minors.len(), "nvidia")?;
+            Ok(indices.iter().map(|&i| Key::Minor(minors[i])).collect())
+        }
+        "nvml" | "full" => {
+            let n = detected(autodetect)?.len();
+            by_index(n, autodetect)?;
+            let of = n as u32;
+            Ok(indices
+                .iter()
+                .map(|&i| {
+                    let index = i as u32;
+                    if autodetect == "nvml" {
+                        Key::Nvml { index, of }
+                    } else {
+                        Key::Either { index, of }
+                    }
+                })
+                .collect())
+        }
+        other => refuse(format!(
+            "gres.conf AutoDetect={other}: not an NVIDIA autodetection this plugin reproduces"
+        )),
+    }
+}
+
+/// One board the sampler measures, and what the job is charged of it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Charge {
+    pub minor: u32,
+    /// Fraction of the board's energy charged to the job (0 < share <= 1).
+    pub share: f64,
+    /// `whole`, `mig-sm`, `mps`, `shard`.
+    pub rule: &'static str,
+    /// For MIG boards: the fraction of the board's SMs in no instance (never charged).
+    pub unallocated: Option<f64>,
+}
+
+/// Resolves a selection against the boards NVML sees. Every board in the answer is
+/// named by the selection (a UUID, minor, MIG instance or NVML position of it); any
+/// doubt is a refusal.
+pub fn resolve(sel: &[Sel], boards: &[BoardInfo]) -> Result<Vec<Charge>, Refusal> {
+    let mut out: Vec<Charge> = Vec::new();
+    let by_minor = |m: u32| boards.iter().find(|b| b.minor == m);
+    let mut by_minor_order: Vec<&BoardInfo> = boards.iter().collect();
+    by_minor_order.sort_by_key(|b| b.minor);
+    for s in sel {
+        let (board, instance_share): (&BoardInfo, Option<f64>) = match &s.key {
+            Key::Minor(m) => match by_minor(*m) {
+                Some(b) => (b, None),
+                None => return refuse(format!("NVML has no GPU with device minor {m}")),
+            },
+            Key::Uuid(u) => {
+                if let Some(b) = boards.iter().find(|b| &b.uuid == u) {
+                    (b, None)
+                } else if let Some((b, i)) = boards.iter().find_map(|b| {
+                    b.instances
+                        .iter()
+                        .find(|i| &i.uuid == u)
+                        .map(|i| (b, i.clone()))
+                }) {
+                    (b, Some(mig_share(b, &[i])?))
+                } else {
+                    return refuse(format!("NVML has no GPU or MIG instance {u}"));
+                }
+            }
+            Key::Mig { minor, gi, ci } => {
+                let Some(b) = by_minor(*minor) else {
+                    return refuse(format!("NVML has no GPU with device minor {minor}"));
+                };
+                if !b.mig {
+                    return refuse(format!(
+                        "gres.conf gives a MIG instance of minor {minor}, but MIG is off there"
+                    ));
+                }
+                let inst: Vec<_> = b
+                    .instances
+                    .iter()
+                    .filter(|i| i.gi == *gi && ci.map_or(true, |c| i.ci == c))
+                    .cloned()
+                    .collect();
+                if inst.is_empty() {
+                    return refuse(format!(
+                        "NVML has no MIG instance gi {gi} ci {ci:?} on minor {minor}"
+                    ));
+                }
+                (b, Some(mig_share(b, &inst)?))
+            }
+            Key::Nvml { index, of } | Key::Either { index, of } => {
+                if boards.len() != *of as usize {
+                    return refuse(format!(
+                        "the prolog saw {of} GPU(s) in /proc, NVML sees {}",
+                        boards.len()
+                    ));
+                }
+                let Some(b) = boards.iter().find(|b| b.index == *index) else {
+                    return refuse(format!("NVML has no GPU {index}"));
+                };
+                if matches!(s.key, Key::Either { .. })
+                    && by_minor_order.get(*index as usize).map(|o| o.minor) != Some(b.minor)
+                {
+                    return refuse(format!(
+                        "AutoDetect=full: NVML's GPU {index} (minor {}) is not the {index}-th by minor; which one slurmd used is unknown",
+                        b.minor
+                    ));
+                }
+                // slurmd numbers a MIG board's instances as GPUs of their own: every
+                // position after a MIG board shifts (gpu_nvml.c gives instances their
+                // parent's links).
+                if let Some(m) = boards.iter().find(|b| b.mig) {
+                    return refuse(format!(
+                        "AutoDetect numbers MIG instances too, and GPU minor {} is in MIG mode",
+                        m.minor
+                    ));
+                }
+                (b, None)
+            }
+        };
+        let (share, rule) = match (instance_share, s.share) {
+            (Some(f), Share::Whole) => (f, "mig-sm"),
+            (None, Share::Whole) => (1.0, "whole"),
+            (None, Share::Mps(p)) => (f64::from(p) / 100.0, "mps"),
+            (None, Share::Shard { n, of }) => (n as f64 / of as f64, "shard"),
+            (Some(_), _) => return refuse("MPS or shards on a MIG instance"),
+        };
+        let unallocated = instance_share.and_then(|_| unallocated_share(board));
+        match out.iter_mut().find(|c| c.minor == board.minor) {
+            Some(c) => {
+                if c.rule != rule || rule != "mig-sm" {
+                    return refuse(format!(
+                        "GPU minor {} is named twice ({} and {rule})",
+                        board.minor, c.rule
+                    ));
+                }
+                c.share = (c.share + share).min(1.0);
+            }
+            None => out.push(Charge {
+                minor: board.minor,
+                share,
+                rule,
+                unallocated,
+            }),
+        }
+    }
+    Ok(out)
+}
+
+/// The SMs a MIG board's energy is shared out by: those MIG can hand out (the largest GPU
+/// instance profile's, e.g. 98 of an A100's 108), else the board's. A fully partitioned
+/// board's instances are then charged the whole board between them.
+fn mig_total(b: &BoardInfo) -> Option<u32> {
+    b.mig_sm_count.or(b.sm_count).filter(|&n| n > 0)
+}
+
+fn mig_share(b: &BoardInfo, inst: &[crate::gpu::MigInstance]) -> Result<f64, Refusal> {
+    let Some(total) = mig_total(b) else {
+        return refuse(format!(
+            "NVML gives no SM count for MIG board minor {}: its energy cannot be shared out",
+            b.minor
+        ));
+    };
+    let sms: u32 = inst.iter().map(|i| i.sm_count).sum();
+    if sms == 0 || sms > total {
+        return refuse(format!(
+            "MIG instance SMs {sms} of a board with {total} on minor {}",
+            b.minor
+        ));
+    }
+    Ok(f64::from(sms) / f64::from(total))
+}
+
+/// The fraction of a MIG board's SMs in no instance.
+fn unallocated_share(b: &BoardInfo) -> Option<f64> {
+    let total = mig_total(b)?;
+    let used: u32 = b.instances.iter().map(|i| i.sm_count).sum();
+    Some(f64::from(total.saturating_sub(used)) / f64::from(total))
+}
+
+#[cfg(test)]
+mod tests;

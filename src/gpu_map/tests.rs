@@ -1,0 +1,712 @@
+use super::*;
+use crate::gpu::MigInstance;
+use crate::gres::{self, NodeConf, SharedRecord};
+use std::collections::HashMap;
+use std::fs;
+
+const CAPS: u32 = 508;
+const NVIDIA: u32 = 195;
+
+/// A temporary /proc with the given files.
+fn proc_with(tag: &str, files: &[(&str, &str)]) -> ProcFiles {
+    let root = std::env::temp_dir().join(format!("sc-gpumap-{tag}-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&root);
+    for (rel, text) in files {
+        let p = root.join(rel);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, text).unwrap();
+    }
+    fs::create_dir_all(&root).unwrap();
+    ProcFiles { root }
+}
+
+fn devices() -> (&'static str, String) {
+    (
+        "devices",
+        format!("Character devices:\n  1 mem\n{NVIDIA} nvidia-frontend\n{CAPS} nvidia-caps\n\nBlock devices:\n  8 sd\n{CAPS} notcaps\n"),
+    )
+}
+
+/// /proc/driver/nvidia/gpus/<bus>/information for each (bus, minor).
+fn nvidia_gpus(gpus: &[(&str, u32)]) -> Vec<(String, String)> {
+    gpus.iter()
+        .map(|(bus, minor)| {
+            (
+                format!("driver/nvidia/gpus/{bus}/information"),
+                format!("Model: \t\t NVIDIA A100\nIRQ: 1\nGPU UUID: \t GPU-x{minor}\nBus Location: \t {bus}\nDevice Minor: \t {minor}\nGPU Excluded:\t No\n"),
+            )
+        })
+        .collect()
+}
+
+/// A stat over a table: /dev/nvidiaN is (195, N), /dev/nvidia-caps/nvidia-capN is
+/// (CAPS, N), anything else listed explicitly.
+fn stat_table(extra: &[(&str, (u32, u32))]) -> impl Fn(&Path) -> Option<(u32, u32)> {
+    let extra: HashMap<String, (u32, u32)> =
+        extra.iter().map(|(p, d)| (p.to_string(), *d)).collect();
+    move |p: &Path| {
+        let s = p.to_str()?;
+        if let Some(d) = extra.get(s) {
+            return Some(*d);
+        }
+        if let Some(n) = s.strip_prefix("/dev/nvidia-caps/nvidia-cap") {
+            return Some((CAPS, n.parse().ok()?));
+        }
+        s.strip_prefix("/dev/nvidia")?
+            .parse()
+            .ok()
+            .map(|n| (NVIDIA, n))
+    }
+}
+
+fn files(list: &[&[&str]]) -> Vec<Vec<PathBuf>> {
+    list.iter()
+        .map(|f| f.iter().map(PathBuf::from).collect())
+        .collect()
+}
+
+fn job(indices: &[usize]) -> JobGpus {
+    JobGpus {
+        indices: indices.to_vec(),
+        ..JobGpus::default()
+    }
+}
+
+fn whole(keys: &[Key]) -> Vec<Sel> {
+    keys.iter()
+        .map(|k| Sel {
+            key: k.clone(),
+            share: Share::Whole,
+        })
+        .collect()
+}
+
+fn board(index: u32, minor: u32) -> BoardInfo {
+    BoardInfo {
+        index,
+        minor,
+        uuid: format!("GPU-{minor:04}-board"),
+        pci_bus_id: format!("00000000:{:02x}:00.0", 0x10 + index),
+        name: "Fake".into(),
+        ..BoardInfo::default()
+    }
+}
+
+fn mig_board(index: u32, minor: u32, sms: Option<u32>, inst: &[(u32, u32, u32)]) -> BoardInfo {
+    BoardInfo {
+        mig: true,
+        sm_count: sms,
+        instances: inst
+            .iter()
+            .map(|&(gi, ci, sm)| MigInstance {
+                gi,
+                ci,
+                sm_count: sm,
+                uuid: format!("MIG-{minor}-{gi}-{ci}"),
+            })
+            .collect(),
+        ..board(index, minor)
+    }
+}
+
+#[test]
+fn file_lists_in_odd_orders_map_through_minors() {
+    // gres.conf and slurm.conf parsed by gres; indices -> files -> minors.
+    let d = std::env::temp_dir().join(format!("sc-gpumap-oddconf-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&d);
+    fs::create_dir_all(&d).unwrap();
+    let g = d.join("gres.conf");
+    fs::write(
+        &g,
+        "NodeName=n1 Name=gpu Type=aa File=/dev/nvidia[5-6]\nName=gpu Type=zz File=/dev/nvidia12,/dev/nvidia3\nNodeName=n1 Name=gpu Type=aa File=/dev/nvidia2\n",
+    )
+    .unwrap();
+    let s = d.join("slurm.conf");
+    fs::write(&s, "NodeName=n1 Gres=gpu:zz:2,gpu:aa:3 CPUs=4\n").unwrap();
+    let proc = proc_with("odd", &[]);
+    let stat = stat_table(&[]);
+    let f = gres::gpu_files(&g, Some(&s), "n1").unwrap();
+    let types = gres::node_gpu_types(&fs::read_to_string(&s).unwrap(), "n1");
+    let node = NodeGres {
+        files: f,
+        conf: gres::node_conf(&g, "n1").unwrap(),
+        types: None,
+        proc: &proc,
+        stat: &stat,
+    };
+    assert_eq!(
+        select(&job(&[0, 1, 4]), &node).unwrap(),
+        whole(&[Key::Minor(12), Key::Minor(3), Key::Minor(2)])
+    );
+    // With the two types of slurm.conf, only UUIDs are certain.
+    let node = NodeGres { types, ..node };
+    let r = select(&job(&[0]), &node).unwrap_err();
+    assert!(r.0.contains("several GPU types"), "{r}");
+    let mut j = job(&[2]);
+    j.cuda_visible_devices = Some("GPU-aaaa-1".into());
+    assert_eq!(
+        select(&j, &node).unwrap(),
+        whole(&[Key::Uuid("GPU-aaaa-1".into())])
+    );
+    fs::remove_dir_all(&d).unwrap();
+}
+
+#[test]
+fn an_index_past_the_files_is_refused() {
+    let proc = proc_with("past", &[]);
+    let stat = stat_table(&[]);
+    let node = NodeGres {
+        files: files(&[&["/dev/nvidia1"]]),
+        conf: NodeConf::default(),
+        types: None,
+        proc: &proc,
+        stat: &stat,
+    };
+    assert!(select(&job(&[1]), &node).is_err());
+    assert_eq!(select(&job(&[0]), &node).unwrap(), whole(&[Key::Minor(1)]));
+}
+
+#[test]
+fn mig_records_use_the_board_minor_and_the_caps_instance() {
+    let (dev, devtext) = devices();
+    let proc = proc_with(
+        "mig",
+        &[
+            (dev, &devtext),
+            (
+                "driver/nvidia-caps/mig-minors",
+                "config 1\nmonitor 2\ngpu0/gi1/access 21\ngpu0/gi1/ci0/access 22\ngpu4/gi2/access 3\ngpu4/gi2/ci0/access 4\ngpu4/gi2/ci1/access 5\n",
+            ),
+        ],
+    );
+    let stat = stat_table(&[]);
+    let node = NodeGres {
+        files: files(&[
+            &[
+                "/dev/nvidia0",
+                "/dev/nvidia-caps/nvidia-cap21",
+                "/dev/nvidia-caps/nvidia-cap22",
+            ],
+            // Five or more GPUs: cap minor 3 must never be taken for /dev/nvidia3.
+            &["/dev/nvidia4", "/dev/nvidia-caps/nvidia-cap3"],
+            &[
+                "/dev/nvidia-caps/nvidia-cap1",
+                "/dev/nvidia2",
+                "/dev/nvidia-caps/nvidia-cap4",
+            ],
+        ]),
+        conf: NodeConf::default(),
+        types: None,
+        proc: &proc,
+        stat: &stat,
+    };
+    assert_eq!(
+        select(&job(&[0, 1]), &node).unwrap(),
+        whole(&[
+            Key::Mig {
+                minor: 0,
+                gi: 1,
+                ci: Some(0)
+            },
+            Key::Mig {
+                minor: 4,
+                gi: 2,
+                ci: None
+            }
+        ])
+    );
+    // Cap 4 belongs to GPU 4, not to /dev/nvidia2.
+    let r = select(&job(&[2]), &node).unwrap_err();
+    assert!(r.0.contains("GPU minor 4"), "{r}");
+}
+
+#[test]
+fn caps_without_mig_minors_or_two_boards_are_refused() {
+    let (dev, devtext) = devices();
+    let proc = proc_with("nominors", &[(dev, &devtext)]);
+    let stat = stat_table(&[("/dev/other", (NVIDIA + 1, 9))]);
+    let node = NodeGres {
+        files: files(&[
+            &["/dev/nvidia0", "/dev/nvidia-caps/nvidia-cap21"],
+            &["/dev/nvidia1", "/dev/other"],
+            &["/dev/nvidia-caps/nvidia-cap7"],
+            &["/dev/missing-file"],
+        ]),
+        conf: NodeConf::default(),
+        types: None,
+        proc: &proc,
+        stat: &stat,
+    };
+    for (i, why) in [
+        (0, "mig-minors"),
+        (1, "several device files"),
+        (2, "no GPU device file"),
+        (3, "not a character device"),
+    ] {
+        let r = select(&job(&[i]), &node).unwrap_err();
+        assert!(r.0.contains(why), "{i}: {r}");
+    }
+    // Without nvidia-caps in /proc/devices every device is a board: two minors.
+    let bare = proc_with("nocaps", &[]);
+    let node = NodeGres {
+        proc: &bare,
+        ..node
+    };
+    assert!(select(&job(&[0]), &node).is_err());
+}
+
+#[test]
+fn autodetect_nvidia_orders_by_minor_whatever_the_bus_order() {
+    let gpus = nvidia_gpus(&[
+        ("0000:81:00.0", 1),
+        ("0000:07:00.0", 3),
+        ("0000:41:00.0", 0),
+    ]);
+    let files_: Vec<(&str, &str)> = gpus.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    let proc = proc_with("nvidia", &files_);
+    let stat = stat_table(&[]);
+    let conf = NodeConf {
+        autodetect: Some("nvidia".into()),
+        ..NodeConf::default()
+    };
+    let node = NodeGres {
+        files: Vec::new(),
+        conf,
+        types: Some(vec![(Some("a100".into()), 3)]),
+        proc: &proc,
+        stat: &stat,
+    };
+    assert_eq!(
+        select(&job(&[0, 2]), &node).unwrap(),
+        whole(&[Key::Minor(0), Key::Minor(3)])
+    );
+    assert!(select(&job(&[3]), &node).is_err());
+    // slurm.conf says 4 GPUs, the driver shows 3: refused.
+    let node = NodeGres {
+        types: Some(vec![(None, 4)]),
+        ..node
+    };
+    let r = select(&job(&[0]), &node).unwrap_err();
+    assert!(r.0.contains("finds 3"), "{r}");
+}
+
+#[test]
+fn autodetect_nvml_and_full_are_positions_the_sampler_resolves() {
+    let gpus = nvidia_gpus(&[("0000:81:00.0", 1), ("0000:07:00.0", 0)]);
+    let files_: Vec<(&str, &str)> = gpus.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    let proc = proc_with("nvml", &files_);
+    let stat = stat_table(&[]);
+    for (mode, key) in [
+        ("nvml", Key::Nvml { index: 1, of: 2 }),
+        ("full", Key::Either { index: 1, of: 2 }),
+    ] {
+        let node = NodeGres {
+            files: Vec::new(),
+            conf: NodeConf {
+                autodetect: Some(mode.into()),
+                ..NodeConf::default()
+            },
+            types: None,
+            proc: &proc,
+            stat: &stat,
+        };
+        assert_eq!(select(&job(&[1]), &node).unwrap(), whole(&[key]));
+    }
+    // NVML order is PCI order, not minor order: index 1 is minor 0's board here.
+    let boards = vec![board(0, 1), board(1, 0)];
+    let c = resolve(&whole(&[Key::Nvml { index: 1, of: 2 }]), &boards).unwrap();
+    assert_eq!(c[0].minor, 0);
+    // Under full, NVML and nvidia disagree about index 1: refused; they agree on a
+    // node whose PCI order is its minor order.
+    assert!(resolve(&whole(&[Key::Either { index: 1, of: 2 }]), &boards).is_err());
+    let agreeing = vec![board(0, 0), board(1, 1)];
+    let c = resolve(&whole(&[Key::Either { index: 1, of: 2 }]), &agreeing).unwrap();
+    assert_eq!(c[0].minor, 1);
+    // NVML sees another count than the prolog did: refused.
+    assert!(resolve(&whole(&[Key::Nvml { index: 0, of: 3 }]), &boards).is_err());
+}
+
+#[test]
+fn unknown_autodetect_and_mixed_configurations_are_refused() {
+    let proc = proc_with(
+        "unknown",
+        &nvidia_gpus(&[("0000:01:00.0", 0)])
+            .iter()
+            .map(|(a, b)| (a.as_str(), b.as_str()))
+            .collect::<Vec<_>>(),
+    );
+    let stat = stat_table(&[]);
+    for (conf, why) in [
+        (
+            NodeConf {
+                autodetect: Some("rsmi".into()),
+                ..NodeConf::default()
+            },
+            "AutoDetect=rsmi",
+        ),
+        (
+            NodeConf {
+                autodetect: Some("nvml".into()),
+                gpus_with_file: 1,
+                ..NodeConf::default()
+            },
+            "File= records",
+        ),
+        (
+            NodeConf {
+                autodetect: Some("nvidia".into()),
+                gpus_without_file: 2,
+                ..NodeConf::default()
+            },
+            "Count=2",
+        ),
+    ] {
+        let node = NodeGres {
+            files: Vec::new(),
+            conf,
+            types: None,
+            proc: &proc,
+            stat: &stat,
+        };
+        let r = select(&job(&[0]), &node).unwrap_err();
+        assert!(r.0.contains(why), "{r}");
+    }
+    let empty = proc_with("noproc", &[]);
+    let node = NodeGres {
+        files: Vec::new(),
+        conf: NodeConf {
+            autodetect: Some("nvidia".into()),
+            ..NodeConf::default()
+        },
+        types: None,
+        proc: &empty,
+        stat: &stat,
+    };
+    assert!(select(&job(&[0]), &node).is_err());
+}
+
+#[test]
+fn uuids_from_env_uuid_are_used_and_checked() {
+    let proc = proc_with("uuid", &[]);
+    let stat = stat_table(&[]);
+    let node = NodeGres {
+        files: files(&[&["/dev/nvidia0"], &["/dev/nvidia1"]]),
+        conf: NodeConf::default(),
+        types: None,
+        proc: &proc,
+        stat: &stat,
+    };
+    let mut j = job(&[0, 1]);
+    j.cuda_visible_devices = Some("GPU-0001-board,MIG-0-1-0".into());
+    let sel = select(&j, &node).unwrap();
+    assert_eq!(
+        sel,
+        whole(&[
+            Key::Uuid("GPU-0001-board".into()),
+            Key::Uuid("MIG-0-1-0".into())
+        ])
+    );
+    // Numeric CUDA_VISIBLE_DEVICES are gres indices: the files decide.
+    j.cuda_visible_devices = Some("1,0".into());
+    assert_eq!(
+        select(&j, &node).unwrap(),
+        whole(&[Key::Minor(0), Key::Minor(1)])
+    );
+    for bad in ["GPU-0001-board,1", "GPU-0001-board", "GPU-x y,MIG-1"] {
+        j.cuda_visible_devices = Some(bad.into());
+        assert!(select(&j, &node).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn mps_shares_by_percentage_and_whole_gpus_beside_mps() {
+    let proc = proc_with("mps", &[]);
+    let stat = stat_table(&[]);
+    let node = NodeGres {
+        files: files(&[&["/dev/nvidia0"], &["/dev/nvidia1"]]),
+        conf: NodeConf {
+            shared: vec![SharedRecord {
+                name: "mps".into(),
+                count: Some(200),
+                files: vec!["/dev/nvidia0".into(), "/dev/nvidia1".into()],
+            }],
+            ..NodeConf::default()
+        },
+        types: None,
+        proc: &proc,
+        stat: &stat,
+    };
+    let mut j = job(&[1]);
+    j.mps_percentage = Some("25".into());
+    let sel = select(&j, &node).unwrap();
+    assert_eq!(
+        sel,
+        vec![Sel {
+            key: Key::Minor(1),
+            share: Share::Mps(25)
+        }]
+    );
+    let c = resolve(&sel, &[board(0, 0), board(1, 1)]).unwrap();
+    assert_eq!((c[0].minor, c[0].share, c[0].rule), (1, 0.25, "mps"));
+    // No percentage: the job has the GPU itself.
+    assert_eq!(select(&job(&[0]), &node).unwrap(), whole(&[Key::Minor(0)]));
+    for bad in ["0", "101", "x"] {
+        j.mps_percentage = Some(bad.into());
+        assert!(select(&j, &node).is_err(), "{bad}");
+    }
+    let mut two = job(&[0, 1]);
+    two.mps_percentage = Some("50".into());
+    assert!(select(&two, &node).is_err());
+}
+
+#[test]
+fn shards_are_refused_without_a_count_and_shared_with_one() {
+    let proc = proc_with("shard", &[]);
+    let stat = stat_table(&[]);
+    let node = NodeGres {
+        files: files(&[&["/dev/nvidia0"], &["/dev/nvidia1"], &["/dev/nvidia2"]]),
+        conf: NodeConf {
+            shared: vec![SharedRecord {
+                name: "shard".into(),
+                count: Some(16),
+                files: vec!["/dev/nvidia0".into(), "/dev/nvidia1".into()],
+            }],
+            ..NodeConf::default()
+        },
+        types: None,
+        proc: &proc,
+        stat: &stat,
+    };
+    let r = select(&job(&[1]), &node).unwrap_err();
+    assert!(r.0.contains("shard"), "{r}");
+    // A board without shards is a whole GPU.
+    assert_eq!(select(&job(&[2]), &node).unwrap(), whole(&[Key::Minor(2)]));
+    let mut j = job(&[1]);
+    j.shards_on_node = Some("2".into());
+    let sel = select(&j, &node).unwrap();
+    assert_eq!(sel[0].share, Share::Shard { n: 2, of: 8 });
+    let c = resolve(&sel, &[board(0, 0), board(1, 1), board(2, 2)]).unwrap();
+    assert_eq!((c[0].minor, c[0].share, c[0].rule), (1, 0.25, "shard"));
+    j.shards_on_node = Some("9".into());
+    assert!(select(&j, &node).is_err());
+    // A count that does not divide over its files is refused.
+    let uneven = NodeGres {
+        conf: NodeConf {
+            shared: vec![SharedRecord {
+                name: "shard".into(),
+                count: Some(5),
+                files: vec!["/dev/nvidia0".into(), "/dev/nvidia1".into()],
+            }],
+            ..NodeConf::default()
+        },
+        ..node
+    };
+    assert!(select(&job(&[2]), &uneven).is_err());
+}
+
+#[test]
+fn mig_instances_share_by_sms_and_refuse_without_them() {
+    let b = mig_board(0, 0, Some(98), &[(1, 0, 14), (2, 0, 28), (2, 1, 14)]);
+    let boards = vec![b.clone(), board(1, 1)];
+    let c = resolve(
+        &whole(&[Key::Mig {
+            minor: 0,
+            gi: 2,
+            ci: None,
+        }]),
+        &boards,
+    )
+    .unwrap();
+    assert_eq!(c[0].rule, "mig-sm");
+    assert!((c[0].share - 42.0 / 98.0).abs() < 1e-12);
+    // 98 - 56 SMs are in no instance: reported, not charged.
+    assert!((c[0].unallocated.unwrap() - 42.0 / 98.0).abs() < 1e-12);
+    // By MIG UUID, and two instances of one board add up.
+    let c = resolve(
+        &whole(&[
+            Key::Uuid("MIG-0-1-0".into()),
+            Key::Mig {
+                minor: 0,
+                gi: 2,
+                ci: Some(1),
+            },
+        ]),
+        &boards,
+    )
+    .unwrap();
+    assert_eq!(c.len(), 1);
+    assert!((c[0].share - 28.0 / 98.0).abs() < 1e-12);
+    // No SM count, no such instance, MIG off: refused.
+    let no_sm = vec![mig_board(0, 0, None, &[(1, 0, 14)])];
+    assert!(resolve(&whole(&[Key::Uuid("MIG-0-1-0".into())]), &no_sm).is_err());
+    assert!(resolve(
+        &whole(&[Key::Mig {
+            minor: 0,
+            gi: 7,
+            ci: None
+        }]),
+        &boards
+    )
+    .is_err());
+    assert!(resolve(
+        &whole(&[Key::Mig {
+            minor: 1,
+            gi: 1,
+            ci: None
+        }]),
+        &boards
+    )
+    .is_err());
+    // The whole MIG board by its own file: the whole board, as before.
+    let c = resolve(&whole(&[Key::Minor(0)]), &boards).unwrap();
+    assert_eq!((c[0].share, c[0].rule), (1.0, "whole"));
+    // AutoDetect positions count MIG instances: with a MIG board on the node every
+    // position is refused, the non-MIG board's too (its position may have shifted).
+    assert!(resolve(&whole(&[Key::Nvml { index: 0, of: 2 }]), &boards).is_err());
+    let r = resolve(&whole(&[Key::Nvml { index: 1, of: 2 }]), &boards).unwrap_err();
+    assert!(r.0.contains("MIG"), "{r}");
+    assert!(resolve(&whole(&[Key::Either { index: 1, of: 2 }]), &boards).is_err());
+}
+
+#[test]
+fn a_board_named_twice_is_refused() {
+    let boards = vec![board(0, 0)];
+    assert!(resolve(
+        &whole(&[Key::Minor(0), Key::Uuid("GPU-0000-board".into())]),
+        &boards
+    )
+    .is_err());
+    assert!(resolve(&whole(&[Key::Uuid("GPU-nope".into())]), &boards).is_err());
+    assert!(resolve(&whole(&[Key::Minor(3)]), &boards).is_err());
+}
+
+#[test]
+fn specs_round_trip_and_reject_garbage() {
+    let sel = vec![
+        Sel {
+            key: Key::Minor(3),
+            share: Share::Mps(25),
+        },
+        Sel {
+            key: Key::Uuid("GPU-abc-1".into()),
+            share: Share::Whole,
+        },
+        Sel {
+            key: Key::Mig {
+                minor: 0,
+                gi: 1,
+                ci: Some(0),
+            },
+            share: Share::Whole,
+        },
+        Sel {
+            key: Key::Mig {
+                minor: 0,
+                gi: 2,
+                ci: None,
+            },
+            share: Share::Whole,
+        },
+        Sel {
+            key: Key::Nvml { index: 1, of: 4 },
+            share: Share::Shard { n: 2, of: 8 },
+        },
+        Sel {
+            key: Key::Either { index: 0, of: 1 },
+            share: Share::Whole,
+        },
+    ];
+    let spec = format_spec(&sel);
+    assert_eq!(spec, "m3~mps25,u:GPU-abc-1,g0.1.0,g0.2,n1/4~sh2/8,e0/1");
+    assert_eq!(parse_spec(&spec).unwrap(), sel);
+    for bad in [
+        "x1", "m", "m-1", "n4/4", "u:foo", "g1", "g1.2.3.4", "m1~mps0", "m1~sh3/2", "m1~zz",
+    ] {
+        assert!(parse_spec(bad).is_none(), "{bad}");
+    }
+}
+
+#[test]
+fn proc_files_parse_as_the_driver_writes_them() {
+    let (dev, devtext) = devices();
+    let proc = proc_with(
+        "parse",
+        &[
+            (dev, &devtext),
+            (
+                "driver/nvidia-caps/mig-minors",
+                "config 1\nmonitor 2\ngpu1/gi3/access 40\ngpu1/gi3/ci2/access 43\nbad line\n",
+            ),
+        ],
+    );
+    // The block device of the same major is not the caps major.
+    assert_eq!(proc.caps_major(), Some(CAPS));
+    let m = proc.mig_minors().unwrap();
+    assert_eq!(m.get(&40), Some(&(1, 3, None)));
+    assert_eq!(m.get(&43), Some(&(1, 3, Some(2))));
+    assert_eq!(m.get(&1), None);
+    assert_eq!(proc_with("empty", &[]).caps_major(), None);
+}
+
+proptest::proptest! {
+    /// Whatever gres.conf's files (MIG caps among them) and the job's indices, a selection
+    /// names only boards of the files at the job's indices.
+    #[test]
+    fn selections_name_only_the_allocated_indices_boards(
+        gres_devices in proptest::collection::vec(
+            proptest::collection::vec((proptest::bool::ANY, 0u32..12), 1..4), 1..8),
+        indices in proptest::collection::vec(0usize..10, 1..5),
+    ) {
+        let (dev, devtext) = devices();
+        let proc = proc_with(
+            "prop",
+            &[
+                (dev, &devtext),
+                (
+                    "driver/nvidia-caps/mig-minors",
+                    "gpu0/gi1/access 3\ngpu0/gi1/ci0/access 4\ngpu5/gi2/access 7\n",
+                ),
+            ],
+        );
+        let stat = stat_table(&[]);
+        let files: Vec<Vec<PathBuf>> = gres_devices
+            .iter()
+            .map(|d| {
+                d.iter()
+                    .map(|&(cap, n)| {
+                        PathBuf::from(if cap {
+                            format!("/dev/nvidia-caps/nvidia-cap{n}")
+                        } else {
+                            format!("/dev/nvidia{n}")
+                        })
+                    })
+                    .collect()
+            })
+            .collect();
+        let node = NodeGres {
+            files: files.clone(),
+            conf: NodeConf::default(),
+            types: None,
+            proc: &proc,
+            stat: &stat,
+        };
+        let mut indices = indices;
+        indices.sort_unstable();
+        indices.dedup();
+        let allowed: Vec<u32> = indices
+            .iter()
+            .filter_map(|&i| files.get(i))
+            .flatten()
+            .filter_map(|f| f.to_str()?.strip_prefix("/dev/nvidia")?.parse().ok())
+            .collect();
+        if let Ok(sel) = select(&job(&indices), &node) {
+            for s in &sel {
+                let m = match s.key {
+                    Key::Minor(m) | Key::Mig { minor: m, .. } => m,
+                    ref k => panic!("{k:?}"),
+                };
+                proptest::prop_assert!(allowed.contains(&m), "{m} not in {allowed:?}");
+            }
+        }
+    }
+}
