@@ -914,14 +914,20 @@ cmd_fake_driver() {
             if mountpoint -q "$base/lower/$m"; then mount --rbind "$base/lower/$m" "/dev/$m"; fi
         done
         touch /dev/.sc-fake-driver
+        cp /proc/devices "$base/devices.orig"
         cp /proc/devices "$base/devices"
         mount --bind "$base/devices" /proc/devices
         mount -t tmpfs -o mode=0755 tmpfs /proc/driver
         mount -t tmpfs -o mode=0755 tmpfs /sys/bus/pci/drivers
     fi
-    grep -q ' nvidia-caps$' /proc/devices ||
-        { cat "$base/devices"; echo "$FAKE_CAPS_MAJOR nvidia-caps"; } >"$base/devices.new"
-    [[ ! -e $base/devices.new ]] || { cat "$base/devices.new" >"$base/devices"; rm -f "$base/devices.new"; }
+    # nvidia-caps goes at the end of the "Character devices:" section, where the driver's is.
+    awk -v line="$FAKE_CAPS_MAJOR nvidia-caps" '
+        /^Block devices:/ && !done { print line; print ""; done = 1 }
+        /^$/ && !done { next }
+        { print }
+        END { if (!done) print line }' "$base/devices.orig" >"$base/devices.new"
+    cat "$base/devices.new" >"$base/devices"
+    rm -f "$base/devices.new"
     rm -rf /proc/driver/nvidia /proc/driver/nvidia-caps /sys/bus/pci/drivers/nvidia /dev/nvidia-caps
     rm -f /dev/nvidia[0-9]* /dev/nvidiactl
     mkdir -p /proc/driver/nvidia/gpus /proc/driver/nvidia-caps /sys/bus/pci/drivers/nvidia /dev/nvidia-caps
