@@ -45,11 +45,12 @@ codename() {
     esac
 }
 
-# nsname VERSION: the name of its namespaces (the Debian suite).
+# nsname VERSION: the name of its namespaces (the Debian suite; SC_NS_NAME overrides it, so that a
+# second root of a release, e.g. scripts/package-e2e.sh's clean one, can be up beside the first).
 nsname() {
     local c
     c=$(codename "$1")
-    echo "${c:-bookworm}"
+    echo "${SC_NS_NAME:-${c:-bookworm}}"
 }
 
 root_of() {
@@ -109,8 +110,7 @@ holder_pid() {
 # The init of the namespaces: sets up the network and mounts, says "ready", then reaps every orphan
 # (daemons double-fork; a zombie would look alive to `kill -0`) until killed.
 inside() {
-    local c=$1 root=$SC_ROOTS/$1 p
-    [[ $c == bookworm ]] && root=
+    local c=$1 root=${2:-} p
     mount --make-rprivate /
     ip link set lo up
     # glibc's AI_ADDRCONFIG ignores loopback-only hosts: without a second loopback address no Slurm
@@ -160,7 +160,7 @@ cmd_up() {
     install -d -m 0700 "$RUNDIR"
     rm -f "$RUNDIR/$c.pid" "$RUNDIR/$c.log"
     setsid unshare --net --mount --pid --uts --ipc --fork --propagation private -- \
-        bash "$0" __inside "$c" </dev/null >"$RUNDIR/$c.log" 2>&1 &
+        bash "$0" __inside "$c" "$root" </dev/null >"$RUNDIR/$c.log" 2>&1 &
     local unshare_pid=$!
     for ((i = 0; i < 100; i++)); do
         if grep -qx ready "$RUNDIR/$c.log" 2>/dev/null; then
@@ -242,7 +242,7 @@ up) cmd_up "${1:?VERSION}" ;;
 exec) cmd_exec "${1:?VERSION}" "${@:2}" ;;
 down) cmd_down "${1:?VERSION}" ;;
 status) cmd_status "${1:?VERSION}" ;;
-__inside) inside "$1" ;;
+__inside) inside "$1" "${2:-}" ;;
 -h | --help | help) usage ;;
 *)
     usage >&2

@@ -13,7 +13,9 @@
 #      namespaces (22.05 on this machine's file system, the others chrooted into their roots), so
 #      that they cannot collide, and runs the unit tests and every end-to-end test against each, the
 #      three releases at the same time (each suite one test at a time),
-#   5. then, one release at a time, restarts its cluster with 64 nodes (SC_BIG_NODES; 0 skips it) and
+#   5. installs the 24.11 .deb into a clean Slurm 24.11 root, enables it by the one step its drop-in
+#      documents and runs a GPU job there (scripts/package-e2e.sh),
+#   6. then, one release at a time, restarts its cluster with 64 nodes (SC_BIG_NODES; 0 skips it) and
 #      runs tests/big.rs, a 64-node job whose record must be whole within 30 s of its end,
 # and stops every daemon it started when it ends, pass or fail. Each release's output is in
 # target/matrix/VERSION/test.log, printed at the end; the summary says how each went. Needs root.
@@ -127,6 +129,19 @@ for v in "${versions[@]}"; do
     if wait "${pids[$v]}"; then result[$v]="tests passed"; else result[$v]="tests FAILED"; failed=1; fi
     echo "Slurm $v: ${result[$v]} ($(grep -c '^test .* ok$' "$matrix/$v/test.log" || true) tests ok; log $matrix/$v/test.log)"
 done
+
+# The Debian package as an operator installs it: a clean 24.11 root, dpkg -i, the drop-in's one step.
+if [[ " ${versions[*]} " == *" 24.11 "* ]]; then
+    step "Slurm 24.11: the .deb installed in a clean root and enabled by its one step (scripts/package-e2e.sh)"
+    if scripts/package-e2e.sh 24.11 "$matrix/24.11/packages" >"$matrix/24.11/package-e2e.log" 2>&1; then
+        result[24.11]+=", package installed and recorded a job"
+        tail -n 1 "$matrix/24.11/package-e2e.log"
+    else
+        result[24.11]+=", package end-to-end FAILED"
+        failed=1
+        tail -n 40 "$matrix/24.11/package-e2e.log"
+    fi
+fi
 
 for v in "${versions[@]}"; do
     if ((big_nodes >= 64)); then
