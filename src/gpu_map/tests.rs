@@ -905,6 +905,10 @@ fn slurmctld_text_not_understood_is_refused() {
         "gpu:a:b:1(IDX:0)",
         "nic:1(IDX:0)",
         "(null)",
+        // A count without devices, and a shared entry whose details slurmctld could not
+        // build (gres_stepmgr.c prints both).
+        "gpu(CNT:1)",
+        "shard:1((null))",
     ] {
         let text = format!("JobId=5\n     Nodes=node1 CPU_IDs=0 Mem=0 GRES={gres}\n");
         assert!(sampler_side(&ask, &text, 5, "node1").is_err(), "{gres}");
