@@ -354,6 +354,11 @@ pub struct LocalRecord<'a> {
     pub segment_part: Option<&'a NodePart>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sluid: Option<&'a str>,
+    /// How the job's GPUs here were found: the prolog's selection (`gpu_map`'s spec: `m3`
+    /// a device minor, `u:GPU-...` a UUID Slurm gave, `g0.1.0` a MIG instance, `n2/4` an
+    /// NVML position, `ask:` slurmctld's allocation, `~` a share).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub found_by: Option<&'a str>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -375,6 +380,7 @@ fn write_local_record(
     result: &NodeResult,
     part: Option<&NodePart>,
     sluid: Option<&str>,
+    found_by: Option<&str>,
 ) -> Result<PathBuf, StateError> {
     let local = LocalRecord {
         version: 1,
@@ -397,6 +403,7 @@ fn write_local_record(
         series_mj: &final_state.series.mj,
         segment_part: part,
         sluid,
+        found_by,
     };
     retention::append_record(state, SystemTime::now(), &local)
 }
@@ -411,11 +418,11 @@ pub fn finish_orphan(
     final_state: &SamplerState,
 ) -> Result<(), StateError> {
     let dir = state.job_dir(key);
-    let nodes = state::read_json::<JobInfo>(&dir.join("job.json"))
+    let info = state::read_json::<JobInfo>(&dir.join("job.json"))
         .ok()
-        .flatten()
-        .map(|i| i.nodes)
-        .unwrap_or_default();
+        .flatten();
+    let found_by = info.as_ref().and_then(|i| i.gpus.clone());
+    let nodes = info.map(|i| i.nodes).unwrap_or_default();
     let mut result = evaluate(final_state);
     result.flags.push("noepilog");
     let part = node_part(config, &key.node, None, final_state, &result, Some(state));
@@ -428,6 +435,7 @@ pub fn finish_orphan(
         &result,
         part.as_ref(),
         None,
+        found_by.as_deref(),
     )
     .map(drop)?;
     if let Some(part) = &part {
@@ -807,6 +815,7 @@ pub fn epilog(
         &result,
         part.as_ref(),
         env.sluid.as_deref(),
+        info.gpus.as_deref(),
     ) {
         log::error!("job {key}: local audit record not kept: {e}");
     }
