@@ -95,6 +95,9 @@ pub struct Config {
     pub max_job_s: u64,
     pub liveness_s: u64,
     pub squeue: PathBuf,
+    /// Slurm's scontrol: the sampler asks slurmctld for the job's allocation on nodes
+    /// with gres/shard or several GPU types (`gpu_map::Ask`).
+    pub scontrol: PathBuf,
     pub retry_s: u64,
     pub intensity_series: Option<PathBuf>,
     pub intensity_max_age_s: u64,
@@ -135,6 +138,7 @@ impl Default for Config {
             max_job_s: 30 * 24 * 3600,
             liveness_s: 120,
             squeue: PathBuf::from("/usr/bin/squeue"),
+            scontrol: PathBuf::from("/usr/bin/scontrol"),
             retry_s: 60,
             intensity_series: None,
             intensity_max_age_s: 7200,
@@ -190,6 +194,7 @@ pub const KEYS: &[&str] = &[
     "max_job_s",
     "liveness_s",
     "squeue",
+    "scontrol",
     "retry_s",
     "intensity_series",
     "intensity_max_age_s",
@@ -343,6 +348,7 @@ impl Config {
             "max_job_s" => self.max_job_s = integer(key, value, 60, 366 * 86_400)?,
             "liveness_s" => self.liveness_s = integer(key, value, 1, 86_400)?,
             "squeue" => self.squeue = absolute_path(key, value)?,
+            "scontrol" => self.scontrol = absolute_path(key, value)?,
             "retry_s" => self.retry_s = integer(key, value, 1, 86_400)?,
             "intensity_series" => self.intensity_series = Some(absolute_path(key, value)?),
             "intensity_max_age_s" => {

@@ -31,9 +31,12 @@
 //! - With several gres entries (typed requests `gpu:a100:1,gpu:h100:1`, or a typed node
 //!   whose allocation slurmctld split by type) each overwrites `SLURM_JOB_GPUS`: the
 //!   prolog sees only the last one's indices (read in the source; untested on a
-//!   cluster). A node with several GPU types is therefore refused unless the UUIDs in
-//!   `CUDA_VISIBLE_DEVICES` name the boards (they too would be the last entry's only,
-//!   so the record can miss GPUs, never name another job's).
+//!   cluster). Where the UUIDs in `CUDA_VISIBLE_DEVICES` name the boards they are used
+//!   (they too would be the last entry's only, so the record can miss GPUs, never name
+//!   another job's); without them, the sampler asks slurmctld ([`Ask`]).
+//! - On these two kinds of node only (gres/shard, several GPU types) the prolog passes an
+//!   [`Ask`] and the sampler reads the node's allocation in `scontrol show job -d`; no
+//!   other node costs slurmctld a call.
 //!
 //! # How slurmd numbers a node's GPUs
 //!
@@ -134,16 +137,7 @@ fn valid_uuid(u: &str) -> bool {
 pub fn format_spec(sel: &[Sel]) -> String {
     sel.iter()
         .map(|s| {
-            let mut out = match &s.key {
-                Key::Minor(m) => format!("m{m}"),
-                Key::Uuid(u) => format!("u:{u}"),
-                Key::Mig { minor, gi, ci } => match ci {
-                    Some(ci) => format!("g{minor}.{gi}.{ci}"),
-                    None => format!("g{minor}.{gi}"),
-                },
-                Key::Nvml { index, of } => format!("n{index}/{of}"),
-                Key::Either { index, of } => format!("e{index}/{of}"),
-            };
+            let mut out = key_token(&s.key);
             match s.share {
                 Share::Whole => {}
                 Share::Mps(p) => out.push_str(&format!("~mps{p}")),
@@ -155,14 +149,55 @@ pub fn format_spec(sel: &[Sel]) -> String {
         .join(",")
 }
 
-/// Parses [`format_spec`]'s text; `None` on anything else.
-pub fn parse_spec(spec: &str) -> Option<Vec<Sel>> {
+fn key_token(key: &Key) -> String {
+    match key {
+        Key::Minor(m) => format!("m{m}"),
+        Key::Uuid(u) => format!("u:{u}"),
+        Key::Mig { minor, gi, ci } => match ci {
+            Some(ci) => format!("g{minor}.{gi}.{ci}"),
+            None => format!("g{minor}.{gi}"),
+        },
+        Key::Nvml { index, of } => format!("n{index}/{of}"),
+        Key::Either { index, of } => format!("e{index}/{of}"),
+    }
+}
+
+fn parse_key(key: &str) -> Option<Key> {
     fn pair(s: &str) -> Option<(u32, u32)> {
         let (a, b) = s.split_once('/')?;
         let (a, b) = (a.parse().ok()?, b.parse().ok()?);
         (a < b).then_some((a, b))
     }
-    if spec.len() > 16 * 1024 {
+    Some(if let Some(u) = key.strip_prefix("u:") {
+        valid_uuid(u).then(|| Key::Uuid(u.to_string()))?
+    } else if let Some(m) = key.strip_prefix('m') {
+        Key::Minor(m.parse().ok()?)
+    } else if let Some(g) = key.strip_prefix('g') {
+        let mut it = g.split('.');
+        let minor = it.next()?.parse().ok()?;
+        let gi = it.next()?.parse().ok()?;
+        let ci = match it.next() {
+            Some(c) => Some(c.parse().ok()?),
+            None => None,
+        };
+        if it.next().is_some() {
+            return None;
+        }
+        Key::Mig { minor, gi, ci }
+    } else if let Some(n) = key.strip_prefix('n') {
+        let (index, of) = pair(n)?;
+        Key::Nvml { index, of }
+    } else if let Some(n) = key.strip_prefix('e') {
+        let (index, of) = pair(n)?;
+        Key::Either { index, of }
+    } else {
+        return None;
+    })
+}
+
+/// Parses [`format_spec`]'s text; `None` on anything else.
+pub fn parse_spec(spec: &str) -> Option<Vec<Sel>> {
+    if spec.len() > 16 * 1024 || spec.starts_with(ASK) {
         return None;
     }
     let mut out = Vec::new();
@@ -171,31 +206,7 @@ pub fn parse_spec(spec: &str) -> Option<Vec<Sel>> {
             Some((k, s)) => (k, Some(s)),
             None => (item, None),
         };
-        let key = if let Some(u) = key.strip_prefix("u:") {
-            valid_uuid(u).then(|| Key::Uuid(u.to_string()))?
-        } else if let Some(m) = key.strip_prefix('m') {
-            Key::Minor(m.parse().ok()?)
-        } else if let Some(g) = key.strip_prefix('g') {
-            let mut it = g.split('.');
-            let minor = it.next()?.parse().ok()?;
-            let gi = it.next()?.parse().ok()?;
-            let ci = match it.next() {
-                Some(c) => Some(c.parse().ok()?),
-                None => None,
-            };
-            if it.next().is_some() {
-                return None;
-            }
-            Key::Mig { minor, gi, ci }
-        } else if let Some(n) = key.strip_prefix('n') {
-            let (index, of) = pair(n)?;
-            Key::Nvml { index, of }
-        } else if let Some(n) = key.strip_prefix('e') {
-            let (index, of) = pair(n)?;
-            Key::Either { index, of }
-        } else {
-            return None;
-        };
+        let key = parse_key(key)?;
         let share = match share {
             None => Share::Whole,
             Some(s) => {
@@ -214,6 +225,374 @@ pub fn parse_spec(spec: &str) -> Option<Vec<Sel>> {
         out.push(Sel { key, share });
     }
     Some(out)
+}
+
+/// The prefix of a selection that asks slurmctld (see [`Ask`]).
+pub const ASK: &str = "ask:";
+
+/// A selection the prolog's environment cannot make, on a node with gres/shard (a shard
+/// job gets the same `SLURM_JOB_GPUS` as a whole-GPU job, and no shard count) or with
+/// several GPU types (each typed entry overwrites `SLURM_JOB_GPUS`): the sampler asks
+/// slurmctld once (`scontrol show job -d JOB`) for this node's allocation
+/// ([`node_gres`], [`parse_gres`]) and decides with [`from_slurmctld`].
+///
+/// As a `--gpus` argument: `ask:J:T`, J the indices of `SLURM_JOB_GPUS` joined by `.`,
+/// T the node's gres indices 0, 1, ... in order, joined by `;`, each its board's key as
+/// in [`format_spec`] followed by `#N` where gres.conf gives that board N shards, e.g.
+/// `ask:1:m0#4;m1#4;m2`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ask {
+    /// `SLURM_JOB_GPUS` as the prolog saw it.
+    pub job_indices: Vec<usize>,
+    /// Per gres index of the node: its board, and the board's shards in gres.conf.
+    pub table: Vec<(Key, Option<u64>)>,
+}
+
+/// What the prolog hands the sampler.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Selection {
+    Known(Vec<Sel>),
+    Ask(Ask),
+}
+
+/// The sampler's `--gpus` argument for a selection.
+pub fn format_selection(sel: &Selection) -> String {
+    match sel {
+        Selection::Known(s) => format_spec(s),
+        Selection::Ask(a) => format!(
+            "{ASK}{}:{}",
+            a.job_indices
+                .iter()
+                .map(|i| i.to_string())
+                .collect::<Vec<_>>()
+                .join("."),
+            a.table
+                .iter()
+                .map(|(k, n)| match n {
+                    Some(n) => format!("{}#{n}", key_token(k)),
+                    None => key_token(k),
+                })
+                .collect::<Vec<_>>()
+                .join(";")
+        ),
+    }
+}
+
+/// Parses [`format_selection`]'s text; `None` on anything else.
+pub fn parse_selection(spec: &str) -> Option<Selection> {
+    let Some(rest) = spec.strip_prefix(ASK) else {
+        return parse_spec(spec).map(Selection::Known);
+    };
+    if spec.len() > 16 * 1024 {
+        return None;
+    }
+    let (job, table) = rest.split_once(':')?;
+    let job_indices = job
+        .split('.')
+        .map(|i| i.parse::<usize>().ok())
+        .collect::<Option<Vec<_>>>()?;
+    let table = table
+        .split(';')
+        .map(|e| {
+            let (k, n) = match e.split_once('#') {
+                Some((k, n)) => (k, Some(n.parse::<u64>().ok().filter(|&n| n > 0)?)),
+                None => (e, None),
+            };
+            Some((parse_key(k)?, n))
+        })
+        .collect::<Option<Vec<_>>>()?;
+    if job_indices.iter().any(|&i| i >= table.len()) {
+        return None;
+    }
+    Some(Selection::Ask(Ask { job_indices, table }))
+}
+
+/// How many text bytes of `scontrol show job -d` are read at most.
+pub const SCONTROL_MAX: usize = 1 << 20;
+
+/// This node's `GRES=` value in `scontrol show job -d JOB`'s text: from the record of
+/// `JobId=job`, the one detail line `Nodes=LIST ... GRES=...` whose host list holds
+/// `node`.
+pub fn node_gres(text: &str, job: u32, node: &str) -> Result<String, Refusal> {
+    let not_understood = |why: &str| Refusal(format!("scontrol show job -d {job}: {why}"));
+    let want = format!("JobId={job}");
+    let mut records = 0;
+    let mut in_job = false;
+    let mut found: Vec<String> = Vec::new();
+    for line in text.lines() {
+        let mut tokens = line.split_whitespace();
+        let Some(first) = tokens.next() else {
+            continue;
+        };
+        if first.starts_with("JobId=") {
+            in_job = first == want;
+            records += usize::from(in_job);
+            continue;
+        }
+        if !in_job {
+            continue;
+        }
+        let Some(list) = first.strip_prefix("Nodes=") else {
+            continue;
+        };
+        let names = crate::hostlist::expand_max(list, 100_000)
+            .map_err(|_| not_understood(&format!("host list `{list}` not understood")))?;
+        if !names.iter().any(|n| n == node) {
+            continue;
+        }
+        let gres = std::iter::once(first)
+            .chain(tokens)
+            .find_map(|t| t.strip_prefix("GRES="));
+        match gres {
+            Some(g) => found.push(g.to_string()),
+            None => return Err(not_understood(&format!("no GRES= for node {node}"))),
+        }
+    }
+    match (records, found.len()) {
+        (0, _) => Err(not_understood("no record of the job")),
+        (1, 1) => Ok(found.remove(0)),
+        (1, 0) => Err(not_understood(&format!(
+            "no Nodes= detail line names node {node}"
+        ))),
+        (1, n) => Err(not_understood(&format!(
+            "{n} Nodes= detail lines name node {node}"
+        ))),
+        (n, _) => Err(not_understood(&format!("{n} records of the job"))),
+    }
+}
+
+/// How slurmctld gives one gres entry's devices on a node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GresAlloc {
+    /// `(IDX:0-1,3)`: the gres indices (gpu; shard on 22.05).
+    Indices(Vec<usize>),
+    /// `(1/2,0/2)`: per gres index of the node, allocated / the board's (shard, 24.11+).
+    PerIndex(Vec<(u64, u64)>),
+}
+
+/// One entry of a node's `GRES=` value, e.g. `gpu:aa:1(IDX:0)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GresEntry {
+    pub name: String,
+    pub kind: Option<String>,
+    pub count: u64,
+    pub alloc: GresAlloc,
+}
+
+/// Parses a node's `GRES=` value: comma-separated entries `name[:type]:count(alloc)`
+/// (commas inside the parentheses belong to the entry). Anything else, an empty value
+/// included, is a refusal.
+pub fn parse_gres(value: &str) -> Result<Vec<GresEntry>, Refusal> {
+    let bad = |why: String| {
+        Refusal(format!(
+            "GRES=`{}`: {why}",
+            value.chars().take(200).collect::<String>()
+        ))
+    };
+    if value.is_empty() {
+        return Err(bad(
+            "empty: the job's devices on the node are not given".into()
+        ));
+    }
+    let mut entries = Vec::new();
+    let (mut depth, mut start) = (0usize, 0usize);
+    for (i, c) in value.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => {
+                depth = depth
+                    .checked_sub(1)
+                    .ok_or_else(|| bad("unbalanced parentheses".into()))?
+            }
+            ',' if depth == 0 => {
+                entries.push(&value[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    if depth != 0 {
+        return Err(bad("unbalanced parentheses".into()));
+    }
+    entries.push(&value[start..]);
+    let mut out = Vec::new();
+    for e in entries {
+        let (head, alloc) = e
+            .strip_suffix(')')
+            .and_then(|e| e.split_once('('))
+            .ok_or_else(|| bad(format!("entry `{e}` gives no devices")))?;
+        let parts: Vec<&str> = head.split(':').collect();
+        let (name, kind, count) = match parts.as_slice() {
+            [n, c] => (*n, None, *c),
+            [n, t, c] if !t.is_empty() => (*n, Some(t.to_string()), *c),
+            _ => return Err(bad(format!("entry `{e}` not understood"))),
+        };
+        let count: u64 = count
+            .parse()
+            .map_err(|_| bad(format!("entry `{e}`: count not a number")))?;
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            return Err(bad(format!("entry `{e}` not understood")));
+        }
+        let alloc = if let Some(list) = alloc.strip_prefix("IDX:") {
+            let mut idx = Vec::new();
+            for item in list.split(',') {
+                let (a, b) = item.split_once('-').unwrap_or((item, item));
+                let (a, b): (usize, usize) = match (a.parse(), b.parse()) {
+                    (Ok(a), Ok(b)) if a <= b && b < 1 << 16 => (a, b),
+                    _ => return Err(bad(format!("entry `{e}`: index list not understood"))),
+                };
+                idx.extend(a..=b);
+            }
+            GresAlloc::Indices(idx)
+        } else {
+            let per = alloc
+                .split(',')
+                .map(|p| {
+                    let (a, t) = p.split_once('/')?;
+                    Some((a.parse::<u64>().ok()?, t.parse::<u64>().ok()?))
+                })
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| bad(format!("entry `{e}`: devices not understood")))?;
+            GresAlloc::PerIndex(per)
+        };
+        out.push(GresEntry {
+            name: name.to_string(),
+            kind,
+            count,
+            alloc,
+        });
+    }
+    Ok(out)
+}
+
+/// The job's boards on the node from slurmctld's allocation (`entries`, this node's) and
+/// the prolog's [`Ask`]: gpu entries' indices are whole boards, shard entries the job's
+/// shards of each board (`a/t` per index, 24.11+; on 22.05 the entry's count on its one
+/// index, of the board's shards in gres.conf). `SLURM_JOB_GPUS` must be what slurmctld
+/// allocated (one entry) or a part of it (several entries: it is the last one's), else
+/// a refusal.
+pub fn from_slurmctld(ask: &Ask, entries: &[GresEntry]) -> Result<Vec<Sel>, Refusal> {
+    let n = ask.table.len();
+    let mut by_index: BTreeMap<usize, Share> = BTreeMap::new();
+    let mut add = |i: usize, share: Share, e: &GresEntry| -> Result<(), Refusal> {
+        if i >= n {
+            return refuse(format!(
+                "slurmctld gives gres index {i} ({}), the node has {n}",
+                e.name
+            ));
+        }
+        if by_index.insert(i, share).is_some() {
+            return refuse(format!(
+                "slurmctld gives gres index {i} in two entries (gpu and shard)"
+            ));
+        }
+        Ok(())
+    };
+    let mut used = 0;
+    for e in entries {
+        match (e.name.as_str(), &e.alloc) {
+            ("gpu", GresAlloc::Indices(idx)) => {
+                if idx.len() as u64 != e.count {
+                    return refuse(format!(
+                        "slurmctld gives gpu count {} with {} indices",
+                        e.count,
+                        idx.len()
+                    ));
+                }
+                for &i in idx {
+                    add(i, Share::Whole, e)?;
+                }
+            }
+            ("shard", GresAlloc::PerIndex(per)) => {
+                if per.len() != n {
+                    return refuse(format!(
+                        "slurmctld lists shards of {} gres indices, the prolog's gres.conf {n}",
+                        per.len()
+                    ));
+                }
+                if per.iter().map(|(a, _)| a).sum::<u64>() != e.count {
+                    return refuse(format!(
+                        "slurmctld's shards per index do not add up to shard:{}",
+                        e.count
+                    ));
+                }
+                for (i, &(a, of)) in per.iter().enumerate() {
+                    if a == 0 {
+                        continue;
+                    }
+                    if a > of {
+                        return refuse(format!("slurmctld gives gres index {i} {a}/{of} shards"));
+                    }
+                    if let Some(conf) = ask.table[i].1.filter(|&c| c != of) {
+                        return refuse(format!(
+                            "slurmctld gives gres index {i} {of} shards, gres.conf {conf}"
+                        ));
+                    }
+                    add(i, Share::Shard { n: a, of }, e)?;
+                }
+            }
+            ("shard", GresAlloc::Indices(idx)) => {
+                let &[i] = idx.as_slice() else {
+                    return refuse(format!(
+                        "slurmctld gives shard:{} on {} gres indices without a count per index (Slurm 22.05): the job's share of each board is unknown",
+                        e.count,
+                        idx.len()
+                    ));
+                };
+                let Some(of) = ask.table.get(i).and_then(|t| t.1) else {
+                    return refuse(format!(
+                        "slurmctld gives shards on gres index {i}, gres.conf gives its board no shard count"
+                    ));
+                };
+                if e.count == 0 || e.count > of {
+                    return refuse(format!(
+                        "slurmctld gives shard:{} on gres index {i}, its board has {of}",
+                        e.count
+                    ));
+                }
+                add(i, Share::Shard { n: e.count, of }, e)?;
+            }
+            ("gpu", _) => return refuse(format!("slurmctld's {} entry not understood", e.name)),
+            ("mps", _) => return refuse("slurmctld gives gres/mps beside gpu or shard: not read"),
+            _ => continue,
+        }
+        used += 1;
+    }
+    if by_index.is_empty() {
+        return refuse("slurmctld gives the job no gpu or shard on this node");
+    }
+    let prolog: std::collections::BTreeSet<usize> = ask.job_indices.iter().copied().collect();
+    let missing: Vec<usize> = prolog
+        .iter()
+        .filter(|i| !by_index.contains_key(i))
+        .copied()
+        .collect();
+    if !missing.is_empty() {
+        return refuse(format!(
+            "SLURM_JOB_GPUS has gres index(es) {missing:?} that slurmctld did not allocate to the job"
+        ));
+    }
+    if used == 1 && prolog.len() != by_index.len() {
+        return refuse(format!(
+            "SLURM_JOB_GPUS has {} gres index(es), slurmctld's one entry {}",
+            prolog.len(),
+            by_index.len()
+        ));
+    }
+    let mut out: Vec<Sel> = Vec::new();
+    for (i, share) in by_index {
+        let key = ask.table[i].0.clone();
+        match out.iter().find(|s| s.key == key) {
+            Some(s) if s.share == Share::Whole && share == Share::Whole => {}
+            Some(_) => {
+                return refuse(format!(
+                    "gres index {i} is a board already named with another share"
+                ))
+            }
+            None => out.push(Sel { key, share }),
+        }
+    }
+    Ok(out)
 }
 
 /// What a caps minor gives access to: (GPU minor, GPU instance, compute instance; `None`:
@@ -450,9 +829,56 @@ fn shared_counts(
 
 /// The prolog's selection: each allocated GPU by the most direct key Slurm gives, with
 /// the job's share of it; a refusal whenever that cannot be known for certain.
+/// Where the environment cannot tell (gres/shard, several GPU types) this is a refusal;
+/// [`choose`] asks slurmctld there instead.
 pub fn select(job: &JobGpus, node: &NodeGres) -> Result<Vec<Sel>, Refusal> {
+    match select_or_ask(job, node, false)? {
+        Selection::Known(sel) => Ok(sel),
+        Selection::Ask(_) => refuse("slurmctld must be asked"),
+    }
+}
+
+/// The prolog's choice: [`select`], or, on a node with gres/shard or several GPU types
+/// where the environment cannot tell, an [`Ask`] for the sampler.
+pub fn choose(job: &JobGpus, node: &NodeGres) -> Result<Selection, Refusal> {
+    select_or_ask(job, node, true)
+}
+
+/// Each of the node's gres indices' board, and its shards in gres.conf.
+fn ask_table(job: &JobGpus, node: &NodeGres, why: &str) -> Result<Selection, Refusal> {
+    let context = |r: Refusal| Refusal(format!("{why}; the node's GPUs cannot be listed: {}", r.0));
+    let n = match node.conf.autodetect.as_deref().unwrap_or("off") {
+        "off" => node.files.len(),
+        _ => node.proc.nvidia_minors().map_or(0, |m| m.len()),
+    };
+    if n == 0 {
+        return Err(context(Refusal("no GPU in gres.conf or /proc".into())));
+    }
+    let board_files: Vec<PathBuf> = node.files.iter().flatten().cloned().collect();
+    let shards = shared_counts(node, &board_files, "shard").map_err(context)?;
+    let mut table = Vec::with_capacity(n);
+    for i in 0..n {
+        let key = keys_from_indices(&[i], node).map_err(context)?.remove(0);
+        let count = match &key {
+            Key::Minor(m) => shards.get(m).copied(),
+            _ => None,
+        };
+        table.push((key, count));
+    }
+    if let Some(&i) = job.indices.iter().find(|&&i| i >= n) {
+        return refuse(format!(
+            "{why}; SLURM_JOB_GPUS has gres index {i}, the node has {n}"
+        ));
+    }
+    Ok(Selection::Ask(Ask {
+        job_indices: job.indices.clone(),
+        table,
+    }))
+}
+
+fn select_or_ask(job: &JobGpus, node: &NodeGres, ask: bool) -> Result<Selection, Refusal> {
     if job.indices.is_empty() {
-        return Ok(Vec::new());
+        return Ok(Selection::Known(Vec::new()));
     }
     let several_types = node
         .types
@@ -483,9 +909,11 @@ pub fn select(job: &JobGpus, node: &NodeGres) -> Result<Vec<Sel>, Refusal> {
         Some(u) => u.into_iter().map(Key::Uuid).collect(),
         None => {
             if several_types {
-                return refuse(
-                    "the node has several GPU types in slurm.conf: Slurm gives the prolog only the last typed allocation's SLURM_JOB_GPUS (gres.c prep_set_env overwrites it), and no UUIDs",
-                );
+                let why = "the node has several GPU types in slurm.conf: Slurm gives the prolog only the last typed allocation's SLURM_JOB_GPUS (gres.c prep_set_env overwrites it), and no UUIDs";
+                if ask {
+                    return ask_table(job, node, why);
+                }
+                return refuse(why);
             }
             keys_from_indices(&job.indices, node)?
         }
@@ -511,10 +939,10 @@ pub fn select(job: &JobGpus, node: &NodeGres) -> Result<Vec<Sel>, Refusal> {
                 keys.len()
             ));
         }
-        return Ok(vec![Sel {
+        return Ok(Selection::Known(vec![Sel {
             key: keys.remove(0),
             share: Share::Mps(p),
-        }]);
+        }]));
     }
     let shared_board = |k: &Key| match k {
         Key::Minor(m) | Key::Mig { minor: m, .. } => shards.contains_key(m),
@@ -523,13 +951,16 @@ pub fn select(job: &JobGpus, node: &NodeGres) -> Result<Vec<Sel>, Refusal> {
     if !shards.is_empty() && keys.iter().any(shared_board) {
         let on_node = match job.shards_on_node.as_deref() {
             None => {
-                return refuse(
-                    "the node has gres/shard: Slurm gives the prolog the same SLURM_JOB_GPUS for a shard job as for a whole GPU and no shard count (gres_shard.c prep_set_env), so the job's share of the board is unknown",
-                )
+                let why = "the node has gres/shard: Slurm gives the prolog the same SLURM_JOB_GPUS for a shard job as for a whole GPU and no shard count (gres_shard.c prep_set_env), so the job's share of the board is unknown";
+                if ask {
+                    return ask_table(job, node, why);
+                }
+                return refuse(why);
             }
-            Some(n) => n.trim().parse::<u64>().map_err(|_| {
-                Refusal(format!("SLURM_SHARDS_ON_NODE `{n}` is not a number"))
-            })?,
+            Some(n) => n
+                .trim()
+                .parse::<u64>()
+                .map_err(|_| Refusal(format!("SLURM_SHARDS_ON_NODE `{n}` is not a number")))?,
         };
         if keys.len() != 1 {
             return refuse("shards on several GPUs: the count per GPU is unknown");
@@ -546,18 +977,19 @@ pub fn select(job: &JobGpus, node: &NodeGres) -> Result<Vec<Sel>, Refusal> {
                 "SLURM_SHARDS_ON_NODE={on_node} but the GPU has {of} shards"
             ));
         }
-        return Ok(vec![Sel {
+        return Ok(Selection::Known(vec![Sel {
             key: keys.remove(0),
             share: Share::Shard { n: on_node, of },
-        }]);
+        }]));
     }
-    Ok(keys
-        .into_iter()
-        .map(|key| Sel {
-            key,
-            share: Share::Whole,
-        })
-        .collect())
+    Ok(Selection::Known(
+        keys.into_iter()
+            .map(|key| Sel {
+                key,
+                share: Share::Whole,
+            })
+            .collect(),
+    ))
 }
 
 fn keys_from_indices(indices: &[usize], node: &NodeGres) -> Result<Vec<Key>, Refusal> {

@@ -46,7 +46,7 @@ fn select_gpus(
     env: &JobEnv,
     indices: &[usize],
     proc: &gpu_map::ProcFiles,
-) -> Result<Result<Vec<gpu_map::Sel>, gpu_map::Refusal>, JobError> {
+) -> Result<Result<gpu_map::Selection, gpu_map::Refusal>, JobError> {
     let gres_conf = env.gres_conf(config);
     let slurm_conf = env.slurm_conf();
     let conf = gres::node_conf(&gres_conf, &env.node)?;
@@ -70,7 +70,7 @@ fn select_gpus(
         mps_percentage: env.mps_percentage.clone(),
         shards_on_node: env.shards_on_node.clone(),
     };
-    Ok(gpu_map::select(&job, &node))
+    Ok(gpu_map::choose(&job, &node))
 }
 
 /// What slurmd tells the job_script context (its environment and spank items).
@@ -210,13 +210,16 @@ pub fn prolog(
     let selection = select_gpus(config, env, &indices, &gpu_map::ProcFiles::system())?;
     let minors: Vec<u32> = selection
         .as_ref()
-        .map(|sel| {
-            sel.iter()
+        .map(|sel| match sel {
+            gpu_map::Selection::Known(sel) => sel
+                .iter()
                 .filter_map(|s| match s.key {
                     gpu_map::Key::Minor(m) => Some(m),
                     _ => None,
                 })
-                .collect()
+                .collect(),
+            // The sampler learns the boards from slurmctld.
+            gpu_map::Selection::Ask(_) => Vec::new(),
         })
         .unwrap_or_default();
     let state = StateDir::open(&config.state_dir)?;
@@ -254,7 +257,7 @@ pub fn prolog(
             return Ok(PrologOutcome::NoGpus);
         }
     };
-    let spec = gpu_map::format_spec(&selection);
+    let spec = gpu_map::format_selection(&selection);
     info.gpus = Some(spec.clone());
     let mut argv = vec![
         "sample".to_string(),
@@ -1114,6 +1117,44 @@ mod tests {
                 .as_deref()
                 .is_some_and(|r| r.contains("gres index 1")),
             "{info:?}"
+        );
+        let _ = fs::remove_dir_all(&root);
+    }
+
+    #[test]
+    fn on_a_shard_node_the_prolog_leaves_the_question_to_the_sampler() {
+        let root = std::env::temp_dir().join(format!("sc-job-ask-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        fs::create_dir_all(&root).unwrap();
+        let gres_conf = root.join("gres.conf");
+        // /dev/null is 1:3, a character device on every Linux host.
+        fs::write(
+            &gres_conf,
+            "Name=gpu File=/dev/null\nName=shard Count=4 File=/dev/null\n",
+        )
+        .unwrap();
+        let config = Config {
+            state_dir: root.join("state"),
+            gres_conf: Some(gres_conf),
+            ..Config::default()
+        };
+        let vars = [
+            ("SLURM_JOB_ID", "83"),
+            ("SLURMD_NODENAME", "n1"),
+            ("SLURM_JOB_GPUS", "0"),
+        ];
+        let env = JobEnv::from_env(None, env_of(&vars)).unwrap();
+        let spawner = NoSpawn(Mutex::new(Vec::new()));
+        let out = prolog(&config, &[], &env, &spawner).unwrap();
+        // Started, with no board known yet: the sampler asks slurmctld.
+        assert!(
+            matches!(&out, PrologOutcome::Started { minors, .. } if minors.is_empty()),
+            "{out:?}"
+        );
+        let started = spawner.0.lock().unwrap().clone();
+        assert!(
+            started[0].starts_with("sample --key 83.n1 --gpus ask:0:m3#4 --"),
+            "{started:?}"
         );
         let _ = fs::remove_dir_all(&root);
     }

@@ -57,8 +57,9 @@ enum Cmd {
         #[arg(long, value_delimiter = ',')]
         minors: Vec<u32>,
         /// The prolog's selection of the job's GPUs (UUIDs, minors, MIG instances,
-        /// NVML positions, with the job's share; see gpu_map::format_spec). Overrides
-        /// --minors.
+        /// NVML positions, with the job's share; see gpu_map::format_selection), or
+        /// `ask:...` (gres/shard or several GPU types: the sampler asks slurmctld).
+        /// Overrides --minors.
         #[arg(long)]
         gpus: Option<String>,
         /// The plugin's plugstack.conf arguments (key=value).

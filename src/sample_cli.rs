@@ -85,7 +85,8 @@ pub fn sample(key: &str, minors: &[u32], gpus: Option<&str>, args: &[String]) ->
             return ExitCode::FAILURE;
         }
     };
-    let charges = match charges(&host, minors, gpus) {
+    let ask = |ask: &gpu_map::Ask| ask_slurmctld(&config.scontrol, &key, ask);
+    let charges = match charges(&host, minors, gpus, &ask) {
         Ok(c) => c,
         Err(why) => {
             log::error!("job {key}: no measurement on this node: {why}");
@@ -151,9 +152,59 @@ pub fn sample(key: &str, minors: &[u32], gpus: Option<&str>, args: &[String]) ->
     }
 }
 
+/// How long the one `scontrol show job -d` of an [`gpu_map::Ask`] may take.
+const SCONTROL_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The job's boards on this node from slurmctld (`scontrol show job -d JOB`), for a
+/// selection the prolog's environment could not make (gres/shard, several GPU types).
+fn ask_slurmctld(
+    scontrol: &std::path::Path,
+    key: &JobKey,
+    ask: &gpu_map::Ask,
+) -> Result<Vec<gpu_map::Sel>, String> {
+    let job = key.job.to_string();
+    let out = accounting::run_tool(
+        &scontrol.to_path_buf(),
+        &["show", "job", "-d", &job],
+        SCONTROL_TIMEOUT,
+    )
+    .map_err(|e| format!("asking slurmctld for the job's GPUs: {}", chain(&e)))?;
+    if !out.status.success() {
+        return Err(format!(
+            "asking slurmctld for the job's GPUs: {} show job -d {job}: {}: {}",
+            scontrol.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+                .trim()
+                .chars()
+                .take(200)
+                .collect::<String>()
+        ));
+    }
+    let n = out.stdout.len().min(gpu_map::SCONTROL_MAX);
+    let text = String::from_utf8_lossy(&out.stdout[..n]);
+    let answer = gpu_map::node_gres(&text, key.job, &key.node)
+        .and_then(|g| gpu_map::parse_gres(&g))
+        .and_then(|entries| gpu_map::from_slurmctld(ask, &entries))
+        .map_err(|r| r.to_string())?;
+    log::info!(
+        "job {key}: slurmctld gives the job {} on this node",
+        gpu_map::format_spec(&answer)
+    );
+    Ok(answer)
+}
+
+type AskFn<'a> = &'a dyn Fn(&gpu_map::Ask) -> Result<Vec<gpu_map::Sel>, String>;
+
 /// The boards to sample and the job's share of each: the prolog's `--gpus` selection
-/// resolved against what NVML says (`gpu_map::resolve`), else `--minors`, whole.
-fn charges(host: &dyn GpuHost, minors: &[u32], gpus: Option<&str>) -> Result<Vec<Charge>, String> {
+/// (asking slurmctld where the prolog could not tell) resolved against what NVML says
+/// (`gpu_map::resolve`), else `--minors`, whole.
+fn charges(
+    host: &dyn GpuHost,
+    minors: &[u32],
+    gpus: Option<&str>,
+    ask: AskFn,
+) -> Result<Vec<Charge>, String> {
     let Some(spec) = gpus else {
         return Ok(minors
             .iter()
@@ -165,7 +216,11 @@ fn charges(host: &dyn GpuHost, minors: &[u32], gpus: Option<&str>) -> Result<Vec
             })
             .collect());
     };
-    let sel = gpu_map::parse_spec(spec).ok_or_else(|| format!("bad --gpus `{spec}`"))?;
+    let sel = match gpu_map::parse_selection(spec) {
+        Some(gpu_map::Selection::Known(sel)) => sel,
+        Some(gpu_map::Selection::Ask(a)) => ask(&a)?,
+        None => return Err(format!("bad --gpus `{spec}`")),
+    };
     let boards = host.boards().map_err(|e| chain(&e))?;
     gpu_map::resolve(&sel, &boards).map_err(|r| r.to_string())
 }
@@ -188,4 +243,73 @@ fn job_still_running(squeue: &std::path::Path, job: &str) -> bool {
     }
     let state = text.trim();
     !(state.is_empty() || accounting::ENDED.contains(&state))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fake scontrol that answers only `show job -d 42`, as Slurm 24.11 does.
+    fn fake_scontrol(dir: &std::path::Path, body: &str) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::create_dir_all(dir).unwrap();
+        let p = dir.join("scontrol");
+        std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        p
+    }
+
+    /// `ask_slurmctld`, retried while the fresh script is busy (another test's fork may
+    /// hold it open for a moment).
+    fn ask(scontrol: &std::path::Path, a: &gpu_map::Ask) -> Result<Vec<gpu_map::Sel>, String> {
+        let key = JobKey::parse("42.node2").unwrap();
+        for _ in 0..20 {
+            match ask_slurmctld(scontrol, &key, a) {
+                Err(e) if e.contains("busy") => std::thread::sleep(Duration::from_millis(50)),
+                other => return other,
+            }
+        }
+        ask_slurmctld(scontrol, &key, a)
+    }
+
+    #[test]
+    fn the_sampler_asks_scontrol_for_this_node_and_refuses_what_it_cannot_read() {
+        let dir = std::env::temp_dir().join(format!("sc-ask-{}", std::process::id()));
+        let Some(gpu_map::Selection::Ask(a)) = gpu_map::parse_selection("ask:0:m0#2;m1#2") else {
+            panic!("spec");
+        };
+        let scontrol = fake_scontrol(
+            &dir.join("ok"),
+            r#"[ "$*" = "show job -d 42" ] || { echo "bad args: $*" >&2; exit 3; }
+echo 'JobId=42 JobName=wrap'
+echo '   JOB_GRES=shard:3'
+echo '     Nodes=node1 CPU_IDs=1 Mem=0 GRES=shard:2(0/2,2/2)'
+echo '     Nodes=node2 CPU_IDs=0 Mem=0 GRES=shard:1(1/2,0/2)'"#,
+        );
+        let sel = ask(&scontrol, &a).unwrap();
+        assert_eq!(
+            sel,
+            vec![gpu_map::Sel {
+                key: gpu_map::Key::Minor(0),
+                share: gpu_map::Share::Shard { n: 1, of: 2 }
+            }]
+        );
+        // scontrol fails: refused, with its message.
+        let failing = fake_scontrol(
+            &dir.join("fail"),
+            "echo 'slurm_load_jobs error: Unable to contact slurm controller' >&2; exit 1",
+        );
+        let e = ask(&failing, &a).unwrap_err();
+        assert!(e.contains("Unable to contact"), "{e}");
+        // An answer without this node's GRES: refused.
+        let empty = fake_scontrol(
+            &dir.join("empty"),
+            "echo 'JobId=42 JobName=wrap'; echo '     Nodes=node2 CPU_IDs=0 Mem=0 GRES='",
+        );
+        let e = ask(&empty, &a).unwrap_err();
+        assert!(e.contains("GRES="), "{e}");
+        // No scontrol at all.
+        assert!(ask(&dir.join("none"), &a).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -648,6 +648,303 @@ fn proc_files_parse_as_the_driver_writes_them() {
     assert_eq!(proc_with("empty", &[]).caps_major(), None);
 }
 
+/// `scontrol show job -d` as Slurm 24.11 and 26.05 printed it on the test clusters
+/// (other jobs' records around it, abridged).
+const SCONTROL_2411: &str = "JobId=41 JobName=other
+   UserId=u(1000) GroupId=u(1000) MCS_label=N/A
+   JOB_GRES=gpu:1
+     Nodes=node1 CPU_IDs=2 Mem=0 GRES=gpu:1(IDX:2)
+
+JobId=42 JobName=wrap
+   UserId=u(1000) GroupId=u(1000) MCS_label=N/A
+   JobState=RUNNING Reason=None Dependency=(null)
+   NodeList=node[1-2]
+   JOB_GRES=shard:4
+     Nodes=node1 CPU_IDs=1 Mem=0 GRES=shard:2(0/2,2/2,0/2,0/2)
+     Nodes=node2 CPU_IDs=0 Mem=0 GRES=shard:2(2/2,0/2,0/2,0/2)
+   TresPerNode=gres/shard:1
+
+JobId=43 JobName=wrap
+   JOB_GRES=shard:1
+     Nodes=node[1-3] CPU_IDs=0 Mem=0 GRES=shard:1(1/2,0/2,0/2,0/2)
+   TresPerNode=gres/shard:1
+";
+
+/// Slurm 22.05: shards by index only.
+const SCONTROL_2205: &str = "JobId=7 JobName=wrap
+   NodeList=node1
+     Nodes=node1 CPU_IDs=0 Mem=0 GRES=shard:1(IDX:0)
+   TresPerNode=gres:shard:1
+JobId=8 JobName=wrap
+     Nodes=node1 CPU_IDs=1 Mem=0 GRES=gpu:1(IDX:0)
+";
+
+/// A node of four boards, /dev/nvidia0-3 in gres.conf, each with `per` shards (none: no
+/// shard record).
+fn four_boards<'a>(
+    proc: &'a ProcFiles,
+    stat: DevStat<'a>,
+    per: Option<u64>,
+    types: Option<Vec<(Option<String>, usize)>>,
+) -> NodeGres<'a> {
+    let all: Vec<String> = (0..4).map(|i| format!("/dev/nvidia{i}")).collect();
+    NodeGres {
+        files: all.iter().map(|f| vec![PathBuf::from(f)]).collect(),
+        conf: NodeConf {
+            shared: per
+                .map(|n| SharedRecord {
+                    name: "shard".into(),
+                    count: Some(n * 4),
+                    files: all.clone(),
+                })
+                .into_iter()
+                .collect(),
+            ..NodeConf::default()
+        },
+        types,
+        proc,
+        stat,
+    }
+}
+
+fn asked(sel: Selection) -> Ask {
+    match sel {
+        Selection::Ask(a) => a,
+        other => panic!("not an ask: {other:?}"),
+    }
+}
+
+/// The sampler's side: this node's entries in `text`, decided against `ask`.
+fn sampler_side(ask: &Ask, text: &str, job: u32, node: &str) -> Result<Vec<Sel>, Refusal> {
+    from_slurmctld(ask, &parse_gres(&node_gres(text, job, node)?)?)
+}
+
+#[test]
+fn shard_nodes_ask_slurmctld_and_ordinary_nodes_never_do() {
+    let proc = proc_with("ask", &[]);
+    let stat = stat_table(&[]);
+    let shards = four_boards(&proc, &stat, Some(2), None);
+    let a = asked(choose(&job(&[1]), &shards).unwrap());
+    assert_eq!(a.job_indices, vec![1]);
+    assert_eq!(
+        a.table,
+        (0..4).map(|m| (Key::Minor(m), Some(2))).collect::<Vec<_>>()
+    );
+    // select() alone still refuses: the environment does not tell.
+    assert!(select(&job(&[1]), &shards).is_err());
+    // Round trip through the sampler's argument.
+    let spec = format_selection(&Selection::Ask(a.clone()));
+    assert_eq!(spec, "ask:1:m0#2;m1#2;m2#2;m3#2");
+    assert_eq!(parse_selection(&spec), Some(Selection::Ask(a.clone())));
+    // A shard count given in the environment: no question.
+    let mut j = job(&[1]);
+    j.shards_on_node = Some("1".into());
+    assert!(matches!(choose(&j, &shards).unwrap(), Selection::Known(_)));
+    // No shards, one GPU type: the environment is enough, never a slurmctld call.
+    for node in [
+        four_boards(&proc, &stat, None, None),
+        four_boards(&proc, &stat, None, Some(vec![(Some("aa".into()), 4)])),
+    ] {
+        let sel = choose(&job(&[0, 2]), &node).unwrap();
+        assert_eq!(
+            sel,
+            Selection::Known(whole(&[Key::Minor(0), Key::Minor(2)]))
+        );
+        assert!(!format_selection(&sel).starts_with(ASK));
+    }
+    // Several types: asked, with no shard counts.
+    let typed = four_boards(
+        &proc,
+        &stat,
+        None,
+        Some(vec![(Some("aa".into()), 2), (Some("zz".into()), 2)]),
+    );
+    let a = asked(choose(&job(&[2]), &typed).unwrap());
+    assert!(a.table.iter().all(|(_, n)| n.is_none()), "{a:?}");
+    assert_eq!(format_selection(&Selection::Ask(a)), "ask:2:m0;m1;m2;m3");
+    // An index past the node's GPUs is still refused in the prolog.
+    let r = choose(&job(&[4]), &typed).unwrap_err();
+    assert!(r.0.contains("gres index 4"), "{r}");
+}
+
+#[test]
+fn shards_from_slurm_2411_and_2605_are_shared_per_board() {
+    let proc = proc_with("ask2411", &[]);
+    let stat = stat_table(&[]);
+    let node = four_boards(&proc, &stat, Some(2), None);
+    let boards: Vec<BoardInfo> = (0..4).map(|i| board(i, i)).collect();
+    // Job 42 on node1: both shards of board 1, i.e. the whole board, as shards.
+    let a = asked(choose(&job(&[1]), &node).unwrap());
+    let sel = sampler_side(&a, SCONTROL_2411, 42, "node1").unwrap();
+    assert_eq!(
+        sel,
+        vec![Sel {
+            key: Key::Minor(1),
+            share: Share::Shard { n: 2, of: 2 }
+        }]
+    );
+    let c = resolve(&sel, &boards).unwrap();
+    assert_eq!((c[0].minor, c[0].share, c[0].rule), (1, 1.0, "shard"));
+    // On node2 the same job holds board 0: the prolog there saw index 0.
+    let a0 = asked(choose(&job(&[0]), &node).unwrap());
+    let sel = sampler_side(&a0, SCONTROL_2411, 42, "node2").unwrap();
+    assert_eq!(sel[0].key, Key::Minor(0));
+    // SLURM_JOB_GPUS and slurmctld disagree: refused.
+    let r = sampler_side(&a, SCONTROL_2411, 42, "node2").unwrap_err();
+    assert!(r.0.contains("did not allocate"), "{r}");
+    // Job 43, a host list of three nodes: one shard of two on board 0 of node2.
+    let sel = sampler_side(&a0, SCONTROL_2411, 43, "node2").unwrap();
+    let c = resolve(&sel, &boards).unwrap();
+    assert_eq!((c[0].minor, c[0].share, c[0].rule), (0, 0.5, "shard"));
+    // A node the job has no line for, a job with no record.
+    for (job, host) in [(43, "node4"), (44, "node1")] {
+        assert!(sampler_side(&a0, SCONTROL_2411, job, host).is_err());
+    }
+    // A whole GPU on a shard node (job 41): whole.
+    let a2 = asked(choose(&job(&[2]), &node).unwrap());
+    let sel = sampler_side(&a2, SCONTROL_2411, 41, "node1").unwrap();
+    assert_eq!(sel, whole(&[Key::Minor(2)]));
+    // gres.conf and slurmctld differ on the board's shards: refused.
+    let four = asked(choose(&job(&[0]), &four_boards(&proc, &stat, Some(4), None)).unwrap());
+    let r = sampler_side(&four, SCONTROL_2411, 43, "node1").unwrap_err();
+    assert!(r.0.contains("gres.conf 4"), "{r}");
+}
+
+#[test]
+fn shards_from_slurm_2205_need_one_index_and_gres_conf_count() {
+    let proc = proc_with("ask2205", &[]);
+    let stat = stat_table(&[]);
+    let node = four_boards(&proc, &stat, Some(4), None);
+    let a = asked(choose(&job(&[0]), &node).unwrap());
+    let sel = sampler_side(&a, SCONTROL_2205, 7, "node1").unwrap();
+    assert_eq!(sel[0].share, Share::Shard { n: 1, of: 4 });
+    let c = resolve(&sel, &[board(0, 0), board(1, 1), board(2, 2), board(3, 3)]).unwrap();
+    assert_eq!((c[0].share, c[0].rule), (0.25, "shard"));
+    // A whole GPU on 22.05.
+    let sel = sampler_side(&a, SCONTROL_2205, 8, "node1").unwrap();
+    assert_eq!(sel, whole(&[Key::Minor(0)]));
+    // Shards over two indices: the count per board is unknown.
+    let two = "JobId=9\n     Nodes=node1 CPU_IDs=0 Mem=0 GRES=shard:3(IDX:0-1)\n";
+    let a01 = asked(choose(&job(&[0, 1]), &node).unwrap());
+    let r = sampler_side(&a01, two, 9, "node1").unwrap_err();
+    assert!(r.0.contains("22.05"), "{r}");
+    // More shards than the board has.
+    let many = "JobId=9\n     Nodes=node1 CPU_IDs=0 Mem=0 GRES=shard:5(IDX:0)\n";
+    assert!(sampler_side(&a, many, 9, "node1").is_err());
+}
+
+#[test]
+fn typed_gpus_come_from_slurmctld_and_must_cover_slurm_job_gpus() {
+    let proc = proc_with("asktyped", &[]);
+    let stat = stat_table(&[]);
+    let typed = Some(vec![(Some("aa".into()), 2), (Some("zz".into()), 2)]);
+    let node = four_boards(&proc, &stat, None, typed.clone());
+    let text = "JobId=50 JobName=t\n   JOB_GRES=gpu:aa:1,gpu:zz:1\n     Nodes=node[1-2] CPU_IDs=0-1 Mem=0 GRES=gpu:aa:1(IDX:0),gpu:zz:1(IDX:2)\n";
+    // The prolog saw only the last type's index.
+    let a = asked(choose(&job(&[2]), &node).unwrap());
+    let sel = sampler_side(&a, text, 50, "node2").unwrap();
+    assert_eq!(sel, whole(&[Key::Minor(0), Key::Minor(2)]));
+    // An index slurmctld did not give: refused.
+    let a1 = asked(choose(&job(&[1]), &node).unwrap());
+    assert!(sampler_side(&a1, text, 50, "node1").is_err());
+    // Ranges and lists of indices.
+    let ranges = "JobId=51\n     Nodes=node1 GRES=gpu:aa:2(IDX:0-1),gpu:zz:1(IDX:3)\n";
+    let a3 = asked(choose(&job(&[3]), &node).unwrap());
+    assert_eq!(
+        sampler_side(&a3, ranges, 51, "node1").unwrap(),
+        whole(&[Key::Minor(0), Key::Minor(1), Key::Minor(3)])
+    );
+    // gpu and shard entries together, on a typed node with shards.
+    let both = four_boards(&proc, &stat, Some(2), typed);
+    let mixed = "JobId=52\n     Nodes=node1 GRES=gpu:aa:1(IDX:0),shard:zz:1(0/2,0/2,1/2,0/2)\n";
+    let a2 = asked(choose(&job(&[2]), &both).unwrap());
+    let sel = sampler_side(&a2, mixed, 52, "node1").unwrap();
+    assert_eq!(
+        sel,
+        vec![
+            Sel {
+                key: Key::Minor(0),
+                share: Share::Whole
+            },
+            Sel {
+                key: Key::Minor(2),
+                share: Share::Shard { n: 1, of: 2 }
+            }
+        ]
+    );
+    // The same index as a GPU and as shards: refused.
+    let twice = "JobId=52\n     Nodes=node1 GRES=gpu:aa:1(IDX:2),shard:zz:1(0/2,0/2,1/2,0/2)\n";
+    assert!(sampler_side(&a2, twice, 52, "node1").is_err());
+    // One entry must be exactly SLURM_JOB_GPUS.
+    let one = "JobId=53\n     Nodes=node1 GRES=gpu:zz:2(IDX:2-3)\n";
+    let r = sampler_side(&a2, one, 53, "node1").unwrap_err();
+    assert!(r.0.contains("one entry"), "{r}");
+}
+
+#[test]
+fn slurmctld_text_not_understood_is_refused() {
+    let ask = Ask {
+        job_indices: vec![0],
+        table: (0..4).map(|m| (Key::Minor(m), Some(2))).collect(),
+    };
+    for gres in [
+        "",
+        "gpu:1",
+        "gpu:x(IDX:0)",
+        "gpu:1(IDX:a)",
+        "gpu:1(IDX:3-1)",
+        "gpu:2(IDX:0)",
+        "gpu:1(IDX:9)",
+        "gpu:1(1/2)",
+        "shard:1(1/2,0/2)",
+        "shard:1(2/2,0/2,0/2,0/2)",
+        "shard:3(3/2,0/2,0/2,0/2)",
+        "shard:1(IDX:0",
+        "shard:1(1/2,0/2,0/2,0/2))",
+        "mps:50(IDX:0)",
+        "gpu:a:b:1(IDX:0)",
+        "nic:1(IDX:0)",
+        "(null)",
+        // A count without devices, and a shared entry whose details slurmctld could not
+        // build (gres_stepmgr.c prints both).
+        "gpu(CNT:1)",
+        "shard:1((null))",
+    ] {
+        let text = format!("JobId=5\n     Nodes=node1 CPU_IDs=0 Mem=0 GRES={gres}\n");
+        assert!(sampler_side(&ask, &text, 5, "node1").is_err(), "{gres}");
+    }
+    // The same shapes, well formed, are understood.
+    for gres in ["gpu:1(IDX:0)", "shard:1(1/2,0/2,0/2,0/2)", "shard:1(IDX:0)"] {
+        let text = format!("JobId=5\n     Nodes=node1 CPU_IDs=0 Mem=0 GRES={gres}\n");
+        assert!(sampler_side(&ask, &text, 5, "node1").is_ok(), "{gres}");
+    }
+    for text in [
+        "",
+        "garbage\n",
+        "JobId=5\n   NumNodes=1\n",
+        "JobId=5\n     Nodes=node1 CPU_IDs=0 Mem=0\n",
+        "JobId=5\n     Nodes=node[1 GRES=gpu:1(IDX:0)\n",
+        "JobId=5\n     Nodes=node1 GRES=gpu:1(IDX:0)\n     Nodes=node[0-1] GRES=gpu:1(IDX:0)\n",
+        "JobId=5\n     Nodes=node1 GRES=gpu:1(IDX:0)\nJobId=5\n     Nodes=node1 GRES=gpu:1(IDX:0)\n",
+    ] {
+        assert!(sampler_side(&ask, text, 5, "node1").is_err(), "{text}");
+    }
+    for bad in [
+        "ask:",
+        "ask:0",
+        "ask:0:",
+        "ask:4:m0;m1",
+        "ask:x:m0",
+        "ask:0:m0#0",
+        "ask:0:m0#x",
+        "ask:0:zz",
+        "ask:0,1:m0;m1",
+    ] {
+        assert!(parse_selection(bad).is_none(), "{bad}");
+    }
+    assert!(parse_spec("ask:0:m0").is_none());
+}
+
 proptest::proptest! {
     /// Whatever gres.conf's files (MIG caps among them) and the job's indices, a selection
     /// names only boards of the files at the job's indices.
