@@ -48,8 +48,8 @@ field() { dpkg-deb -f "$deb" "$1"; }
 check "deb Package" test "$(field Package)" = slurm-spank-carbon
 check "deb Version $crate+slurm$slurm" test "$(field Version)" = "$crate+slurm$slurm"
 depends=$(field Depends)
-check "deb Depends pins slurmd (>= $slurm)" grep -qF "slurmd (>= $slurm)" <<<"$depends"
-check "deb Depends pins slurmd (<< $next)" grep -qF "slurmd (<< $next)" <<<"$depends"
+check "deb Depends pins slurm-wlm-basic-plugins (>= $slurm)" grep -qF "slurm-wlm-basic-plugins (>= $slurm)" <<<"$depends"
+check "deb Depends pins slurm-wlm-basic-plugins (<< $next)" grep -qF "slurm-wlm-basic-plugins (<< $next)" <<<"$depends"
 check "deb Depends has libc6" grep -qF "libc6 (>=" <<<"$depends"
 check "deb has postinst, prerm, postrm" grep -q 'postinst' <<<"$info"
 multiarch=$(dpkg-architecture -qDEB_HOST_MULTIARCH)

@@ -7,7 +7,7 @@
 # release's headers (this machine's /usr/include/slurm for 22.05; the root of scripts/slurm-root.sh
 # for the others), since Slurm loads a plugin only when its plugin_version has slurmd's major.minor.
 # Writes into DIR (default: target/packages/VERSION):
-#   slurm-spank-carbon_<crate>+slurm<V>_amd64.deb   Depends: slurmd (>= V), slurmd (<< V+0.01)
+#   slurm-spank-carbon_<crate>+slurm<V>_amd64.deb   Depends: slurm-wlm-basic-plugins (>= V), (<< V+0.01)
 #   slurm-spank-carbon-<crate>-1.slurm<V>.x86_64.rpm  Requires: slurm >= V, slurm < V+0.01
 # Both are made from one staged tree with dpkg-deb and rpmbuild (Debian's rpm package); the man
 # pages, example configuration and completions come from the binary itself (`spank-carbon docs`).
@@ -167,7 +167,7 @@ Version: $deb_version
 Architecture: $arch
 Maintainer: $maintainer
 Installed-Size: $(du -sk --exclude=DEBIAN "$d" | cut -f1)
-Depends: $shlibs, slurmd (>= $slurm), slurmd (<< $next)
+Depends: $shlibs, slurm-wlm-basic-plugins (>= $slurm), slurm-wlm-basic-plugins (<< $next)
 Recommends: slurm-client
 Section: admin
 Priority: optional
