@@ -351,18 +351,21 @@ fn key_text(k: &Key) -> String {
     }
 }
 
-fn files_text(j: &SimJob) -> String {
+fn files_text(j: &SimJob, caps_major: Option<u32>) -> String {
     if j.files.is_empty() {
         return "(AutoDetect)".into();
     }
     j.files
         .iter()
         .map(|(p, d)| match d {
-            Some((major, minor)) => format!("{} ({major}:{minor})", p.display()),
+            Some((major, minor)) if Some(*major) == caps_major => {
+                format!("{} nvidia-caps minor {minor}", p.display())
+            }
+            Some((_, minor)) => format!("{} minor {minor}", p.display()),
             None => format!("{} (not a character device)", p.display()),
         })
         .collect::<Vec<_>>()
-        .join(",")
+        .join(", ")
 }
 
 /// Status and fix for a refusal: an error where the configuration can be changed so
@@ -407,6 +410,13 @@ pub fn refusal_fix(why: &str) -> (Status, &'static str) {
             Status::Error,
             "gres.conf must name the boards NVML sees: their /dev/nvidiaN files (nvidia-smi -q \
              gives each GPU's minor) and MIG instances that exist (nvidia-smi mig -lgi)",
+        )
+    } else if why.contains("AutoDetect numbers MIG") {
+        (
+            Status::Error,
+            "jobs on MIG instances come with their MIG UUIDs (the UUID lines); jobs on whole \
+             GPUs of this node are not measured: list its GPUs and MIG instances with File= and \
+             MultipleFiles= lines instead, or turn MIG off",
         )
     } else if why.contains("MIG") {
         (
@@ -466,7 +476,13 @@ fn job_finding(
         refused: None,
     };
     let head = match j.index {
-        Some(i) => format!("gres index {i} ({}): {}", j.kind.describe(), files_text(j)),
+        Some(i) => {
+            let files = files_text(j, m.caps_major);
+            match j.kind {
+                JobKind::Gpu => format!("gres index {i}: {files}"),
+                _ => format!("gres index {i}, {}: {files}", j.kind.describe()),
+            }
+        }
         None => format!("{} by UUID in CUDA_VISIBLE_DEVICES", j.kind.describe()),
     };
     let refused = |mut mapping: GpuMapping, r: &Refusal, head: String| {

@@ -482,8 +482,12 @@ fn file_lists_map_each_index_to_its_minor_and_board() {
         let b = &g.boards[0];
         assert_eq!((b.minor, b.uuid.clone()), (minor, gpu(minor, None).uuid));
         assert_eq!((b.rule, b.share), ("whole", 1.0));
+        // As tests/check.rs reads it on the cluster.
         assert!(
-            l.detail.contains(&format!("device minor {minor}")) && l.detail.contains(&b.uuid),
+            l.detail.starts_with(&format!(
+                "gres index {index}: /dev/nvidia{minor} minor {minor} "
+            )) && l.detail.contains(&format!("device minor {minor}"))
+                && l.detail.contains(&b.uuid),
             "{}",
             l.detail
         );
@@ -655,6 +659,13 @@ fn mig_multiple_files_map_to_instances_charged_by_sms() {
         );
     }
     assert_eq!(lines[2].gpu.as_ref().unwrap().boards[0].rule, "whole");
+    assert!(
+        lines[0]
+            .detail
+            .contains("/dev/nvidia-caps/nvidia-cap21 nvidia-caps minor 21"),
+        "{}",
+        lines[0].detail
+    );
     // An instance gres.conf names but NVML does not have: refused, with the fix.
     let mut gone = mig.clone();
     gone.instances.pop();
@@ -806,9 +817,9 @@ fn autodetect_jobs_given_uuids_resolve_by_them() {
         .iter()
         .partition(|l| l.gpu.as_ref().unwrap().index.is_some());
     assert_eq!(by_index.len(), 2);
-    assert!(by_index
-        .iter()
-        .all(|l| l.status == Status::Error && l.detail.contains("MIG")));
+    assert!(by_index.iter().all(|l| l.status == Status::Error
+        && l.detail.contains("MIG")
+        && l.fix.as_deref().unwrap().contains("MultipleFiles")));
     assert_eq!(by_uuid.len(), mig.instances.len());
     for (l, i) in by_uuid.iter().zip(&mig.instances) {
         assert_eq!(l.status, Status::Ok, "{l:#?}");
