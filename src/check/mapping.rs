@@ -577,6 +577,9 @@ fn job_finding(
             .copied();
         let board_mps = m.mps.as_ref().ok().and_then(|s| s.get(&c.minor)).copied();
         text.push_str(&format!(" -> {} {}", c.rule, percent(c.share)));
+        if b.mig && instances.is_empty() {
+            text.push_str(" (a MIG board given whole: charged whole, flagged shared)");
+        }
         if let Some(u) = c.unallocated {
             text.push_str(&format!(
                 " ({} of the board's SMs in no instance, never charged)",

@@ -829,6 +829,17 @@ fn autodetect_jobs_given_uuids_resolve_by_them() {
         assert_eq!(g.boards[0].mig_instances, std::slice::from_ref(i));
     }
     // AutoDetect=nvidia gives no MIG UUIDs, and board UUIDs only with Flags=env_uuid.
+    // With env_uuid under AutoDetect=nvidia the MIG board comes whole, by its UUID.
+    f.gpus.map = Ok(simulate("nvidia", vec!["Flags=env_uuid".into()], None));
+    let whole_mig = gpu_lines(&f)
+        .into_iter()
+        .find(|l| l.gpu.as_ref().unwrap().key == Some(format!("u:{}", mig.uuid)))
+        .unwrap();
+    assert!(
+        whole_mig.detail.contains("MIG board given whole"),
+        "{}",
+        whole_mig.detail
+    );
     assert!(simulate("nvidia", vec![], None)
         .jobs
         .iter()
