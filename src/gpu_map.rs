@@ -1226,5 +1226,39 @@ fn unallocated_share(b: &BoardInfo) -> Option<f64> {
     Some(f64::from(total.saturating_sub(used)) / f64::from(total))
 }
 
+/// The node's GPU configuration as the prolog reads it: gres.conf (`File=` lists only
+/// without AutoDetect) and slurm.conf's GPU types for `node`. Also what
+/// `spank-carbon check` simulates jobs on.
+pub fn read_node<'a>(
+    gres_conf: &Path,
+    slurm_conf: &Path,
+    node: &str,
+    proc: &'a ProcFiles,
+    stat: DevStat<'a>,
+) -> Result<NodeGres<'a>, crate::gres::GresError> {
+    let conf = crate::gres::node_conf(gres_conf, node)?;
+    let types = crate::gres::slurm_conf_text(slurm_conf)
+        .and_then(|text| crate::gres::node_gpu_types(&text, node))
+        .filter(|t| !t.is_empty());
+    let files = match conf.autodetect.as_deref() {
+        None | Some("off") => crate::gres::gpu_files(gres_conf, Some(slurm_conf), node)?,
+        Some(_) => Vec::new(),
+    };
+    Ok(NodeGres {
+        files,
+        conf,
+        types,
+        proc,
+        stat,
+    })
+}
+
+/// Per board minor, the node's `shard` or `mps` count from gres.conf, as [`select`]
+/// reads it.
+pub fn board_counts(node: &NodeGres, name: &str) -> Result<BTreeMap<u32, u64>, Refusal> {
+    let board_files: Vec<PathBuf> = node.files.iter().flatten().cloned().collect();
+    shared_counts(node, &board_files, name)
+}
+
 #[cfg(test)]
 mod tests;

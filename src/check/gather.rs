@@ -219,33 +219,15 @@ fn gpus(config: &Config, slurm_conf: &Path, node: Option<&str>, open: &'static O
             .unwrap_or(Path::new("/etc/slurm"))
             .join("gres.conf")
     });
-    let autodetect = read_file(&gres_conf)
-        .ok()
-        .and_then(|t| conf::gres_autodetect(&t));
-    let indices = match node {
-        None => Err("the node's name is not known (give --node NAME)".to_string()),
-        Some(node) => crate::gres::gpu_files(&gres_conf, Some(slurm_conf), node)
-            .map(|files| {
-                files
-                    .into_iter()
-                    .map(|paths| {
-                        paths
-                            .into_iter()
-                            .map(|p| {
-                                let m = crate::gres::device_minor(&p).map_err(|e| e.to_string());
-                                (p, m)
-                            })
-                            .collect()
-                    })
-                    .collect()
-            })
-            .map_err(|e| crate::logging::chain(&e)),
-    };
     let nvml = nvml_within(open, config.nvml_lib.clone(), config.nvml_timeout());
+    let boards = match &nvml {
+        Nvml::Opened { boards: Ok(b), .. } => Some(b.as_slice()),
+        _ => None,
+    };
+    let map = super::mapping::gather_map(&gres_conf, slurm_conf, node, boards);
     Gpus {
         gres_conf,
-        autodetect,
-        indices,
+        map,
         nvml,
     }
 }
@@ -276,8 +258,14 @@ pub fn nvml_within(open: &'static OpenHost, lib: Option<PathBuf>, limit: Duratio
                 shared: g.shared(),
             });
         }
+        let _ = tx.send(Err("describing the boards (MIG instances, SMs)".to_string()));
+        let boards = host.boards().map_err(|e| crate::logging::chain(&e));
         let driver = host.driver();
-        let _ = tx.send(Ok(Nvml::Opened { driver, gpus }));
+        let _ = tx.send(Ok(Nvml::Opened {
+            driver,
+            gpus,
+            boards,
+        }));
     };
     if let Err(e) = std::thread::Builder::new()
         .name("spank-carbon-check-nvml".into())

@@ -12,6 +12,9 @@ use crate::config::{Config, Field};
 
 pub mod conf;
 pub mod gather;
+pub mod mapping;
+
+pub use mapping::Gpus;
 
 use conf::{Kind, Plugstack, SlurmConf};
 
@@ -41,6 +44,9 @@ pub struct Finding {
     pub detail: String,
     /// What to change; `None` when ok.
     pub fix: Option<String>,
+    /// For a gres index: what the plugin would do with a job holding it (`--json` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gpu: Option<mapping::GpuMapping>,
 }
 
 fn ok(check: &'static str, detail: impl Into<String>) -> Finding {
@@ -49,6 +55,7 @@ fn ok(check: &'static str, detail: impl Into<String>) -> Finding {
         status: Status::Ok,
         detail: detail.into(),
         fix: None,
+        gpu: None,
     }
 }
 
@@ -58,6 +65,7 @@ fn warning(check: &'static str, detail: impl Into<String>, fix: impl Into<String
         status: Status::Warning,
         detail: detail.into(),
         fix: Some(fix.into()),
+        gpu: None,
     }
 }
 
@@ -67,6 +75,7 @@ fn error(check: &'static str, detail: impl Into<String>, fix: impl Into<String>)
         status: Status::Error,
         detail: detail.into(),
         fix: Some(fix.into()),
+        gpu: None,
     }
 }
 
@@ -92,25 +101,13 @@ pub enum Slurmd {
     Missing { tried: Vec<PathBuf> },
 }
 
-/// A gres index's device files, each with its minor number or why it has none.
-pub type IndexFiles = Vec<(PathBuf, Result<u32, String>)>;
-
-/// The node's GPUs as the plugin maps them.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Gpus {
-    pub gres_conf: PathBuf,
-    /// gres.conf's AutoDetect value, when on.
-    pub autodetect: Option<String>,
-    /// Per gres index: its device files and their minor numbers.
-    pub indices: Result<Vec<IndexFiles>, String>,
-    pub nvml: Nvml,
-}
-
 #[derive(Debug, Clone, PartialEq)]
 pub enum Nvml {
     Opened {
         driver: String,
         gpus: Vec<NvmlGpu>,
+        /// What the sampler resolves the job's GPUs against (`GpuHost::boards`).
+        boards: Result<Vec<crate::gpu::BoardInfo>, String>,
     },
     Failed(String),
     /// NVML did not answer within nvml_timeout_ms; what it was doing.
@@ -189,7 +186,7 @@ pub fn diagnose(f: &Facts) -> Vec<Finding> {
     let mut out = vec![slurm_version(f)];
     out.extend(slurm_conf(f));
     out.extend(plugstack(f));
-    out.extend(gpus(f));
+    out.extend(mapping::findings(&f.gpus));
     out.push(state_dir(f));
     out.extend(accounting(f));
     out.extend(differences(f));
@@ -496,145 +493,6 @@ fn library_finding(path: &std::path::Path, meta: Option<&FileMeta>) -> Finding {
             format!("chmod go-w {p}"),
         ),
         Some(m) => ok(C, format!("{p} (root, mode {:o})", m.mode & 0o7777)),
-    }
-}
-
-/// Item 4: every gres index of the node maps to a device, a minor and an NVML GPU.
-pub fn gpus(f: &Facts) -> Vec<Finding> {
-    const C: &str = "gpus";
-    let g = &f.gpus;
-    let conf = g.gres_conf.display();
-    let indices = match &g.indices {
-        Ok(i) => i.as_slice(),
-        Err(e) => {
-            let seen = nvml_count(&g.nvml);
-            return vec![if seen > 0 {
-                error(
-                    C,
-                    format!("{e}; NVML sees {seen} GPU(s) here"),
-                    format!(
-                        "give this node's GPUs with `Name=gpu File=` lines in {conf} (or set \
-                         gres_conf=); --node NAME if the node is not named as the host"
-                    ),
-                )
-            } else {
-                warning(
-                    C,
-                    format!("{e}; no GPU seen by NVML either"),
-                    "nothing to measure on this node; ignore if it has no GPUs",
-                )
-            }];
-        }
-    };
-    if indices.is_empty() {
-        return vec![match (&g.autodetect, nvml_count(&g.nvml)) {
-            (Some(auto), _) => error(
-                C,
-                format!("{conf} has AutoDetect={auto} and no File= line for this node: the plugin maps a job's GPUs through File= lines"),
-                format!("list the GPUs with `Name=gpu File=/dev/nvidia[0-N]` lines in {conf}"),
-            ),
-            (None, 0) => match &g.nvml {
-                Nvml::Opened { .. } => ok(C, format!("no GPU in {conf} for this node and none seen by NVML: nothing to measure")),
-                Nvml::Failed(e) | Nvml::TimedOut(e) => warning(
-                    C,
-                    format!("no GPU in {conf} for this node, and NVML is not usable ({e})"),
-                    "nothing to measure here; ignore on a node without GPUs",
-                ),
-            },
-            (None, n) => warning(
-                C,
-                format!("{conf} gives this node no GPU, but NVML sees {n}: jobs here get no SLURM_JOB_GPUS and are not measured"),
-                format!("add `Name=gpu File=...` lines for this node to {conf}"),
-            ),
-        }];
-    }
-    let mut out = Vec::new();
-    match &g.nvml {
-        Nvml::Failed(e) => out.push(error(
-            C,
-            format!(
-                "NVML cannot be loaded: {e}; {conf} lists {} GPU(s)",
-                indices.len()
-            ),
-            "install the NVIDIA driver's libnvidia-ml.so.1, or give its path with nvml_lib=",
-        )),
-        Nvml::TimedOut(doing) => out.push(error(
-            C,
-            format!("NVML did not answer within nvml_timeout_ms (while {doing})"),
-            "check the driver (nvidia-smi); a wedged GPU needs a reset",
-        )),
-        Nvml::Opened { driver, .. } => out.push(ok(C, format!("NVML driver {driver}"))),
-    }
-    for (index, files) in indices.iter().enumerate() {
-        out.push(gres_index_finding(index, files, &g.nvml));
-    }
-    out
-}
-
-fn nvml_count(n: &Nvml) -> usize {
-    match n {
-        Nvml::Opened { gpus, .. } => gpus.len(),
-        _ => 0,
-    }
-}
-
-fn gres_index_finding(
-    index: usize,
-    files: &[(PathBuf, Result<u32, String>)],
-    nvml: &Nvml,
-) -> Finding {
-    const C: &str = "gpu";
-    let mut parts = Vec::new();
-    let mut worst = Status::Ok;
-    let mut fix = String::new();
-    for (path, minor) in files {
-        let p = path.display();
-        let minor = match minor {
-            Ok(m) => *m,
-            Err(e) => {
-                parts.push(format!("{p}: {e}"));
-                worst = Status::Error;
-                fix = "correct gres.conf's File= (a character device per GPU)".into();
-                continue;
-            }
-        };
-        let Nvml::Opened { gpus, .. } = nvml else {
-            parts.push(format!("{p} minor {minor}"));
-            continue;
-        };
-        match gpus.iter().find(|g| g.minor == minor) {
-            None => {
-                parts.push(format!("{p} minor {minor}: no NVML GPU has this minor"));
-                worst = Status::Error;
-                fix = "gres.conf's File= must name the GPUs' /dev/nvidiaN files".into();
-            }
-            Some(g) => {
-                let counter = match &g.counter {
-                    Ok(Some(_)) => "energy counter".to_string(),
-                    Ok(None) => {
-                        worst = worst.max(Status::Warning);
-                        fix = "none needed: energy comes from sampled power (Volta and newer have a counter)".into();
-                        "no energy counter (sampled power only)".to_string()
-                    }
-                    Err(e) => {
-                        worst = worst.max(Status::Warning);
-                        fix = "check the driver (nvidia-smi -q -d POWER)".into();
-                        format!("energy counter unreadable: {e}")
-                    }
-                };
-                let shared = if g.shared { ", MIG (whole board)" } else { "" };
-                parts.push(format!(
-                    "{p} minor {minor} = {} {}, {counter}{shared}",
-                    g.name, g.uuid
-                ));
-            }
-        }
-    }
-    Finding {
-        check: C,
-        status: worst,
-        detail: format!("gres index {index}: {}", parts.join("; ")),
-        fix: (worst != Status::Ok).then_some(fix),
     }
 }
 

@@ -4,7 +4,11 @@
 use std::path::{Path, PathBuf};
 
 use super::conf::{Kind, PlugLine, Plugstack, SlurmConf};
+use super::mapping::{self, JobKind, NodeMap};
 use super::*;
+use crate::gpu::{BoardInfo, MigInstance};
+use crate::gpu_map::{NodeGres, ProcFiles};
+use crate::gres::{NodeConf, SharedRecord};
 
 const SO: &str = "/usr/local/lib/spank-carbon/libspank_carbon.so";
 
@@ -48,6 +52,86 @@ fn gpu(minor: u32, counter: Option<u64>) -> NvmlGpu {
     }
 }
 
+const NVIDIA: u32 = 195;
+const CAPS: u32 = 508;
+
+/// /dev/nvidiaN is (195, N), /dev/nvidia-caps/nvidia-capN (CAPS, N), nothing else a device.
+fn stat(p: &Path) -> Option<(u32, u32)> {
+    let s = p.to_str()?;
+    if let Some(n) = s.strip_prefix("/dev/nvidia-caps/nvidia-cap") {
+        return Some((CAPS, n.parse().ok()?));
+    }
+    s.strip_prefix("/dev/nvidia")?
+        .parse()
+        .ok()
+        .map(|n| (NVIDIA, n))
+}
+
+/// A /proc with the given files (a directory of its own per test).
+fn proc_with(tag: &str, files: &[(String, String)]) -> ProcFiles {
+    let root = std::env::temp_dir().join(format!("sc-check-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(&root).unwrap();
+    for (rel, text) in files {
+        let p = root.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+    ProcFiles { root }
+}
+
+/// No /proc files at all.
+fn no_proc() -> ProcFiles {
+    ProcFiles {
+        root: PathBuf::from("/nonexistent/sc-check-proc"),
+    }
+}
+
+/// The jobs the check simulates on a node with these gres devices.
+fn node_map(
+    files: &[&[&str]],
+    conf: NodeConf,
+    types: Option<Vec<(Option<String>, usize)>>,
+    proc: &ProcFiles,
+) -> NodeMap {
+    let node = NodeGres {
+        files: files
+            .iter()
+            .map(|f| f.iter().map(PathBuf::from).collect())
+            .collect(),
+        conf,
+        types,
+        proc,
+        stat: &stat,
+    };
+    mapping::simulate(&node, vec![], None)
+}
+
+/// NVML's board at position `index`.
+fn board(index: u32, minor: u32) -> BoardInfo {
+    let g = gpu(minor, None);
+    BoardInfo {
+        index,
+        minor,
+        uuid: g.uuid,
+        name: g.name,
+        ..BoardInfo::default()
+    }
+}
+
+fn opened(gpus: Vec<NvmlGpu>) -> Nvml {
+    let boards = gpus
+        .iter()
+        .enumerate()
+        .map(|(i, g)| board(i as u32, g.minor))
+        .collect();
+    Nvml::Opened {
+        driver: "550.54.15".into(),
+        gpus,
+        boards: Ok(boards),
+    }
+}
+
 /// A node on which everything is right.
 fn facts() -> Facts {
     let conf = Path::new("/etc/slurm/slurm.conf");
@@ -79,15 +163,13 @@ fn facts() -> Facts {
         )],
         gpus: Gpus {
             gres_conf: "/etc/slurm/gres.conf".into(),
-            autodetect: None,
-            indices: Ok(vec![
-                vec![("/dev/nvidia0".into(), Ok(0))],
-                vec![("/dev/nvidia1".into(), Ok(1))],
-            ]),
-            nvml: Nvml::Opened {
-                driver: "550.54.15".into(),
-                gpus: vec![gpu(1, Some(7)), gpu(0, Some(5))],
-            },
+            map: Ok(node_map(
+                &[&["/dev/nvidia0"], &["/dev/nvidia1"]],
+                NodeConf::default(),
+                None,
+                &no_proc(),
+            )),
+            nvml: opened(vec![gpu(1, Some(7)), gpu(0, Some(5))]),
         },
         state: StateFacts {
             template: state.display().to_string(),
@@ -304,56 +386,508 @@ fn gpus_must_map_to_nvml() {
     let mut f = facts();
     f.gpus.nvml = Nvml::Failed("libnvidia-ml.so.1: cannot open".into());
     let e = only_problem(&f, "gpus", Status::Error);
-    assert!(e.detail.contains("lists 2 GPU(s)"), "{}", e.detail);
+    assert!(e.detail.contains("has 2 GPU(s)"), "{}", e.detail);
     assert!(e.fix.unwrap().contains("nvml_lib"));
+    // The selection is still shown, unresolved.
+    let d = diagnose(&f);
+    assert!(find(&d, "gpu").detail.contains("not resolved"));
     // No GPU in gres.conf and none in NVML: nothing to do; NVML missing there is a warning.
-    f.gpus.indices = Err("/etc/slurm/gres.conf: No such file".into());
+    f.gpus.map = Err("/etc/slurm/gres.conf: No such file".into());
     only_problem(&f, "gpus", Status::Warning);
     // NVML sees GPUs that gres.conf does not give: an error (jobs are not measured).
     let mut f = facts();
-    f.gpus.indices = Err("/etc/slurm/gres.conf: No such file".into());
+    f.gpus.map = Err("/etc/slurm/gres.conf: No such file".into());
     only_problem(&f, "gpus", Status::Error);
-    f.gpus.indices = Ok(vec![]);
+    f.gpus.map = Ok(node_map(&[], NodeConf::default(), None, &no_proc()));
     only_problem(&f, "gpus", Status::Warning);
     // A node without GPUs: fine with NVML there, a warning without.
-    f.gpus.nvml = Nvml::Opened {
-        driver: "x".into(),
-        gpus: vec![],
-    };
+    f.gpus.nvml = opened(vec![]);
     assert!(diagnose(&f).iter().all(|x| x.status == Status::Ok));
     f.gpus.nvml = Nvml::Failed("no libnvidia-ml".into());
     let w = only_problem(&f, "gpus", Status::Warning);
     assert!(w.detail.contains("no libnvidia-ml"));
-    f.gpus.nvml = Nvml::Opened {
-        driver: "x".into(),
-        gpus: vec![gpu(0, Some(1))],
-    };
-    f.gpus.autodetect = Some("nvml".into());
-    let e = only_problem(&f, "gpus", Status::Error);
-    assert!(e.detail.contains("AutoDetect=nvml"));
-    // A minor NVML does not know.
+    // A minor NVML does not know: the sampler's own refusal, with its reason.
     let mut f = facts();
-    f.gpus.indices.as_mut().unwrap()[1][0].1 = Ok(7);
+    f.gpus.map = Ok(node_map(
+        &[&["/dev/nvidia0"], &["/dev/nvidia7"]],
+        NodeConf::default(),
+        None,
+        &no_proc(),
+    ));
     let e = only_problem(&f, "gpu", Status::Error);
     assert!(
-        e.detail.contains("gres index 1") && e.detail.contains("minor 7"),
+        e.detail.contains("gres index 1")
+            && e.detail.contains("device minor 7")
+            && e.detail.contains("not measured"),
         "{}",
         e.detail
     );
-    // A file that is not a device.
-    let mut f = facts();
-    f.gpus.indices.as_mut().unwrap()[0][0].1 = Err("not a character device".into());
-    only_problem(&f, "gpu", Status::Error);
+    assert!(e.fix.unwrap().contains("/dev/nvidiaN"));
+    assert_eq!(e.gpu.unwrap().key.as_deref(), Some("m7"));
+    // A file that is not a device: the prolog's refusal.
+    f.gpus.map = Ok(node_map(
+        &[&["/etc/passwd"], &["/dev/nvidia1"]],
+        NodeConf::default(),
+        None,
+        &no_proc(),
+    ));
+    let e = only_problem(&f, "gpu", Status::Error);
+    assert!(e.detail.contains("not a character device"), "{}", e.detail);
+    assert!(e.gpu.unwrap().refused.is_some());
     // No energy counter: measured by sampling, a warning.
     let mut f = facts();
-    f.gpus.nvml = Nvml::Opened {
-        driver: "x".into(),
-        gpus: vec![gpu(0, None), gpu(1, Some(1))],
-    };
+    f.gpus.nvml = opened(vec![gpu(0, None), gpu(1, Some(1))]);
     let w = only_problem(&f, "gpu", Status::Warning);
     assert!(w.detail.contains("no energy counter"));
     f.gpus.nvml = Nvml::TimedOut("listing the GPUs".into());
     only_problem(&f, "gpus", Status::Error);
+    // NVML opens but cannot describe its boards: the sampler could not resolve.
+    let mut f = facts();
+    f.gpus.nvml = Nvml::Opened {
+        driver: "x".into(),
+        gpus: vec![gpu(0, Some(1)), gpu(1, Some(1))],
+        boards: Err("MIG mode: unknown error".into()),
+    };
+    let e = only_problem(&f, "gpus", Status::Error);
+    assert!(e.detail.contains("MIG mode: unknown error"));
+}
+
+/// The gpu findings of a diagnosis, in order.
+fn gpu_lines(f: &Facts) -> Vec<Finding> {
+    diagnose(f)
+        .into_iter()
+        .filter(|x| x.check == "gpu")
+        .collect()
+}
+
+#[test]
+fn file_lists_map_each_index_to_its_minor_and_board() {
+    // Files in an odd order: gres index 0 is minor 1, which NVML lists second.
+    let mut f = facts();
+    f.gpus.map = Ok(node_map(
+        &[&["/dev/nvidia1"], &["/dev/nvidia0"]],
+        NodeConf::default(),
+        None,
+        &no_proc(),
+    ));
+    let lines = gpu_lines(&f);
+    assert_eq!(lines.len(), 2);
+    for (index, minor) in [(0, 1u32), (1, 0)] {
+        let l = &lines[index];
+        assert_eq!(l.status, Status::Ok, "{l:#?}");
+        let g = l.gpu.as_ref().unwrap();
+        assert_eq!((g.index, g.job), (Some(index), "gpu"));
+        assert_eq!(g.key, Some(format!("m{minor}")));
+        assert_eq!(g.boards.len(), 1);
+        let b = &g.boards[0];
+        assert_eq!((b.minor, b.uuid.clone()), (minor, gpu(minor, None).uuid));
+        assert_eq!((b.rule, b.share), ("whole", 1.0));
+        // As tests/check.rs reads it on the cluster.
+        assert!(
+            l.detail.starts_with(&format!(
+                "gres index {index}: /dev/nvidia{minor} minor {minor} "
+            )) && l.detail.contains(&format!("device minor {minor}"))
+                && l.detail.contains(&b.uuid),
+            "{}",
+            l.detail
+        );
+    }
+    assert!(find(&diagnose(&f), "gpus")
+        .detail
+        .contains("File= lists: 2"));
+}
+
+/// /proc/driver/nvidia/gpus with one GPU per (bus, minor).
+fn nvidia_gpus(gpus: &[(&str, u32)]) -> Vec<(String, String)> {
+    gpus.iter()
+        .map(|(bus, minor)| {
+            (
+                format!("driver/nvidia/gpus/{bus}/information"),
+                format!(
+                    "Model: \t NVIDIA H100\nBus Location: \t {bus}\nDevice Minor: \t {minor}\n"
+                ),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn autodetect_nvidia_numbers_by_minor_and_nvml_by_nvml_order() {
+    // NVML lists minor 3 first; /proc has minors 1 and 3.
+    let proc = proc_with(
+        "autodetect",
+        &nvidia_gpus(&[("0000:41:00.0", 3), ("0000:81:00.0", 1)]),
+    );
+    let conf = |a: &str| NodeConf {
+        autodetect: Some(a.into()),
+        ..NodeConf::default()
+    };
+    let mut f = facts();
+    f.gpus.nvml = opened(vec![gpu(3, Some(1)), gpu(1, Some(1))]);
+    f.gpus.map = Ok(node_map(&[], conf("nvidia"), None, &proc));
+    let summary = find(&diagnose(&f), "gpus").detail.clone();
+    assert!(
+        summary.contains("AutoDetect=nvidia") && summary.contains("minors 1,3"),
+        "{summary}"
+    );
+    let by_minor: Vec<u32> = gpu_lines(&f)
+        .iter()
+        .map(|l| l.gpu.as_ref().unwrap().boards[0].minor)
+        .collect();
+    assert_eq!(by_minor, [1, 3]);
+    // The same node under AutoDetect=nvml: the i-th board in NVML's order.
+    f.gpus.map = Ok(node_map(&[], conf("nvml"), None, &proc));
+    let lines = gpu_lines(&f);
+    let by_nvml: Vec<(Option<String>, u32)> = lines
+        .iter()
+        .map(|l| {
+            let g = l.gpu.as_ref().unwrap();
+            (g.key.clone(), g.boards[0].minor)
+        })
+        .collect();
+    assert_eq!(
+        by_nvml,
+        [(Some("n0/2".into()), 3), (Some("n1/2".into()), 1)]
+    );
+    assert!(lines[0].detail.contains("NVML position 0 of 2"));
+    // AutoDetect=full refuses where the two orders disagree, and says why.
+    f.gpus.map = Ok(node_map(&[], conf("full"), None, &proc));
+    let lines = gpu_lines(&f);
+    assert!(
+        lines.iter().all(|l| l.status == Status::Error),
+        "{lines:#?}"
+    );
+    assert!(lines[0].detail.contains("AutoDetect=full"));
+    // slurm.conf's count unlike the detected one: the prolog's refusal, and its fix.
+    f.gpus.map = Ok(node_map(&[], conf("nvidia"), Some(vec![(None, 3)]), &proc));
+    let lines = gpu_lines(&f);
+    assert_eq!(lines.len(), 2);
+    assert!(lines[0].detail.contains("finds 2"), "{}", lines[0].detail);
+    assert!(lines[0].fix.as_deref().unwrap().contains("slurmd -G"));
+    // /proc unreadable: the configured count of indices, each refused.
+    f.gpus.map = Ok(node_map(
+        &[],
+        conf("nvidia"),
+        Some(vec![(None, 3)]),
+        &no_proc(),
+    ));
+    let lines = gpu_lines(&f);
+    assert_eq!(lines.len(), 3);
+    assert!(lines
+        .iter()
+        .all(|l| l.status == Status::Error && l.detail.contains("cannot be read")));
+    let _ = std::fs::remove_dir_all(&proc.root);
+}
+
+#[test]
+fn mig_multiple_files_map_to_instances_charged_by_sms() {
+    let proc = proc_with(
+        "mig",
+        &[
+            (
+                "devices".into(),
+                format!("Character devices:\n{NVIDIA} nvidia-frontend\n{CAPS} nvidia-caps\n"),
+            ),
+            (
+                "driver/nvidia-caps/mig-minors".into(),
+                "config 1\nmonitor 2\ngpu0/gi1/access 21\ngpu0/gi1/ci0/access 22\ngpu0/gi2/access 30\ngpu0/gi2/ci0/access 31\n".into(),
+            ),
+        ],
+    );
+    let map = node_map(
+        &[
+            &[
+                "/dev/nvidia0",
+                "/dev/nvidia-caps/nvidia-cap21",
+                "/dev/nvidia-caps/nvidia-cap22",
+            ],
+            &[
+                "/dev/nvidia0",
+                "/dev/nvidia-caps/nvidia-cap30",
+                "/dev/nvidia-caps/nvidia-cap31",
+            ],
+            &["/dev/nvidia1"],
+        ],
+        NodeConf::default(),
+        None,
+        &proc,
+    );
+    let inst = |gi, sm_count| MigInstance {
+        gi,
+        ci: 0,
+        sm_count,
+        uuid: format!("MIG-{gi}"),
+    };
+    let total = 98;
+    let mig = BoardInfo {
+        mig: true,
+        mig_sm_count: Some(total),
+        instances: vec![inst(1, 28), inst(2, 14)],
+        ..board(0, 0)
+    };
+    let mut f = facts();
+    f.gpus.map = Ok(map);
+    f.gpus.nvml = Nvml::Opened {
+        driver: "x".into(),
+        gpus: vec![gpu(0, Some(1)), gpu(1, Some(1))],
+        boards: Ok(vec![mig.clone(), board(1, 1)]),
+    };
+    let d = diagnose(&f);
+    assert!(
+        find(&d, "gpus").detail.contains("nvidia-caps files (MIG"),
+        "{d:#?}"
+    );
+    let lines = gpu_lines(&f);
+    assert_eq!(lines.len(), 3);
+    let used: u32 = mig.instances.iter().map(|i| i.sm_count).sum();
+    for (l, i) in lines.iter().zip(&mig.instances) {
+        assert_eq!(l.status, Status::Ok, "{l:#?}");
+        let g = l.gpu.as_ref().unwrap();
+        assert_eq!(g.key, Some(format!("g0.{}.0", i.gi)));
+        let b = &g.boards[0];
+        assert_eq!(b.rule, "mig-sm");
+        assert_eq!(b.mig_instances, std::slice::from_ref(i));
+        assert!((b.share - f64::from(i.sm_count) / f64::from(total)).abs() < 1e-9);
+        let free = f64::from(total - used) / f64::from(total);
+        assert!((b.unallocated.unwrap() - free).abs() < 1e-9);
+        assert!(
+            l.detail.contains(&format!("MIG minor 0 gi {} ci 0", i.gi))
+                && l.detail.contains(&i.uuid)
+                && l.detail.contains("never charged"),
+            "{}",
+            l.detail
+        );
+    }
+    assert_eq!(lines[2].gpu.as_ref().unwrap().boards[0].rule, "whole");
+    assert!(
+        lines[0]
+            .detail
+            .contains("/dev/nvidia-caps/nvidia-cap21 nvidia-caps minor 21"),
+        "{}",
+        lines[0].detail
+    );
+    // An instance gres.conf names but NVML does not have: refused, with the fix.
+    let mut gone = mig.clone();
+    gone.instances.pop();
+    f.gpus.nvml = Nvml::Opened {
+        driver: "x".into(),
+        gpus: vec![gpu(0, Some(1)), gpu(1, Some(1))],
+        boards: Ok(vec![gone, board(1, 1)]),
+    };
+    let e = only_problem(&f, "gpu", Status::Error);
+    assert!(e.detail.contains("gres index 1") && e.detail.contains("gi 2"));
+    assert!(e.fix.unwrap().contains("nvidia-smi mig"));
+    let _ = std::fs::remove_dir_all(&proc.root);
+}
+
+fn shared(name: &str, count: u64) -> NodeConf {
+    NodeConf {
+        shared: vec![SharedRecord {
+            name: name.into(),
+            count: Some(count),
+            files: vec!["/dev/nvidia0".into(), "/dev/nvidia1".into()],
+        }],
+        ..NodeConf::default()
+    }
+}
+
+#[test]
+fn mps_jobs_are_charged_their_percentage() {
+    let per_board = 4;
+    let mut f = facts();
+    f.gpus.map = Ok(node_map(
+        &[&["/dev/nvidia0"], &["/dev/nvidia1"]],
+        shared("mps", 2 * per_board),
+        None,
+        &no_proc(),
+    ));
+    assert!(diagnose(&f).iter().all(|x| x.status == Status::Ok));
+    let summary = find(&diagnose(&f), "gpus").detail.clone();
+    assert!(
+        summary.contains(&format!("gres/mps: {per_board} on minor 0")),
+        "{summary}"
+    );
+    let lines = gpu_lines(&f);
+    // Per index: a whole-GPU job and an MPS job of one unit.
+    assert_eq!(lines.len(), 4);
+    let whole = lines[0].gpu.as_ref().unwrap();
+    assert_eq!((whole.job, whole.boards[0].rule), ("gpu", "whole"));
+    let mps = lines[1].gpu.as_ref().unwrap();
+    let pct = 100 / per_board;
+    assert_eq!((mps.job, mps.job_share), ("mps", Some(pct)));
+    assert_eq!(mps.key, Some(format!("m0~mps{pct}")));
+    let b = &mps.boards[0];
+    assert_eq!((b.rule, b.board_mps), ("mps", Some(per_board)));
+    assert!((b.share - pct as f64 / 100.0).abs() < 1e-9);
+    assert!(lines[1]
+        .detail
+        .contains(&format!("the board has {per_board} MPS")));
+}
+
+#[test]
+fn shards_are_refused_with_the_reason_and_shown_where_known() {
+    let mut f = facts();
+    f.gpus.map = Ok(node_map(
+        &[&["/dev/nvidia0"], &["/dev/nvidia1"]],
+        shared("shard", 16),
+        None,
+        &no_proc(),
+    ));
+    let lines = gpu_lines(&f);
+    assert_eq!(lines.len(), 4);
+    let gpu_job = &lines[0];
+    assert_eq!(gpu_job.status, Status::Warning, "{gpu_job:#?}");
+    assert!(
+        gpu_job.detail.contains("no shard count"),
+        "{}",
+        gpu_job.detail
+    );
+    assert!(gpu_job.gpu.as_ref().unwrap().refused.is_some());
+    let shard = lines[1].gpu.as_ref().unwrap();
+    assert_eq!(shard.job, "shard");
+    assert_eq!(shard.key.as_deref(), Some("m0~sh1/8"));
+    assert_eq!(shard.boards[0].rule, "shard");
+    assert_eq!(shard.boards[0].board_shards, Some(8));
+    // Warnings only: nothing in the configuration to correct.
+    assert!(!failed(&diagnose(&f)));
+}
+
+#[test]
+fn several_gpu_types_are_refused_with_the_fix() {
+    let mut f = facts();
+    f.gpus.map = Ok(node_map(
+        &[&["/dev/nvidia0"], &["/dev/nvidia1"]],
+        NodeConf::default(),
+        Some(vec![(Some("a100".into()), 1), (Some("h100".into()), 1)]),
+        &no_proc(),
+    ));
+    let d = diagnose(&f);
+    assert!(find(&d, "gpus").detail.contains("several GPU types"));
+    let lines = gpu_lines(&f);
+    assert!(lines
+        .iter()
+        .all(|l| l.status == Status::Error && l.fix.as_deref().unwrap().contains("env_uuid")));
+    assert!(failed(&d));
+}
+
+#[test]
+fn autodetect_jobs_given_uuids_resolve_by_them() {
+    let proc = proc_with(
+        "uuids",
+        &nvidia_gpus(&[("0000:41:00.0", 0), ("0000:81:00.0", 1)]),
+    );
+    let inst = |gi, sm_count| MigInstance {
+        gi,
+        ci: 0,
+        sm_count,
+        uuid: format!("MIG-{gi}"),
+    };
+    let mig = BoardInfo {
+        mig: true,
+        mig_sm_count: Some(98),
+        instances: vec![inst(1, 28), inst(2, 14)],
+        ..board(0, 0)
+    };
+    let boards = vec![mig.clone(), board(1, 1)];
+    let conf = |a: &str| NodeConf {
+        autodetect: Some(a.into()),
+        ..NodeConf::default()
+    };
+    let simulate = |a: &str, settings: Vec<String>, types| {
+        let node = NodeGres {
+            files: vec![],
+            conf: conf(a),
+            types,
+            proc: &proc,
+            stat: &stat,
+        };
+        mapping::simulate(&node, settings, Some(&boards))
+    };
+    let mut f = facts();
+    f.gpus.nvml = Nvml::Opened {
+        driver: "x".into(),
+        gpus: vec![gpu(0, Some(1)), gpu(1, Some(1))],
+        boards: Ok(boards.clone()),
+    };
+    // AutoDetect=nvml with a MIG board: jobs by index are refused (slurmd numbers the
+    // instances too), jobs on an instance come with its MIG UUID and are measured.
+    f.gpus.map = Ok(simulate("nvml", vec![], None));
+    let lines = gpu_lines(&f);
+    let (by_index, by_uuid): (Vec<_>, Vec<_>) = lines
+        .iter()
+        .partition(|l| l.gpu.as_ref().unwrap().index.is_some());
+    assert_eq!(by_index.len(), 2);
+    assert!(by_index.iter().all(|l| l.status == Status::Error
+        && l.detail.contains("MIG")
+        && l.fix.as_deref().unwrap().contains("MultipleFiles")));
+    assert_eq!(by_uuid.len(), mig.instances.len());
+    for (l, i) in by_uuid.iter().zip(&mig.instances) {
+        assert_eq!(l.status, Status::Ok, "{l:#?}");
+        let g = l.gpu.as_ref().unwrap();
+        assert_eq!(g.key, Some(format!("u:{}", i.uuid)));
+        assert_eq!(g.boards[0].rule, "mig-sm");
+        assert_eq!(g.boards[0].mig_instances, std::slice::from_ref(i));
+    }
+    // AutoDetect=nvidia gives no MIG UUIDs, and board UUIDs only with Flags=env_uuid.
+    // With env_uuid under AutoDetect=nvidia the MIG board comes whole, by its UUID.
+    f.gpus.map = Ok(simulate("nvidia", vec!["Flags=env_uuid".into()], None));
+    let whole_mig = gpu_lines(&f)
+        .into_iter()
+        .find(|l| l.gpu.as_ref().unwrap().key == Some(format!("u:{}", mig.uuid)))
+        .unwrap();
+    assert!(
+        whole_mig.detail.contains("MIG board given whole"),
+        "{}",
+        whole_mig.detail
+    );
+    assert!(simulate("nvidia", vec![], None)
+        .jobs
+        .iter()
+        .all(|j| j.index.is_some()));
+    // Flags=env_uuid on a node of two GPU types: by index the prolog would refuse (a
+    // warning: Slurm gives UUIDs), by UUID each job is its board.
+    let mut f2 = facts();
+    f2.gpus.map = Ok(simulate(
+        "nvidia",
+        vec!["Flags=env_uuid".into()],
+        Some(vec![(Some("a".into()), 1), (Some("b".into()), 1)]),
+    ));
+    let d = diagnose(&f2);
+    assert!(!failed(&d), "{d:#?}");
+    let lines = gpu_lines(&f2);
+    let uuid_lines: Vec<_> = lines
+        .iter()
+        .filter(|l| l.gpu.as_ref().unwrap().index.is_none())
+        .collect();
+    assert_eq!(uuid_lines.len(), 2);
+    for (l, minor) in uuid_lines.iter().zip([0, 1]) {
+        let b = &l.gpu.as_ref().unwrap().boards[0];
+        assert_eq!((b.minor, b.rule), (minor, "whole"));
+        assert_eq!(
+            l.gpu.as_ref().unwrap().key,
+            Some(format!("u:{}", gpu(minor, None).uuid))
+        );
+    }
+    assert!(lines
+        .iter()
+        .filter(|l| l.gpu.as_ref().unwrap().index.is_some())
+        .all(|l| l.status == Status::Warning && l.detail.contains("several GPU types")));
+    let _ = std::fs::remove_dir_all(&proc.root);
+}
+
+#[test]
+fn uuid_settings_are_read_from_gres_conf() {
+    assert_eq!(
+        mapping::uuid_settings(
+            "AutoDetect=nvml\nName=gpu Flags=nvidia_gpu_env,env_uuid # c\n# Flags=env_uuid\nName=gpu UniqueId=GPU-1 File=/dev/nvidia0\n"
+        ),
+        ["Flags=nvidia_gpu_env,env_uuid", "UniqueId=GPU-1"]
+    );
+    assert!(mapping::uuid_settings("Name=gpu Flags=nvidia_gpu_env\n").is_empty());
+    let mut m = node_map(&[&["/dev/nvidia0"]], NodeConf::default(), None, &no_proc());
+    m.uuid_settings = vec!["Flags=env_uuid".into()];
+    assert!(mapping::config_kind(&m).contains("CUDA_VISIBLE_DEVICES"));
+    assert_eq!(m.jobs[0].kind, JobKind::Gpu);
 }
 
 #[test]
@@ -485,6 +1019,12 @@ fn text_and_json_output() {
         .iter()
         .filter(|i| i["status"] == "ok")
         .all(|i| i["fix"].is_null()));
+    // The gpu lines carry the mapping; the others have no gpu field.
+    let gpu = items.iter().find(|i| i["check"] == "gpu").unwrap();
+    assert_eq!(gpu["gpu"]["key"], "m0");
+    assert_eq!(gpu["gpu"]["boards"][0]["rule"], "whole");
+    assert_eq!(gpu["gpu"]["boards"][0]["minor"], 0);
+    assert!(bad.get("gpu").is_none());
 }
 
 #[test]
@@ -528,8 +1068,16 @@ fn nvml_is_bounded_and_read_by_minor() {
         unreachable!()
     }
     match gather::nvml_within(&host, None, Duration::from_secs(5)) {
-        Nvml::Opened { gpus, .. } => {
+        Nvml::Opened { gpus, boards, .. } => {
             assert_eq!(gpus.iter().map(|g| g.minor).collect::<Vec<_>>(), [3, 1]);
+            let boards = boards.unwrap();
+            assert_eq!(
+                boards
+                    .iter()
+                    .map(|b| (b.index, b.minor))
+                    .collect::<Vec<_>>(),
+                [(0, 3), (1, 1)]
+            );
             assert_eq!(gpus[0].counter, Ok(Some(30)));
         }
         other => panic!("{other:?}"),
