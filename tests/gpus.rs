@@ -23,9 +23,39 @@ use common::*;
 /// (NVML's order is neither the minor's nor Slurm's index order).
 fn fake_driver_gpus() -> String {
     (0..4u32)
-        .map(|m| format!("0000:{:02x}:00.0:{m}:NVIDIA_H100_80GB_HBM3", pci_bus_of_minor(m)))
+        .map(|m| {
+            format!(
+                "0000:{:02x}:00.0:{m}:NVIDIA_H100_80GB_HBM3",
+                pci_bus_of_minor(m)
+            )
+        })
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// The fake NVML's boards with the UUIDs the driver's files give (`GPU-fake-<minor>`, as
+/// real NVML and /proc/driver/nvidia agree), plus `extra` options per minor.
+fn driver_consistent_gpus(extra: &[(u32, &str)]) {
+    let mut options = GpuOptions::new();
+    for n in nodes() {
+        for m in 0..4u32 {
+            let more = extra
+                .iter()
+                .filter(|(x, _)| *x == m)
+                .map(|(_, o)| *o)
+                .collect::<Vec<_>>()
+                .join(" ");
+            options.insert((n.clone(), m), format!("uuid=GPU-fake-{m} {more}"));
+        }
+    }
+    write_fake_config(&options);
+}
+
+/// The prolog's selection for the job on `node`, from its local record (`found_by`).
+fn found_by(job: u32, node: &str) -> String {
+    local_record(job, node)
+        .and_then(|r| r["found_by"].as_str().map(str::to_string))
+        .unwrap_or_else(|| panic!("job {job} on {node}: no found_by in the local record"))
 }
 
 /// A gres configuration in force for as long as it lives; the standard one comes back
@@ -57,7 +87,10 @@ impl Drop for Scene {
             .arg("start")
             .output();
         if !out.as_ref().is_ok_and(|o| o.status.success()) {
-            eprintln!("scene {}: restoring the standard cluster failed: {out:?}", self.name);
+            eprintln!(
+                "scene {}: restoring the standard cluster failed: {out:?}",
+                self.name
+            );
         }
         write_fake_config(&GpuOptions::new());
     }
@@ -81,8 +114,8 @@ fn slurm_index_files(node: &str, name: &str) -> Vec<Vec<String>> {
         .args(["-G", "-N", node])
         .output()
         .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned()
-        + &String::from_utf8_lossy(&out.stderr);
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     let lines: Vec<Vec<String>> = text
         .lines()
         .filter(|l| l.contains(&format!("Gres Name={name} ")))
@@ -220,7 +253,10 @@ fn check_whole_boards(job: u32, node: &str, want: &BTreeSet<u32>) {
         "job {job} on {node}: boards read vs allocated by Slurm"
     );
     let truth: f64 = read.values().sum();
-    assert!(truth > 0.05, "job {job}: the boards' truth {truth} Wh is trivial");
+    assert!(
+        truth > 0.05,
+        "job {job}: the boards' truth {truth} Wh is trivial"
+    );
     assert_close(
         &format!("job {job} {node} wh"),
         rec.node_num(node, "wh"),
@@ -254,9 +290,8 @@ fn two_typed_gpu_records_each_job_gets_its_type() {
     let aa = submit_env("node3", "gpu:aa:2", 3.0);
     let zz = submit_env("node3", "gpu:zz:2", 3.0);
     // All of a type: whatever Slurm's index order, the boards are that type's files.
-    let minors = |files: &[usize]| -> BTreeSet<u32> {
-        files.iter().map(|&i| minor_of_file(i)).collect()
-    };
+    let minors =
+        |files: &[usize]| -> BTreeSet<u32> { files.iter().map(|&i| minor_of_file(i)).collect() };
     check_whole_boards(aa, "node3", &minors(&[0, 2]));
     check_whole_boards(zz, "node3", &minors(&[3, 1]));
     assert_no_node_drained();
@@ -267,7 +302,10 @@ fn two_typed_gpu_records_each_job_gets_its_type() {
 #[ignore = "needs the local Slurm cluster: run scripts/test.sh"]
 fn autodetect_nvidia_finds_the_allocated_boards() {
     if release() < 2411 {
-        eprintln!("AutoDetect=nvidia is not in Slurm {}: nothing to test", release());
+        eprintln!(
+            "AutoDetect=nvidia is not in Slurm {}: nothing to test",
+            release()
+        );
         return;
     }
     let gpus = fake_driver_gpus();
@@ -276,6 +314,7 @@ fn autodetect_nvidia_finds_the_allocated_boards() {
         &[("SC_GRES_CONF", "AutoDetect=nvidia")],
         Some(&[("SC_FAKE_GPUS", &gpus)]),
     );
+    driver_consistent_gpus(&[]);
     // Slurm's order is the device files' (/dev/nvidia0..3), NVML's the PCI bus order.
     let files = slurm_index_files("node2", "gpu");
     assert_eq!(files.len(), 4, "{files:?}");
@@ -313,7 +352,10 @@ fn check_shared_board(job: u32, node: &str, board: u32, rule: &str, share: f64) 
         "job {job} on {node}: boards read"
     );
     let whole = read[&board];
-    assert!(whole > 0.05, "job {job}: the board's truth {whole} Wh is trivial");
+    assert!(
+        whole > 0.05,
+        "job {job}: the board's truth {whole} Wh is trivial"
+    );
     assert!(share > 0.0 && share < 1.0, "a share, not a board: {share}");
     assert_close(
         &format!("job {job} {node} shared wh"),
@@ -404,35 +446,32 @@ fn shard_jobs_are_charged_their_shards_of_the_board() {
 #[ignore = "needs the local Slurm cluster: run scripts/test.sh"]
 fn uuids_from_slurm_find_the_boards() {
     if release() < 2605 {
-        eprintln!("Slurm {} gives no UUIDs to the prolog: nothing to test", release());
+        eprintln!(
+            "Slurm {} gives no UUIDs to the prolog: nothing to test",
+            release()
+        );
         return;
     }
     let gpus = fake_driver_gpus();
-    for conf in ["AutoDetect=nvidia\nName=gpu Flags=env_uuid", "AutoDetect=full"] {
+    for conf in [
+        "AutoDetect=nvidia\nName=gpu Flags=env_uuid",
+        "AutoDetect=full",
+    ] {
         let _scene = Scene::new(
             "uuid",
             &[("SC_GRES_CONF", conf)],
             Some(&[("SC_FAKE_GPUS", &gpus)]),
         );
-        // The fake NVML's UUIDs, as the driver's files give them.
-        let mut options = GpuOptions::new();
-        for n in nodes() {
-            for m in 0..4u32 {
-                options.insert((n.clone(), m), format!("uuid=GPU-fake-{m}"));
-            }
-        }
-        write_fake_config(&options);
+        driver_consistent_gpus(&[]);
         let a = submit_env("node1", "gpu:3", 3.0);
-        let cvd = job_env(a);
         let boards = slurm_boards(a, "node1");
         assert_eq!(boards.len(), 3);
         check_whole_boards(a, "node1", &boards);
-        let want: BTreeSet<String> = boards.iter().map(|m| format!("GPU-fake-{m}")).collect();
-        let got: BTreeSet<String> = cvd["CUDA_VISIBLE_DEVICES"]
-            .split(',')
-            .map(str::to_string)
-            .collect();
-        assert_eq!(got, want, "{conf}: the UUIDs Slurm gave");
+        // The prolog found them by the UUIDs Slurm gave, not by a re-derived order.
+        let how = found_by(a, "node1");
+        for m in &boards {
+            assert!(how.contains(&format!("GPU-fake-{m}")), "{conf}: {how}");
+        }
         assert_no_node_drained();
     }
 }
@@ -461,11 +500,7 @@ fn mig_instances_are_charged_their_share_of_the_board() {
         &[("SC_GRES_CONF", &gres), ("SC_NODE_GRES", "gpu:3")],
         Some(&[("SC_FAKE_GPUS", &gpus), ("SC_FAKE_MIG", mig)]),
     );
-    let mut options = GpuOptions::new();
-    for n in nodes() {
-        options.insert((n.clone(), 1), "mig=1 sm=132".into());
-    }
-    write_fake_config(&options);
+    driver_consistent_gpus(&[(1, "mig=1 sm=132")]);
     let conf = fake_dir().join("fake-nvml.conf");
     let mut text = fs::read_to_string(&conf).unwrap();
     text.push_str("mig * 1 1 0 60\nmig * 1 2 0 32\n");
@@ -497,4 +532,131 @@ fn mig_instances_are_charged_their_share_of_the_board() {
     }
     assert_eq!(mig_jobs, 2, "both instances were used");
     assert_no_node_drained();
+}
+
+/// Refuse to guess: a MIG record whose nvidia-caps devices the driver's mig-minors does not
+/// name cannot be tied to an instance. The job runs, nothing is charged for that node (no
+/// counter read for the job, no part), and slurmd's log says why; the node stays up.
+#[test]
+#[ignore = "needs the local Slurm cluster: run scripts/test.sh"]
+fn a_gpu_that_cannot_be_identified_is_not_charged() {
+    let gpus = fake_driver_gpus();
+    let mig = "config=1 monitor=2 gpu1/gi1/access=12 gpu1/gi1/ci0/access=13";
+    let mut gres = String::from("AutoDetect=off\n");
+    for n in nodes() {
+        gres.push_str(&format!(
+            "NodeName={n} Name=gpu MultipleFiles=/dev/nvidia1,/dev/nvidia-caps/nvidia-cap12,/dev/nvidia-caps/nvidia-cap13\n"
+        ));
+    }
+    let _scene = Scene::new(
+        "unidentified",
+        &[("SC_GRES_CONF", &gres), ("SC_NODE_GRES", "gpu:1")],
+        Some(&[("SC_FAKE_GPUS", &gpus), ("SC_FAKE_MIG", mig)]),
+    );
+    driver_consistent_gpus(&[(1, "mig=1 sm=132")]);
+    let conf = fake_dir().join("fake-nvml.conf");
+    let mut text = fs::read_to_string(&conf).unwrap();
+    text.push_str("mig * 1 1 0 60\n");
+    fs::write(&conf, text).unwrap();
+    // The caps devices stay; the driver's table of them loses its entries.
+    fs::write(
+        "/proc/driver/nvidia-caps/mig-minors",
+        "config 1\nmonitor 2\n",
+    )
+    .unwrap();
+    let job = submit_env("node3", "gpu:1", 2.0);
+    assert_eq!(wait_job(job), "COMPLETED");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let line = format!("job {job}.node3: no measurement on this node");
+    while !slurmd_log("node3").contains(&line) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let log = slurmd_log("node3");
+    let why = log
+        .lines()
+        .find(|l| l.contains(&line))
+        .unwrap_or_else(|| panic!("no refusal for job {job} in node3's log"));
+    assert!(why.contains("mig-minors"), "{why}");
+    assert!(
+        read_boards(job, "node3").is_empty(),
+        "a counter was read for job {job}"
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(!field(job, "SystemComment").contains("spank-carbon/1"));
+    assert_no_node_drained();
+}
+
+/// Two typed records and a job that asks for both types: each gres entry overwrites
+/// SLURM_JOB_GPUS in the prolog (only the last type's boards are there), so the sampler asks
+/// slurmctld for the node's allocation and charges both boards.
+#[test]
+#[ignore = "needs the local Slurm cluster: run scripts/test.sh"]
+fn a_job_of_two_gpu_types_is_charged_both() {
+    let mut gres = String::from("AutoDetect=off\n");
+    for n in nodes() {
+        let d = dir("dev").join(&n);
+        gres.push_str(&format!(
+            "NodeName={n} Name=gpu Type=zz File={0}/nvidia3,{0}/nvidia1\nNodeName={n} Name=gpu Type=aa File={0}/nvidia[0,2]\n",
+            d.display()
+        ));
+    }
+    let _scene = Scene::new(
+        "two-types",
+        &[
+            ("SC_GRES_CONF", &gres),
+            ("SC_NODE_GRES", "gpu:aa:2,gpu:zz:2"),
+        ],
+        None,
+    );
+    let job = submit(&["-N1", "-w", "node4", "--gres=gpu:aa:1,gpu:zz:1"], 3.0);
+    let rec = record_of(job);
+    // Slurm's own view, from the job: one board of each type.
+    let want: BTreeSet<u32> = allocated_indices(job, "node4")
+        .iter()
+        .map(|&i| typed_minor(i))
+        .collect();
+    assert_eq!(want.len(), 2, "{want:?}");
+    let read = read_boards(job, "node4");
+    let got: BTreeSet<u32> = read.keys().copied().collect();
+    // Whatever the order: one board of each type's files.
+    let of = |files: &[usize]| {
+        files
+            .iter()
+            .map(|&i| minor_of_file(i))
+            .collect::<BTreeSet<_>>()
+    };
+    assert_eq!(got.intersection(&of(&[0, 2])).count(), 1, "{got:?}");
+    assert_eq!(got.intersection(&of(&[3, 1])).count(), 1, "{got:?}");
+    assert_eq!(got, want, "the boards at slurmctld's indices");
+    let truth: f64 = read.values().sum();
+    assert!(truth > 0.05, "{truth}");
+    assert_close("two types' wh", rec.node_num("node4", "wh"), truth, 0.01);
+    assert_eq!(rec.nodes["node4"]["gpus"], "2");
+    assert!(found_by(job, "node4").starts_with("ask:"));
+    assert_no_node_drained();
+}
+
+/// The gres indices of `scontrol show job -d` (recorded by the job): `IDX:0,2` or several
+/// typed entries `gpu:aa:1(IDX:0),gpu:zz:1(IDX:2)`.
+fn allocated_indices(job: u32, node: &str) -> Vec<usize> {
+    let text = fs::read_to_string(dir("jobs").join(format!("{job}.show"))).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.trim_start().starts_with(&format!("Nodes={node} ")))
+        .unwrap_or_else(|| panic!("no Nodes={node} in {text}"));
+    let mut out = Vec::new();
+    for part in line.split("IDX:").skip(1) {
+        let list = part.split(')').next().unwrap();
+        for item in list.split(',') {
+            let (a, b) = item.split_once('-').unwrap_or((item, item));
+            out.extend(a.parse::<usize>().unwrap()..=b.parse::<usize>().unwrap());
+        }
+    }
+    out
+}
+
+/// Slurm's order on the typed nodes above, as slurmd 22.05-26.05 builds it from slurm.conf's
+/// `gpu:aa:2,gpu:zz:2`: the aa records' files (nvidia0, nvidia2), then zz's (nvidia3, nvidia1).
+fn typed_minor(index: usize) -> u32 {
+    minor_of_file([0, 2, 3, 1][index])
 }

@@ -126,7 +126,10 @@ fn end_mail_sent_by_slurmctld_carries_the_footprint() {
     let (argv, body) = captured(&out, gpu, "Began").expect("the BEGIN mail");
     assert_eq!(argv.len(), 3, "{argv:?}");
     assert_eq!(argv[0], "-s");
-    assert!(argv[1].starts_with(&format!("Slurm Job_id={gpu} ")), "{argv:?}");
+    assert!(
+        argv[1].starts_with(&format!("Slurm Job_id={gpu} ")),
+        "{argv:?}"
+    );
     assert_eq!(argv[2], "alice");
     assert_eq!(body, "", "a BEGIN mail is passed on untouched");
 
@@ -189,7 +192,11 @@ fn textfile_counters_follow_the_records_and_pass_promtool() {
                     return metric(&t, what, "node3");
                 }
             }
-            assert!(Instant::now() < deadline, "no {} with {what}", file.display());
+            assert!(
+                Instant::now() < deadline,
+                "no {} with {what}",
+                file.display()
+            );
             sleep(Duration::from_millis(200));
         }
     };
