@@ -605,7 +605,13 @@ cmd_start() {
     old_nodes=$(configured_nodes)
     [[ $old_nodes =~ ^[1-9][0-9]*$ && $old_nodes != "${#NODES[@]}" ]] || old_nodes=
     make_dirs
+    local old_conf
+    old_conf=$(cat "$ETC/slurm.conf" 2>/dev/null || true)
     write_configs
+    # Slurm before 24.05 does not take a node's changed Gres= from `scontrol reconfigure` (the
+    # node registers with the new count and is set INVAL): restart slurmctld instead.
+    local ctld_restart=0
+    [[ $old_conf == "$(cat "$ETC/slurm.conf")" ]] || (($(slurm_release) >= 2405)) || ctld_restart=1
     start_munge
     start_mariadb
     start_slurmdbd
@@ -630,6 +636,10 @@ cmd_start() {
     fi
     if ((CONF_CHANGED && ctld_was_running)) && [[ -n $old_nodes ]]; then
         msg "node count changed ($old_nodes -> ${#NODES[@]}): restarting slurmctld"
+        stop_named slurmctld "$RUN/slurmctld.pid"
+        start_slurmctld
+    elif ((ctld_restart && ctld_was_running)); then
+        msg "slurm.conf changed: restarting slurmctld (before 24.05, reconfigure keeps the nodes' old Gres)"
         stop_named slurmctld "$RUN/slurmctld.pid"
         start_slurmctld
     elif ((CONF_CHANGED && ctld_was_running)); then
