@@ -114,11 +114,13 @@ args=("${args[@]/#config=\/etc/config=$x/root/etc}")
 check "the enabled arguments parse (spank-carbon pending)" \
     "$x/root/usr/bin/spank-carbon" pending --node pkgtest -- "${args[@]}" >/dev/null
 for page in man8/spank-carbon.8.gz man5/spank-carbon.conf.5.gz; do
-    zcat "$x/root/usr/share/man/$page" >"$x/page"
-    lint=$(mandoc -T lint -W warning "$x/page" 2>&1 || true)
+    # Named as installed (mandoc checks the section in the file name against .TH).
+    unpacked=$x/$(basename "$page" .gz)
+    zcat "$x/root/usr/share/man/$page" >"$unpacked"
+    lint=$(mandoc -T lint -W warning "$unpacked" 2>&1 || true)
     check "mandoc -T lint -W warning $page: nothing" test -z "$lint"
     [[ -z $lint ]] || echo "$lint"
-    check "$page names the packaged plugin path" grep -qF "${plugin//-/\\-}" "$x/page"
+    check "$page names the packaged plugin path" grep -qF "${plugin//-/\\-}" "$unpacked"
 done
 lint=$(lintian --fail-on error "$deb" 2>&1 | grep -v 'running with root privileges' || true)
 check "lintian: no error" test -z "$(grep '^E:' <<<"$lint")"
