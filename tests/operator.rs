@@ -14,32 +14,6 @@ use common::*;
 
 const BIN: &str = "/usr/local/sbin/spank-carbon";
 
-/// slurm.conf lines in force while it lives; the standard cluster comes back when dropped.
-struct Extra;
-
-impl Extra {
-    fn new(lines: &str) -> Extra {
-        standard_setup();
-        cluster(&["start"], &[("SC_SLURM_EXTRA", lines)]);
-        wait_cluster_idle();
-        Extra
-    }
-}
-
-impl Drop for Extra {
-    fn drop(&mut self) {
-        let _ = Command::new("/usr/bin/scancel")
-            .args(["-u", "root"])
-            .status();
-        let out = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/cluster.sh"))
-            .arg("start")
-            .output();
-        if !out.as_ref().is_ok_and(|o| o.status.success()) {
-            eprintln!("restoring the standard cluster failed: {out:?}");
-        }
-    }
-}
-
 fn write_exec(path: &std::path::Path, text: &str) {
     fs::write(path, text).unwrap();
     fs::set_permissions(path, fs::Permissions::from_mode(0o755)).unwrap();
@@ -104,7 +78,8 @@ fn end_mail_sent_by_slurmctld_carries_the_footprint() {
             toml.display()
         ),
     );
-    let _extra = Extra::new(&format!("MailProg={}", mailprog.display()));
+    let mail_prog = format!("MailProg={}", mailprog.display());
+    let _scene = Scene::new("mail", &[("SC_SLURM_EXTRA", &mail_prog)], None);
 
     let gpu = submit(
         &[

@@ -775,3 +775,41 @@ pub fn node_flags(rec: &Rec, node: &str) -> Vec<String> {
         .map(|f| f.split('+').map(str::to_string).collect())
         .unwrap_or_default()
 }
+
+/// A cluster configuration (gres, slurm.conf lines, the fake driver) in force for as long
+/// as it lives; the standard one comes back when it is dropped (also when the test fails).
+pub struct Scene {
+    name: &'static str,
+}
+
+impl Scene {
+    /// Starts the cluster with `env` (SC_GRES_CONF, SC_NODE_GRES, ...); `driver`: the fake
+    /// driver's files first (SC_FAKE_GPUS, SC_FAKE_MIG), when the scene needs them.
+    pub fn new(name: &'static str, env: &[(&str, &str)], driver: Option<&[(&str, &str)]>) -> Scene {
+        standard_setup();
+        if let Some(d) = driver {
+            cluster(&["fake-driver"], d);
+        }
+        cluster(&["start"], env);
+        wait_cluster_idle();
+        Scene { name }
+    }
+}
+
+impl Drop for Scene {
+    fn drop(&mut self) {
+        let _ = Command::new("/usr/bin/scancel")
+            .args(["-u", "root"])
+            .status();
+        let out = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/cluster.sh"))
+            .arg("start")
+            .output();
+        if !out.as_ref().is_ok_and(|o| o.status.success()) {
+            eprintln!(
+                "scene {}: restoring the standard cluster failed: {out:?}",
+                self.name
+            );
+        }
+        write_fake_config(&GpuOptions::new());
+    }
+}
