@@ -21,7 +21,7 @@ impl log::Log for WriterLogger {
         if !self.enabled(record.metadata()) {
             return;
         }
-        let now = crate::sampler::unix_now();
+        let now = crate::units::unix_now();
         if let Ok(mut out) = self.out.lock() {
             let _ = writeln!(
                 out,

@@ -5,21 +5,11 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand};
 
-mod check_cli;
-mod courier;
-mod docs_cli;
-mod fairshare_cli;
-mod mail_cli;
-mod measure;
-mod metrics_cli;
-mod pending_cli;
-mod report_cli;
-mod sample_cli;
-mod tres_cli;
+mod cli;
 
-use spank_carbon::config::Config;
+use spank_carbon::core::config::Config;
 use spank_carbon::logging::{self};
-use spank_carbon::state::{JobKey, StateDir};
+use spank_carbon::node::state::{JobKey, StateDir};
 
 #[derive(Parser)]
 #[command(
@@ -174,24 +164,24 @@ enum Cmd {
     },
     /// Check this node's setup (Slurm version, slurm.conf, plugstack.conf, GPUs, state
     /// directory, accounting): one line per item, with the fix; fails on any error.
-    Check(check_cli::Options),
+    Check(cli::check::Options),
     /// Print the Slurm version this build targets.
     SlurmVersion,
     /// Jobs whose energy TRES differs from their record (Slurm 25.11+); --fix writes it back.
-    Tres(tres_cli::Args),
+    Tres(cli::tres::Args),
     /// Write this node's Prometheus textfile (node_exporter's textfile collector).
-    Metrics(metrics_cli::Args),
+    Metrics(cli::metrics::Args),
     /// Slurm's MailProg wrapper: adds the job's GPU footprint to its end mail, then runs
     /// mail_prog (also run as `spank-carbon-mail`, a link to this program).
-    Mail(mail_cli::Args),
+    Mail(cli::mail::Args),
     /// Write the man pages, the example configuration and the shell completions
     /// (scripts/package.sh).
     #[command(hide = true)]
-    Docs(docs_cli::Options),
+    Docs(cli::docs::Options),
 }
 
 fn main() -> ExitCode {
-    if let Some(code) = mail_cli::multicall() {
+    if let Some(code) = cli::mail::multicall() {
         return code;
     }
     let cli = Cli::parse();
@@ -201,7 +191,7 @@ fn main() -> ExitCode {
             minors,
             gpus,
             args,
-        } => sample_cli::sample(&key, &minors, gpus.as_deref(), &args),
+        } => cli::sample::sample(&key, &minors, gpus.as_deref(), &args),
         Cmd::Deliver {
             key,
             foreground,
@@ -210,7 +200,7 @@ fn main() -> ExitCode {
         } => deliver(key.as_deref(), foreground, node.as_deref(), &args),
         Cmd::Pending { json, node, args } => match config_on(&args, operator_node(node.as_deref()))
         {
-            Ok(config) => pending_cli::run(&config, json),
+            Ok(config) => cli::pending::run(&config, json),
             Err(code) => code,
         },
         Cmd::Measure {
@@ -219,7 +209,7 @@ fn main() -> ExitCode {
             json,
             set,
             command,
-        } => measure::run(interval_ms, seconds, json, &set, &command),
+        } => cli::measure::run(interval_ms, seconds, json, &set, &command),
         Cmd::Report {
             job,
             by,
@@ -230,21 +220,21 @@ fn main() -> ExitCode {
             field,
             sacct,
             sacct_output,
-        } => report_cli::run(report_cli::Options {
+        } => cli::report::run(cli::report::Options {
             job,
             by: by.map(|b| match b {
-                By::User => spank_carbon::report::GroupBy::User,
-                By::Account => spank_carbon::report::GroupBy::Account,
-                By::Partition => spank_carbon::report::GroupBy::Partition,
+                By::User => spank_carbon::core::report::GroupBy::User,
+                By::Account => spank_carbon::core::report::GroupBy::Account,
+                By::Partition => spank_carbon::core::report::GroupBy::Partition,
             }),
             starttime,
             endtime,
             json,
             csv,
             field: match field {
-                FieldArg::System => spank_carbon::config::Field::System,
-                FieldArg::Admin => spank_carbon::config::Field::Admin,
-                FieldArg::Job => spank_carbon::config::Field::Job,
+                FieldArg::System => spank_carbon::core::config::Field::System,
+                FieldArg::Admin => spank_carbon::core::config::Field::Admin,
+                FieldArg::Job => spank_carbon::core::config::Field::Job,
             },
             sacct,
             sacct_output,
@@ -256,7 +246,7 @@ fn main() -> ExitCode {
             json,
             sacct,
             sacctmgr,
-        } => fairshare_cli::run(fairshare_cli::Options {
+        } => cli::fairshare::run(cli::fairshare::Options {
             config,
             apply,
             restore,
@@ -264,11 +254,11 @@ fn main() -> ExitCode {
             sacct,
             sacctmgr,
         }),
-        Cmd::Check(options) => check_cli::run(options),
-        Cmd::Tres(a) => tres_cli::run(a),
-        Cmd::Metrics(a) => metrics_cli::run(a),
-        Cmd::Mail(a) => mail_cli::run(a),
-        Cmd::Docs(o) => docs_cli::run(&Cli::command(), o),
+        Cmd::Check(options) => cli::check::run(options),
+        Cmd::Tres(a) => cli::tres::run(a),
+        Cmd::Metrics(a) => cli::metrics::run(a),
+        Cmd::Mail(a) => cli::mail::run(a),
+        Cmd::Docs(o) => cli::docs::run(&Cli::command(), o),
         Cmd::SlurmVersion => {
             println!("{}", spank_carbon::SLURM_VERSION);
             ExitCode::SUCCESS
@@ -303,8 +293,10 @@ fn operator_node(flag: Option<&str>) -> Option<String> {
 
 /// Logs of the detached processes go to `<state_dir>/spank-carbon.log`.
 pub(crate) fn log_to_state_dir(config: &Config) {
-    let path = config.state_dir.join(spank_carbon::retention::LOG_NAME);
-    match spank_carbon::retention::LogFile::open(&path) {
+    let path = config
+        .state_dir
+        .join(spank_carbon::node::retention::LOG_NAME);
+    match spank_carbon::node::retention::LogFile::open(&path) {
         Ok(f) => logging::init_writer(Box::new(f), log::LevelFilter::Info),
         Err(_) => logging::init_writer(Box::new(std::io::stderr()), log::LevelFilter::Info),
     }
@@ -346,7 +338,7 @@ fn deliver(key: Option<&str>, foreground: bool, node: Option<&str>, args: &[Stri
         }
         None => None,
     };
-    if courier::courier(&state, &config, only.as_ref(), foreground) > 0 {
+    if spank_carbon::node::courier::courier(&state, &config, only.as_ref(), foreground) > 0 {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS

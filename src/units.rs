@@ -50,6 +50,13 @@ pub fn co2e_grams(wh: f64, pue: f64, intensity: GramsPerKwh) -> f64 {
     wh / 1000.0 * pue * intensity.0
 }
 
+/// The wall clock, in seconds since the Unix epoch (0 if the clock is before it).
+pub fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

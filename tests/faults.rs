@@ -463,7 +463,7 @@ fn two_hundred_poison_records_do_not_delay_a_fresh_one() {
         let start = now() - 600.0 + i as f64;
         let d = Delivery {
             job: 1_000_000_000 + i,
-            field: spank_carbon::config::Field::System,
+            field: spank_carbon::core::config::Field::System,
             part: NodePart {
                 node: "node1".into(),
                 wh: 1.0,
@@ -487,7 +487,7 @@ fn two_hundred_poison_records_do_not_delay_a_fresh_one() {
             nodes: vec!["node1".into()],
             sluid: None,
         };
-        let key = spank_carbon::state::JobKey::new(d.job, "node1")
+        let key = spank_carbon::node::state::JobKey::new(d.job, "node1")
             .unwrap()
             .with_run(start);
         fs::write(

@@ -96,7 +96,7 @@ fn slurm_index_files(node: &str, name: &str) -> Vec<Vec<String>> {
             if count == 1 || name != "gpu" {
                 vec![files.split(',').map(str::to_string).collect::<Vec<_>>()]
             } else {
-                spank_carbon::hostlist::expand(files)
+                spank_carbon::slurm::hostlist::expand(files)
                     .unwrap()
                     .into_iter()
                     .map(|f| vec![f])

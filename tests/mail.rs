@@ -119,7 +119,7 @@ fn end_mail_carries_the_footprint_once_the_record_is_there() {
     let wh = spank_carbon::record::num(seg.gpu_wh(), 4);
     assert!(stdin.contains(&format!("GPU energy: {wh} Wh")), "{stdin}");
     assert!(
-        stdin.contains(&spank_carbon::report::mass(seg.co2e_g(), false)),
+        stdin.contains(&spank_carbon::core::report::mass(seg.co2e_g(), false)),
         "{stdin}"
     );
     assert!(stdin.contains("on 2 node(s), 4 GPU(s)"), "{stdin}");

@@ -10,9 +10,9 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use spank_carbon::metrics::{self, METRICS};
+use spank_carbon::node::metrics::{self, METRICS};
+use spank_carbon::node::state::StateDir;
 use spank_carbon::record::{Method, NodePart};
-use spank_carbon::state::StateDir;
 
 const BIN: &str = env!("CARGO_BIN_EXE_spank-carbon");
 

@@ -6,9 +6,9 @@
 use proptest::prelude::*;
 
 use spank_carbon::accounting::{parse_sacct_rows, Delivery};
-use spank_carbon::config::Config;
+use spank_carbon::core::config::Config;
+use spank_carbon::node::sampler::SamplerState;
 use spank_carbon::record::{self, Meta, Method, NodePart, MARKER};
-use spank_carbon::sampler::SamplerState;
 use spank_carbon::units::GramsPerKwh;
 
 fn meta() -> Meta {
@@ -281,11 +281,11 @@ proptest! {
         if sort {
             // A job's node list: sorted, and each node once (the length bound below
             // does not hold for repeated names: "a[0,0]" is longer than "a0,a0").
-            names.sort_by(|a, b| spank_carbon::hostlist::natural_cmp(a, b));
+            names.sort_by(|a, b| spank_carbon::slurm::hostlist::natural_cmp(a, b));
             names.dedup();
         }
-        let list = spank_carbon::hostlist::compress(&names).expect("plain names");
-        prop_assert_eq!(spank_carbon::hostlist::expand(&list).unwrap(), names.clone());
+        let list = spank_carbon::slurm::hostlist::compress(&names).expect("plain names");
+        prop_assert_eq!(spank_carbon::slurm::hostlist::expand(&list).unwrap(), names.clone());
         if sort && !names.is_empty() {
             prop_assert!(list.len() <= names.iter().map(|n| n.len() + 1).sum::<usize>());
         }
@@ -311,8 +311,8 @@ proptest! {
 
     #[test]
     fn hostlists_and_gpu_lists_never_panic(s in "[a-z0-9\\[\\],-]{0,40}") {
-        let _ = spank_carbon::hostlist::expand(&s);
-        let _ = spank_carbon::gres::parse_indices(&s);
+        let _ = spank_carbon::slurm::hostlist::expand(&s);
+        let _ = spank_carbon::slurm::gres::parse_indices(&s);
     }
 
     #[test]
@@ -325,7 +325,7 @@ proptest! {
     /// one, sacct's output for one row is still one row with that text as its field.
     #[test]
     fn field_text_never_forges_a_row(text in "[ -~\n]{0,200}") {
-        let delim = spank_carbon::sacct_rows::nonce().unwrap();
+        let delim = spank_carbon::slurm::sacct_rows::nonce().unwrap();
         prop_assume!(!text.contains(&delim));
         let out = format!("7{d}7{d}COMPLETED{d}10{d}11{d}20{d}0{d}{text}\n", d = delim);
         let rows = parse_sacct_rows(&[7], out.as_bytes(), &delim).unwrap();
@@ -341,14 +341,14 @@ fn corrupted_json_state_is_an_error_not_a_panic() {
     std::fs::create_dir_all(&dir).unwrap();
     let p = dir.join("sampler.json");
     std::fs::write(&p, b"{\"job\": 1, \"gpus\": [").unwrap();
-    assert!(spank_carbon::state::read_json::<SamplerState>(&p).is_err());
+    assert!(spank_carbon::node::state::read_json::<SamplerState>(&p).is_err());
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
 // --- sacct rows framed by a per-call delimiter (src/sacct_rows.rs) ---------------------
 
-use spank_carbon::report;
-use spank_carbon::sacct_rows::{split_rows, stream_rows};
+use spank_carbon::core::report;
+use spank_carbon::slurm::sacct_rows::{split_rows, stream_rows};
 
 /// Text a user can put in a field without knowing the delimiter: anything, fake rows in
 /// the default format, newlines, and guesses at the delimiter (its prefix, one character
@@ -506,7 +506,7 @@ proptest! {
         picks in proptest::collection::vec((0usize..8, 0u8..6, 0u32..20), 0..6),
         garbage in "[a-z0-9:./~,-]{0,40}",
     ) {
-        use spank_carbon::gpu_map::{self, Key, Sel, Share};
+        use spank_carbon::gpu::map::{self as gpu_map, Key, Sel, Share};
         let n = boards.len();
         let mut allocated = std::collections::BTreeSet::new();
         let sel: Vec<Sel> = picks

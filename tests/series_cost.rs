@@ -22,13 +22,13 @@ use std::fs;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use spank_carbon::config::Config;
-use spank_carbon::intensity::Series;
-use spank_carbon::intensity_cache::{steps_for, CACHE_FILE};
-use spank_carbon::job::node_part;
+use spank_carbon::core::config::Config;
+use spank_carbon::core::intensity::Series;
+use spank_carbon::node::intensity_cache::{steps_for, CACHE_FILE};
+use spank_carbon::node::job::node_part;
+use spank_carbon::node::sampler::{NodeResult, SamplerState, Series as Buckets};
+use spank_carbon::node::state::{self, StateDir};
 use spank_carbon::record::Method;
-use spank_carbon::sampler::{NodeResult, SamplerState, Series as Buckets};
-use spank_carbon::state::{self, StateDir};
 
 const POINTS: u32 = 2 * 365 * 288;
 const STEP_S: f64 = 300.0;
@@ -261,7 +261,7 @@ fn epilog_cost_of_a_two_year_series() {
 }
 
 struct NoSpawn;
-impl spank_carbon::job::Spawner for NoSpawn {
+impl spank_carbon::node::job::Spawner for NoSpawn {
     fn spawn_detached(
         &self,
         _: &Path,
@@ -285,9 +285,9 @@ fn no_nvml(
 #[test]
 #[ignore = "a measurement: run it in release mode, see the file's comment"]
 fn whole_epilog_with_a_two_year_series_and_a_30_day_job() {
-    use spank_carbon::energy::Integrator;
-    use spank_carbon::job::{epilog, EpilogOutcome, JobEnv, JobInfo};
-    use spank_carbon::sampler::GpuState;
+    use spank_carbon::core::energy::Integrator;
+    use spank_carbon::node::job::{epilog, EpilogOutcome, JobEnv, JobInfo};
+    use spank_carbon::node::sampler::GpuState;
     let dir = std::env::temp_dir().join(format!("sc-epilog-cost-{}", std::process::id()));
     let _ = fs::remove_dir_all(&dir);
     fs::create_dir_all(&dir).unwrap();
@@ -323,7 +323,7 @@ fn whole_epilog_with_a_two_year_series_and_a_30_day_job() {
             mps_percentage: None,
             shards_on_node: None,
         };
-        let key = spank_carbon::state::JobKey::new(job, "node1").unwrap();
+        let key = spank_carbon::node::state::JobKey::new(job, "node1").unwrap();
         let jd = state.create_job_dir(&key).unwrap();
         let info = JobInfo {
             job,

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use spank_carbon::accounting::{
     round_with, Accounting, AcctError, Clock, Delivery, Item, JobRows, Row, Rows, Step, Timing,
 };
-use spank_carbon::config::Field;
+use spank_carbon::core::config::Field;
 use spank_carbon::record::{self, Meta, Method, NodePart};
 use spank_carbon::units::GramsPerKwh;
 

@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::config::{EnergyTres, Field};
+use crate::core::config::{EnergyTres, Field};
 use crate::record::{self, check_writable, Meta, NodePart, Unwritable};
 use crate::slurm::Differences;
 
@@ -374,11 +374,11 @@ impl Accounting for SlurmTools {
             .collect::<Vec<_>>()
             .join(",");
         let format = format!("{},{}", rows::COLUMNS, field.slurm_name());
-        let delim = crate::sacct_rows::nonce().map_err(|source| AcctError::Spawn {
+        let delim = crate::slurm::sacct_rows::nonce().map_err(|source| AcctError::Spawn {
             tool: "the random source".into(),
             source,
         })?;
-        let delim_arg = crate::sacct_rows::delimiter_arg(&delim);
+        let delim_arg = crate::slurm::sacct_rows::delimiter_arg(&delim);
         let out = run_tool_env(
             &self.sacct,
             &[

@@ -100,7 +100,7 @@ fn time(s: &str) -> Option<Option<u64>> {
 
 /// Parses `sacct -D -X -n -P --delimiter=<delim> -o COLUMNS,<field>` output (times as
 /// unix seconds: SLURM_TIME_FORMAT=%s), keeping the rows of `jobs`. `delim` is a fresh
-/// random string per call ([`crate::sacct_rows::nonce`]): text in the field cannot guess
+/// random string per call ([`crate::slurm::sacct_rows::nonce`]): text in the field cannot guess
 /// it, so rows split only where sacct split them.
 pub fn parse(jobs: &[u32], stdout: &[u8], delim: &str) -> Result<Rows, AcctError> {
     let bad = |line: &str| AcctError::Failed {
@@ -111,10 +111,11 @@ pub fn parse(jobs: &[u32], stdout: &[u8], delim: &str) -> Result<Rows, AcctError
         ),
     };
     let text = std::str::from_utf8(stdout).map_err(|_| AcctError::NotUtf8)?;
-    let split = crate::sacct_rows::split_rows(text, delim, 8).map_err(|e| AcctError::Failed {
-        tool: "sacct".into(),
-        detail: e.to_string(),
-    })?;
+    let split =
+        crate::slurm::sacct_rows::split_rows(text, delim, 8).map_err(|e| AcctError::Failed {
+            tool: "sacct".into(),
+            detail: e.to_string(),
+        })?;
     let mut rows: Vec<(u32, Row)> = Vec::new();
     for cols in split {
         let line = cols.join("|");

@@ -11,7 +11,7 @@ use std::time::Duration;
 use super::conf::{self, SlurmConf};
 use super::{AccountingFacts, Facts, FileMeta, Gpus, Nvml, NvmlGpu, Slurmd, StateFacts};
 use crate::accounting::run_tool;
-use crate::config::Config;
+use crate::core::config::Config;
 use crate::gpu::OpenHost;
 
 /// Where slurmd is looked for, in this order, when `--slurmd` is not given.
@@ -311,7 +311,7 @@ fn state(unresolved: &Config, node: Option<&str>) -> StateFacts {
         })
         .collect();
     let entry_check = (rustix::process::geteuid().is_root()).then(|| {
-        crate::state::StateDir::existing(dir)
+        crate::node::state::StateDir::existing(dir)
             .map(|_| ())
             .map_err(|e| crate::logging::chain(&e))
     });

@@ -12,9 +12,9 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use super::{error, ok, warning, Finding, Nvml, NvmlGpu, Status};
+use crate::gpu::map::{self as gpu_map, Charge, Key, Refusal, Sel};
 use crate::gpu::{BoardInfo, MigInstance};
-use crate::gpu_map::{self, Charge, Key, Refusal, Sel};
-use crate::gres::NodeConf;
+use crate::slurm::gres::NodeConf;
 
 /// The node's GPUs as gathered.
 #[derive(Debug, Clone, PartialEq)]

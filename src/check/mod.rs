@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use crate::config::{Config, Field};
+use crate::core::config::{Config, Field};
 
 pub mod conf;
 pub mod gather;
@@ -132,7 +132,7 @@ pub struct StateFacts {
     pub resolved: Result<PathBuf, String>,
     /// The directory and its subdirectories: (path, lstat, `None` = missing).
     pub dirs: Vec<(PathBuf, Option<FileMeta>)>,
-    /// The entry points' own check ([`crate::state::StateDir::existing`]), run as root.
+    /// The entry points' own check ([`crate::node::state::StateDir::existing`]), run as root.
     pub entry_check: Option<Result<(), String>>,
     /// When the directory is missing: the nearest existing ancestor.
     pub ancestor: Option<(PathBuf, FileMeta)>,

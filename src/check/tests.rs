@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 use super::conf::{Kind, PlugLine, Plugstack, SlurmConf};
 use super::mapping::{self, JobKind, NodeMap};
 use super::*;
+use crate::gpu::map::{NodeGres, ProcFiles};
 use crate::gpu::{BoardInfo, MigInstance};
-use crate::gpu_map::{NodeGres, ProcFiles};
-use crate::gres::{NodeConf, SharedRecord};
+use crate::slurm::gres::{NodeConf, SharedRecord};
 
 const SO: &str = "/usr/local/lib/spank-carbon/libspank_carbon.so";
 

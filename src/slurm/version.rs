@@ -26,7 +26,7 @@ impl SlurmVersion {
 
     /// The version whose headers this build used.
     pub const fn built() -> SlurmVersion {
-        SlurmVersion::from_number(crate::spank_sys::SLURM_VERSION_NUMBER)
+        SlurmVersion::from_number(crate::slurm::sys::SLURM_VERSION_NUMBER)
     }
 
     /// Parses `26.05.5`, `26.05` (micro 0), or `slurmd -V` / `sinfo -V` output such as

@@ -94,7 +94,7 @@ pub fn state_entries(sub: &str) -> Vec<PathBuf> {
 
 /// A node's local record of a job (in `records/`, a day file or an old per-job file).
 pub fn local_record(job: u32, node: &str) -> Option<serde_json::Value> {
-    spank_carbon::retention::find_record(&node_state_dir(node).join("records"), job, node)
+    spank_carbon::node::retention::find_record(&node_state_dir(node).join("records"), job, node)
 }
 
 pub fn fake_dir() -> PathBuf {
@@ -559,7 +559,7 @@ pub fn allocated_minors(job: u32) -> BTreeMap<String, Vec<u32>> {
             }
         }
         minors.sort();
-        for node in spank_carbon::hostlist::expand(nodes).unwrap() {
+        for node in spank_carbon::slurm::hostlist::expand(nodes).unwrap() {
             out.insert(node, minors.clone());
         }
     }

@@ -33,8 +33,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::Path;
 
-use crate::intensity::{pick_scope, window_range, Scope, Series, SeriesError, Steps};
-use crate::state;
+use crate::core::intensity::{pick_scope, window_range, Scope, Series, SeriesError, Steps};
+use crate::node::state;
 
 /// The cache's file name in the state directory.
 pub const CACHE_FILE: &str = "intensity-series.bin";

@@ -32,8 +32,8 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use crate::node::state::{self, StateDir};
 use crate::record::{Method, NodePart};
-use crate::state::{self, StateDir};
 
 /// The running totals' file in the state directory.
 pub const TOTALS_FILE: &str = "metrics.json";
@@ -339,14 +339,8 @@ pub fn count_part(state: &StateDir, node: &str, part: &NodePart) {
 
 /// Counts a delivery or a failed one (the courier).
 pub fn count_delivery(state: &StateDir, ok: bool) {
-    let now = unix_now();
+    let now = crate::units::unix_now();
     update(state, |t| t.add_delivery(ok, now));
-}
-
-fn unix_now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 /// The textfile's name for `node`.
@@ -442,7 +436,7 @@ pub fn node_of(state: &StateDir, node: Option<&str>) -> Option<String> {
 
 /// Writes the node's textfile into `metrics_dir` if it is set (the epilog after a
 /// record, the courier after a round). Errors are logged.
-pub fn refresh(config: &crate::config::Config, state: &StateDir, node: Option<&str>) {
+pub fn refresh(config: &crate::core::config::Config, state: &StateDir, node: Option<&str>) {
     let Some(dir) = &config.metrics_dir else {
         return;
     };

@@ -335,7 +335,7 @@ pub fn node_gres(text: &str, job: u32, node: &str) -> Result<String, Refusal> {
         let Some(list) = first.strip_prefix("Nodes=") else {
             continue;
         };
-        let names = crate::hostlist::expand_max(list, 100_000)
+        let names = crate::slurm::hostlist::expand_max(list, 100_000)
             .map_err(|_| not_understood(&format!("host list `{list}` not understood")))?;
         if !names.iter().any(|n| n == node) {
             continue;
@@ -714,7 +714,7 @@ pub struct JobGpus {
 pub struct NodeGres<'a> {
     /// gres index -> device files (gres.conf without AutoDetect).
     pub files: Vec<Vec<PathBuf>>,
-    pub conf: crate::gres::NodeConf,
+    pub conf: crate::slurm::gres::NodeConf,
     /// slurm.conf's GPU types for the node (type, count).
     pub types: Option<Vec<(Option<String>, usize)>>,
     pub proc: &'a ProcFiles,
@@ -1235,13 +1235,13 @@ pub fn read_node<'a>(
     node: &str,
     proc: &'a ProcFiles,
     stat: DevStat<'a>,
-) -> Result<NodeGres<'a>, crate::gres::GresError> {
-    let conf = crate::gres::node_conf(gres_conf, node)?;
-    let types = crate::gres::slurm_conf_text(slurm_conf)
-        .and_then(|text| crate::gres::node_gpu_types(&text, node))
+) -> Result<NodeGres<'a>, crate::slurm::gres::GresError> {
+    let conf = crate::slurm::gres::node_conf(gres_conf, node)?;
+    let types = crate::slurm::gres::slurm_conf_text(slurm_conf)
+        .and_then(|text| crate::slurm::gres::node_gpu_types(&text, node))
         .filter(|t| !t.is_empty());
     let files = match conf.autodetect.as_deref() {
-        None | Some("off") => crate::gres::gpu_files(gres_conf, Some(slurm_conf), node)?,
+        None | Some("off") => crate::slurm::gres::gpu_files(gres_conf, Some(slurm_conf), node)?,
         Some(_) => Vec::new(),
     };
     Ok(NodeGres {

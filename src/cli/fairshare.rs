@@ -7,12 +7,12 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use spank_carbon::accounting::run_tool;
-use spank_carbon::fairshare::{decayed_g, plan, Owned, PlanRow, Policy, State};
+use spank_carbon::core::fairshare::{decayed_g, plan, Owned, PlanRow, Policy, State};
+use spank_carbon::core::report::{self, FIELDS};
+use spank_carbon::node::state;
 use spank_carbon::record::num;
-use spank_carbon::report::{self, FIELDS};
-use spank_carbon::sacct_rows::{self, SacctCall};
-use spank_carbon::sampler::unix_now;
-use spank_carbon::state;
+use spank_carbon::slurm::sacct_rows::{self, SacctCall};
+use spank_carbon::units::unix_now;
 
 /// Time limit of one sacctmgr call.
 const TIMEOUT: Duration = Duration::from_secs(60);

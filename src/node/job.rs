@@ -10,16 +10,17 @@ use std::time::{Duration, Instant, SystemTime};
 use serde::{Deserialize, Serialize};
 
 use crate::accounting::Delivery;
-use crate::config::{Config, Field};
+use crate::core::config::{Config, Field};
+use crate::core::intensity;
+use crate::gpu::map as gpu_map;
 use crate::gpu::CounterRead;
-use crate::gpu_map;
-use crate::gres;
-use crate::hostlist;
-use crate::intensity;
+use crate::node::retention;
+use crate::node::sampler::{evaluate, NodeResult, SamplerState};
+use crate::node::state::{self, JobKey, StateDir, StateError};
 use crate::record::{Meta, Method, NodePart};
-use crate::retention;
-use crate::sampler::{evaluate, unix_now, NodeResult, SamplerState};
-use crate::state::{self, JobKey, StateDir, StateError};
+use crate::slurm::gres;
+use crate::slurm::hostlist;
+use crate::units::unix_now;
 
 #[derive(Debug, thiserror::Error)]
 pub enum JobError {
@@ -439,8 +440,8 @@ pub fn finish_orphan(
     )
     .map(drop)?;
     if let Some(part) = &part {
-        crate::metrics::count_part(state, &key.node, part);
-        crate::metrics::refresh(config, state, Some(&key.node));
+        crate::node::metrics::count_part(state, &key.node, part);
+        crate::node::metrics::refresh(config, state, Some(&key.node));
     }
     let _ = fs::remove_dir_all(&dir);
     Ok(())
@@ -567,7 +568,7 @@ fn load_series(
 ) -> Option<intensity::Steps> {
     let path = config.intensity_series.as_ref()?;
     let dir = state_dir.map(StateDir::root);
-    crate::intensity_cache::steps_for(path, dir, node, partition, window)
+    crate::node::intensity_cache::steps_for(path, dir, node, partition, window)
         .map_err(|e| {
             log::error!(
                 "intensity_series {}: {e}; using intensity={}",
@@ -803,7 +804,7 @@ pub fn epilog(
         let fresh = !pending.exists();
         state::write_json_durable(&pending, &delivery)?;
         if fresh {
-            crate::metrics::count_part(&state, &key.node, part);
+            crate::node::metrics::count_part(&state, &key.node, part);
         }
     }
     if let Err(e) = write_local_record(
@@ -825,7 +826,7 @@ pub fn epilog(
         return Ok(EpilogOutcome::NothingMeasured);
     };
     let _ = fs::remove_dir_all(&dir);
-    crate::metrics::refresh(config, &state, Some(&key.node));
+    crate::node::metrics::refresh(config, &state, Some(&key.node));
     // The node's courier takes it from here; start one if none runs.
     ensure_courier(config, &state, args, &env.node, spawner, false);
     Ok(EpilogOutcome::Recorded { part })
@@ -834,9 +835,9 @@ pub fn epilog(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::energy::Integrator;
+    use crate::core::energy::Integrator;
     use crate::gpu::{GpuError, GpuHost};
-    use crate::sampler::GpuState;
+    use crate::node::sampler::GpuState;
     use crate::units::Milliwatts;
     use std::sync::Mutex;
 
@@ -1320,7 +1321,7 @@ mod tests {
             finished: true,
             stop_reason: None,
             gpus: Vec::new(),
-            series: crate::sampler::Series {
+            series: crate::node::sampler::Series {
                 bucket_s: 10.0,
                 mj: bucket_mj,
             },
@@ -1417,7 +1418,7 @@ mod tests {
         assert!((p.co2e_g - 0.3).abs() < 1e-9, "{}", p.co2e_g);
         assert!(state
             .root()
-            .join(crate::intensity_cache::CACHE_FILE)
+            .join(crate::node::intensity_cache::CACHE_FILE)
             .exists());
         // Node sets win over partitions, partitions over the default (from the cache now).
         assert!((part("node4", Some("green")).co2e_g - 0.9).abs() < 1e-9);
@@ -1492,7 +1493,7 @@ mod tests {
             }
         }
         assert_eq!(n, 3);
-        let t = crate::metrics::load(&state).unwrap();
+        let t = crate::node::metrics::load(&state).unwrap();
         assert!(wh > 0.0 && co2e > 0.0 && emb > 0.0, "{wh} {co2e} {emb}");
         assert!(
             (t.gpu_energy_j - wh * 3600.0).abs() < 1e-6,
@@ -1522,12 +1523,12 @@ mod tests {
         fs::rename(&copy, state.job_dir(&key1)).unwrap();
         let again = epilog(&config, &[], &env, &spawner, &never_called).unwrap();
         assert!(matches!(again, EpilogOutcome::Recorded { .. }), "{again:?}");
-        assert_eq!(crate::metrics::load(&state).unwrap(), t);
+        assert_eq!(crate::node::metrics::load(&state).unwrap(), t);
         // Retention removes every local record: the counters stay.
         let later = SystemTime::now() + Duration::from_secs(400 * 86_400);
         retention::sweep(&state, &config, later);
         assert_eq!(fs::read_dir(root.join("records")).unwrap().count(), 0);
-        assert_eq!(crate::metrics::load(&state).unwrap(), t);
+        assert_eq!(crate::node::metrics::load(&state).unwrap(), t);
         for r in [root, root2, root3, root4] {
             fs::remove_dir_all(&r).unwrap();
         }

@@ -1,11 +1,11 @@
 //! `spank-carbon metrics`: writes the node's Prometheus textfile (see
-//! `spank_carbon::metrics` for what it holds and how the counters are kept).
+//! `spank_carbon::node::metrics` for what it holds and how the counters are kept).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use spank_carbon::metrics;
-use spank_carbon::state::StateDir;
+use spank_carbon::node::metrics;
+use spank_carbon::node::state::StateDir;
 
 #[derive(clap::Args)]
 pub struct Args {

@@ -290,7 +290,7 @@ fn create_temp(path: &Path) -> io::Result<(PathBuf, fs::File)> {
     let mut last = io::Error::from(io::ErrorKind::AlreadyExists);
     for _ in 0..16 {
         let mut r = [0u8; 8];
-        if crate::sacct_rows::random_bytes(&mut r).is_err() {
+        if crate::slurm::sacct_rows::random_bytes(&mut r).is_err() {
             // Still unique: the pid and the counter; O_EXCL keeps it safe.
             r = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -604,7 +604,7 @@ mod tests {
     fn delivery(job: u32, node: &str, nodes: &[&str]) -> Delivery {
         Delivery {
             job,
-            field: crate::config::Field::System,
+            field: crate::core::config::Field::System,
             part: crate::record::NodePart {
                 node: node.into(),
                 wh: 1.5,

@@ -4,11 +4,11 @@ use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use spank_carbon::config::Field;
-use spank_carbon::hostlist;
+use spank_carbon::core::config::Field;
+use spank_carbon::core::report::{self, everyday, mass, GroupBy, JobRow, Totals, FIELDS};
 use spank_carbon::record::{num, Segment};
-use spank_carbon::report::{self, everyday, mass, GroupBy, JobRow, Totals, FIELDS};
-use spank_carbon::sacct_rows::{self, SacctCall};
+use spank_carbon::slurm::hostlist;
+use spank_carbon::slurm::sacct_rows::{self, SacctCall};
 
 pub struct Options {
     pub job: Option<u32>,

@@ -8,11 +8,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use spank_carbon::accounting::{self};
+use spank_carbon::gpu::map::{self as gpu_map, Charge};
 use spank_carbon::gpu::{GpuHost, NvmlHost};
-use spank_carbon::gpu_map::{self, Charge};
 use spank_carbon::logging::chain;
-use spank_carbon::sampler::{self, SamplerOptions, Stop};
-use spank_carbon::state::{self, JobKey, StateDir};
+use spank_carbon::node::sampler::{self, SamplerOptions, Stop};
+use spank_carbon::node::state::{self, JobKey, StateDir};
 
 use crate::{config_or_exit, log_to_state_dir};
 
@@ -139,7 +139,7 @@ pub fn sample(key: &str, minors: &[u32], gpus: Option<&str>, args: &[String]) ->
                 "job {key}: {}; sampler stopped, measurement kept as a local record only",
                 sampler::ORPHANED
             );
-            if let Err(e) = spank_carbon::job::finish_orphan(&config, &state, &key, &end) {
+            if let Err(e) = spank_carbon::node::job::finish_orphan(&config, &state, &key, &end) {
                 log::error!("job {key}: {}", chain(&e));
             }
             ExitCode::SUCCESS

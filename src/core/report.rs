@@ -1,6 +1,6 @@
 //! Reports from accounting (sacct), so they work wherever sacct does: one job like
 //! seff, and totals per user, account or partition over a time range. sacct's output
-//! is streamed, row by row, framed by a per-call delimiter ([`crate::sacct_rows`]).
+//! is streamed, row by row, framed by a per-call delimiter ([`crate::slurm::sacct_rows`]).
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -8,7 +8,7 @@ use std::io::Read;
 use serde::Serialize;
 
 use crate::record::{self, Segment};
-use crate::sacct_rows::{self, RowError};
+use crate::slurm::sacct_rows::{self, RowError};
 
 /// sacct fields read for each job, in this order; the comment field comes last because
 /// foreign text in it may hold newlines.
@@ -77,7 +77,7 @@ pub fn parse_row(cols: &[&str]) -> Result<JobRow, String> {
 }
 
 /// Reads sacct's `-n -P --delimiter=<delim> -o FIELDS,<comment>` output, calling `each`
-/// per job. Rows are framed by the delimiter (see [`crate::sacct_rows`]): no text in a
+/// per job. Rows are framed by the delimiter (see [`crate::slurm::sacct_rows`]): no text in a
 /// comment can make a row.
 pub fn stream(input: impl Read, delim: &str, mut each: impl FnMut(JobRow)) -> Result<(), RowError> {
     sacct_rows::stream_rows(input, delim, NCOLS, |cols| {

@@ -5,11 +5,11 @@ use std::process::{Command, ExitCode};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use spank_carbon::config::Config;
+use spank_carbon::core::config::Config;
 use spank_carbon::gpu::{GpuHost, NvmlHost};
 use spank_carbon::logging::chain;
+use spank_carbon::node::sampler::{self, SamplerOptions, Stop};
 use spank_carbon::record::num;
-use spank_carbon::sampler::{self, SamplerOptions, Stop};
 use spank_carbon::units::co2e_grams;
 
 /// Stops when the measured command exits (or at a deadline).

@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::hostlist;
+use crate::slurm::hostlist;
 use crate::units::GramsPerKwh;
 
 #[derive(Debug, thiserror::Error, PartialEq)]

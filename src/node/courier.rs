@@ -6,11 +6,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs::OpenOptions;
 use std::time::{Duration, Instant};
 
-use spank_carbon::accounting::{self, AcctError, Item, Policy, SlurmTools, Step, Timing};
-use spank_carbon::config::Config;
-use spank_carbon::logging::chain;
-use spank_carbon::slurm::Differences;
-use spank_carbon::state::{self, JobKey, StateDir};
+use crate::accounting::{self, AcctError, Item, Policy, SlurmTools, Step, Timing};
+use crate::core::config::Config;
+use crate::logging::chain;
+use crate::node::state::{self, JobKey, StateDir};
+use crate::slurm::Differences;
 
 /// How long a courier with nothing left to deliver stays for the next record.
 const COURIER_LINGER: Duration = Duration::from_secs(10);
@@ -52,7 +52,7 @@ pub fn courier(
     let retry = Duration::from_secs(config.retry_s);
     let mut lock = None;
     if !foreground {
-        lock = spank_carbon::job::try_courier_lock(state);
+        lock = crate::node::job::try_courier_lock(state);
         if lock.is_none() {
             return 0; // the node's courier runs and will pick the records up
         }
@@ -65,7 +65,7 @@ pub fn courier(
     let mut failed = 0;
     let mut idle_since = Instant::now();
     loop {
-        spank_carbon::retention::maybe_sweep(state, config, std::time::SystemTime::now());
+        crate::node::retention::maybe_sweep(state, config, std::time::SystemTime::now());
         // `--key <job>.<node>` names every run's record of that job on this node;
         // `<job>.<node>@<run>` one of them.
         let keys: BTreeSet<JobKey> = state
@@ -90,7 +90,7 @@ pub fn courier(
                 Ok(None) => {} // delivered meanwhile
                 Err(e) => {
                     log::error!("job {key}: not delivered: {}", chain(&e));
-                    spank_carbon::metrics::count_delivery(state, false);
+                    crate::node::metrics::count_delivery(state, false);
                     stuck.insert(key);
                     failed += 1;
                 }
@@ -98,7 +98,7 @@ pub fn courier(
         }
         if items.is_empty() {
             if foreground {
-                spank_carbon::metrics::refresh(config, state, None);
+                crate::node::metrics::refresh(config, state, None);
                 return failed;
             }
             if idle_since.elapsed() < COURIER_LINGER {
@@ -110,14 +110,14 @@ pub fn courier(
             drop(lock.take());
             let fresh = state.pending_keys().iter().any(|k| !stuck.contains(k));
             if fresh {
-                lock = spank_carbon::job::try_courier_lock(state);
+                lock = crate::node::job::try_courier_lock(state);
                 if lock.is_some() {
                     idle_since = Instant::now();
                     continue;
                 }
             }
             log::info!("courier: nothing left to deliver");
-            spank_carbon::metrics::refresh(config, state, None);
+            crate::node::metrics::refresh(config, state, None);
             return failed;
         }
         idle_since = Instant::now();
@@ -152,7 +152,7 @@ pub fn courier(
                 Step::Done(done) => {
                     let _ = std::fs::remove_file(&path);
                     state::clear_stuck(state, &key);
-                    spank_carbon::metrics::count_delivery(state, true);
+                    crate::node::metrics::count_delivery(state, true);
                     if let Some(item) = items.remove(&key) {
                         log::info!(
                             "job {key}: record in {} ({} write(s), {} read(s))",
@@ -170,7 +170,7 @@ pub fn courier(
                         chain(&e)
                     );
                     state::note_stuck(state, &key, &chain(&e));
-                    spank_carbon::metrics::count_delivery(state, false);
+                    crate::node::metrics::count_delivery(state, false);
                     let retry_later = matches!(e, AcctError::GaveUp { .. }) && !foreground;
                     match items.get_mut(&key) {
                         Some(item) if retry_later => {
@@ -194,7 +194,7 @@ pub fn courier(
             }
         }
         drop(claims);
-        spank_carbon::metrics::refresh(config, state, None);
+        crate::node::metrics::refresh(config, state, None);
         if delivered_any {
             // Accounting takes records again: those waiting for their retry go now.
             for key in std::mem::take(&mut given_up) {

@@ -52,10 +52,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
-use spank_carbon::config::{Config, Field};
+use spank_carbon::core::config::{Config, Field};
+use spank_carbon::core::report::{self, JobRow, FIELDS};
 use spank_carbon::record::{num, Segment};
-use spank_carbon::report::{self, JobRow, FIELDS};
-use spank_carbon::sacct_rows::{self, SacctCall};
+use spank_carbon::slurm::sacct_rows::{self, SacctCall};
 
 /// The configuration the wrapper reads when slurmctld runs it (MailProg takes no
 /// arguments): a TOML file with the plugin's keys.
@@ -442,7 +442,7 @@ fn mail(config_path: &Path, args: Vec<String>) -> ExitCode {
     let body = compose(&body, added.as_deref());
     let code = exec_mail(&config.mail_prog, &args, Some(&body));
     // Only back here if mail_prog could not be run: try the system's mail program.
-    let fallback = Path::new(spank_carbon::config::DEFAULT_MAIL_PROG);
+    let fallback = Path::new(spank_carbon::core::config::DEFAULT_MAIL_PROG);
     if config.mail_prog != fallback && fallback.exists() {
         log::error!("mail: trying {}", fallback.display());
         return exec_mail(fallback, &args, Some(&body));
@@ -779,7 +779,7 @@ mod tests {
             .is_err());
         assert_eq!(
             c.mail_prog,
-            Path::new(spank_carbon::config::DEFAULT_MAIL_PROG)
+            Path::new(spank_carbon::core::config::DEFAULT_MAIL_PROG)
         );
     }
 

@@ -805,7 +805,7 @@ pub fn check_writable(value: &str, diffs: &Differences) -> Result<(), Unwritable
 /// The compact form of the per-node detail (see the module docs).
 mod compact {
     use super::{parse_flags, parse_nonneg, round, valid_node_name, valid_word, Method, NodePart};
-    use crate::hostlist;
+    use crate::slurm::hostlist;
     use std::collections::{BTreeMap, HashMap};
     use std::fmt::Write as _;
 

@@ -1,7 +1,7 @@
 //! `spank-carbon docs --out DIR` (hidden): the man pages spank-carbon(8) and
 //! spank-carbon.conf(5), the example TOML configuration and the shell completions,
 //! generated from the clap definitions in main.rs and the configuration keys in
-//! `spank_carbon::config` (their defaults from `Config::default()`), so that none of
+//! `spank_carbon::core::config` (their defaults from `Config::default()`), so that none of
 //! them can drift from the code. `scripts/package.sh` runs it; the tests below check
 //! that every command, option and key is there and that mandoc finds nothing to say.
 
@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Arg, Command};
-use spank_carbon::config::{self, Config};
+use spank_carbon::core::config::{self, Config};
 
 /// Where the plugin library is, when the generator is not told (scripts/install.sh's).
 pub const DEFAULT_PLUGIN: &str = "/usr/local/lib/spank-carbon/libspank_carbon.so";
@@ -199,7 +199,7 @@ pub fn page_date() -> String {
     let secs = std::env::var("SOURCE_DATE_EPOCH")
         .ok()
         .and_then(|s| s.trim().parse::<i64>().ok())
-        .unwrap_or_else(|| spank_carbon::sampler::unix_now() as i64);
+        .unwrap_or_else(|| spank_carbon::units::unix_now() as i64);
     ymd(secs.div_euclid(86_400))
 }
 

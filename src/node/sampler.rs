@@ -4,22 +4,16 @@
 //! (`spank-carbon measure`).
 
 use std::path::Path;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::energy::{gpu_energy, GpuEnergy, GpuReadings, Integrator};
+use crate::core::energy::{gpu_energy, GpuEnergy, GpuReadings, Integrator};
+use crate::gpu::map::Charge;
 use crate::gpu::{Gpu, GpuError, GpuHost, PowerKind};
-use crate::gpu_map::Charge;
+use crate::node::state::{write_json, StateError};
 use crate::record::Method;
-use crate::state::{write_json, StateError};
-use crate::units::{Millijoules, Milliwatts};
-
-pub fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
-}
+use crate::units::{unix_now, Millijoules, Milliwatts};
 
 /// Node-level sampled energy in time buckets from the window's start, for intensity
 /// that varies over time and for plots. Buckets double in width past `MAX_BUCKETS`.

@@ -13,7 +13,7 @@ use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use crate::hostlist;
+use crate::slurm::hostlist;
 
 #[derive(Debug, thiserror::Error)]
 pub enum GresError {

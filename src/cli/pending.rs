@@ -4,8 +4,8 @@ use std::process::ExitCode;
 use std::time::SystemTime;
 
 use spank_carbon::accounting::Delivery;
-use spank_carbon::config::Config;
-use spank_carbon::state::{self, StateDir};
+use spank_carbon::core::config::Config;
+use spank_carbon::node::state::{self, StateDir};
 
 #[derive(serde::Serialize)]
 struct Entry {

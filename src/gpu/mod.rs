@@ -15,6 +15,10 @@ use nvml_wrapper::{Device, Nvml};
 
 use crate::units::Milliwatts;
 
+#[allow(unsafe_code)]
+mod ffi;
+pub mod map;
+
 #[derive(Debug, thiserror::Error)]
 pub enum GpuError {
     #[error("NVML could not be initialised: {0}")]
@@ -311,8 +315,8 @@ impl NvmlHost {
             Err(e) => return Err(nvml_err("handle")(e)),
         };
         let uuid = m.uuid().map_err(nvml_err("uuid"))?;
-        let (gi, ci) = crate::plugin::mig_instance_ids(&m)
-            .map_err(nvml_err(format!("instance ids of {uuid}")))?;
+        let (gi, ci) =
+            ffi::mig_instance_ids(&m).map_err(nvml_err(format!("instance ids of {uuid}")))?;
         let sm_count = m
             .attributes()
             .map_err(nvml_err(format!("SM count of {uuid}")))?

@@ -17,8 +17,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use crate::config::Config;
-use crate::state::{JobKey, StateDir, StateError};
+use crate::core::config::Config;
+use crate::node::state::{JobKey, StateDir, StateError};
 
 /// How often the courier's sweep does its work.
 pub const SWEEP_EVERY: Duration = Duration::from_secs(3600);

@@ -1,6 +1,6 @@
 use super::*;
 use crate::gpu::MigInstance;
-use crate::gres::{self, NodeConf, SharedRecord};
+use crate::slurm::gres::{self, NodeConf, SharedRecord};
 use std::collections::HashMap;
 use std::fs;
 
