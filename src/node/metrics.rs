@@ -349,61 +349,90 @@ pub fn file_name(node: &str) -> String {
 }
 
 /// Writes `text` as `dir/spank-carbon-<node>.prom`: a new file beside it (O_EXCL,
-/// O_NOFOLLOW, mode 0644) renamed over it. Refuses a `dir` that is a symbolic link or
-/// not a directory, or that others can write without the sticky bit, and a node name
-/// that is not one.
+/// O_NOFOLLOW, mode 0644), fsynced, renamed over it. The directory is opened once
+/// (O_DIRECTORY|O_NOFOLLOW) and everything after goes through that descriptor (openat,
+/// renameat), so a directory swapped for a symbolic link after the check (Debian's
+/// textfile directory and its parent belong to `prometheus`) cannot send root's file
+/// elsewhere. Refuses a `dir` that is a symbolic link or not a directory, or that others
+/// can write without the sticky bit, and a node name that is not one.
 pub fn write_textfile(dir: &Path, node: &str, text: &str) -> io::Result<PathBuf> {
+    write_textfile_with(dir, node, text, || ())
+}
+
+/// [`write_textfile`], calling `between` once the directory is open and checked (tests
+/// swap the directory there).
+fn write_textfile_with(
+    dir: &Path,
+    node: &str,
+    text: &str,
+    between: impl FnOnce(),
+) -> io::Result<PathBuf> {
+    use rustix::fs::{AtFlags, Mode, OFlags};
     if !crate::record::valid_node_name(node) {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             format!("`{node}` is not a valid node name"),
         ));
     }
-    let meta = fs::symlink_metadata(dir).map_err(io_at(dir))?;
-    if !meta.is_dir() {
-        return Err(io_at(dir)(io::Error::new(
+    let dirfd = rustix::fs::open(
+        dir,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| match e {
+        rustix::io::Errno::NOTDIR | rustix::io::Errno::LOOP => io_at(dir)(io::Error::new(
             io::ErrorKind::InvalidInput,
             "not a directory (a symbolic link is refused)",
-        )));
-    }
-    if meta.mode() & 0o002 != 0 && meta.mode() & 0o1000 == 0 {
+        )),
+        e => io_at(dir)(e.into()),
+    })?;
+    let mode = rustix::fs::fstat(&dirfd)
+        .map_err(|e| io_at(dir)(e.into()))?
+        .st_mode;
+    if mode & 0o002 != 0 && mode & 0o1000 == 0 {
         return Err(io_at(dir)(io::Error::new(
             io::ErrorKind::PermissionDenied,
             "writable by others",
         )));
     }
-    let target = dir.join(file_name(node));
+    between();
+    let name = file_name(node);
+    let target = dir.join(&name);
     let pid = std::process::id();
     let mut last = io::Error::from(io::ErrorKind::AlreadyExists);
     for n in 0..16 {
         let tmp = if n == 0 {
-            dir.join(format!("{}.{pid}", file_name(node)))
+            format!("{name}.{pid}")
         } else {
-            dir.join(format!("{}.{pid}.{n}", file_name(node)))
+            format!("{name}.{pid}.{n}")
         };
-        let mut f = match fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o644)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(&tmp)
-        {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                last = e;
+        let fd = match rustix::fs::openat(
+            &dirfd,
+            tmp.as_str(),
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o644),
+        ) {
+            Ok(fd) => fd,
+            Err(rustix::io::Errno::EXIST) => {
+                last = io::Error::from(io::ErrorKind::AlreadyExists);
                 continue;
             }
-            Err(e) => return Err(io_at(&tmp)(e)),
+            Err(e) => return Err(io_at(&dir.join(&tmp))(e.into())),
         };
+        let mut f = fs::File::from(fd);
         let result = (|| {
             // The umask may have taken bits away: the collector must read it.
             f.set_permissions(fs::Permissions::from_mode(0o644))?;
             f.write_all(text.as_bytes())?;
+            f.sync_all()?;
             drop(f);
-            fs::rename(&tmp, &target)
+            rustix::fs::renameat(&dirfd, tmp.as_str(), &dirfd, name.as_str())?;
+            // The rename itself survives a crash once the directory is synced.
+            let _ = rustix::fs::fsync(&dirfd);
+            Ok::<(), io::Error>(())
         })();
         if let Err(e) = result {
-            let _ = fs::remove_file(&tmp);
+            let _ = rustix::fs::unlinkat(&dirfd, tmp.as_str(), AtFlags::empty());
             return Err(io_at(&target)(e));
         }
         return Ok(target);
@@ -685,6 +714,39 @@ mod tests {
         assert!(write_textfile(&dir, "n1", "x\n").is_ok());
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
         assert!(write_textfile(&dir, "../n1", "x\n").is_err());
+        fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn a_directory_swapped_for_a_link_after_the_check_gets_nothing() {
+        let (root, _state) = temp_state("swap");
+        let dir = root.join("textfile");
+        let moved = root.join("textfile.real");
+        let elsewhere = root.join("etc");
+        fs::create_dir(&dir).unwrap();
+        fs::create_dir(&elsewhere).unwrap();
+        // Between the check and the write, the directory's owner swaps it for a link
+        // to a directory of root's.
+        write_textfile_with(&dir, "n1", "a 1\n", || {
+            fs::rename(&dir, &moved).unwrap();
+            std::os::unix::fs::symlink(&elsewhere, &dir).unwrap();
+        })
+        .unwrap();
+        assert_eq!(
+            fs::read_dir(&elsewhere).unwrap().count(),
+            0,
+            "nothing written there"
+        );
+        assert_eq!(
+            fs::read_to_string(moved.join("spank-carbon-n1.prom")).unwrap(),
+            "a 1\n",
+            "the file is in the directory that was checked"
+        );
+        assert_eq!(
+            fs::read_dir(&moved).unwrap().count(),
+            1,
+            "no temporary left"
+        );
         fs::remove_dir_all(&root).unwrap();
     }
 }
