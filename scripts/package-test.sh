@@ -96,6 +96,8 @@ dpkg-deb -e "$deb" "$x/DEBIAN"
 check "deb binary built for Slurm $slurm" grep -q "^$slurm\." <<<"$("$x/root/usr/bin/spank-carbon" slurm-version)"
 check "deb tmpfiles: state dir root-only 0700" grep -qE '^d /var/lib/spank-carbon 0700 root root' "$x/root/usr/lib/tmpfiles.d/spank-carbon.conf"
 check "deb postinst creates the state dir" grep -q 'systemd-tmpfiles --create spank-carbon.conf' "$x/DEBIAN/postinst"
+check "deb postinst reloads systemd's units" grep -q 'systemctl daemon-reload' "$x/DEBIAN/postinst"
+check "deb postrm reloads systemd's units" grep -q 'systemctl daemon-reload' "$x/DEBIAN/postrm"
 dropin=$x/root/etc/slurm/plugstack.conf.d/spank-carbon.conf
 check "drop-in shipped disabled (no active line)" test -z "$(grep -vE '^[[:space:]]*(#|$)' "$dropin")"
 # The one step the drop-in documents, applied to a copy (without the restart).
@@ -145,6 +147,7 @@ check "rpm Requires: slurm < $next" has_line "$requires" "slurm < $next"
 check "rpm provides no library soname" test -z "$(rpm -qp --provides "$rpm" 2>/dev/null | grep 'libspank_carbon')"
 scripts=$(rpm -qp --scripts "$rpm" 2>/dev/null)
 check "rpm %post creates the state dir" grep -q 'systemd-tmpfiles --create spank-carbon.conf' <<<"$scripts"
+check "rpm %post reloads systemd's units" grep -q 'systemctl daemon-reload' <<<"${scripts%%preuninstall*}"
 # shellcheck disable=SC2016 # the scriptlet's own "$1"
 check "rpm %preun stops the timers on erase only" grep -q '"$1" -eq 0' <<<"$scripts"
 check "rpm %post enables nothing" test -z "$(grep -E 'systemctl (enable|start)|--now' <<<"${scripts%%preuninstall*}")"

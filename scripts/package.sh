@@ -194,6 +194,10 @@ if [ "$1" = configure ]; then
         install -d -m 0700 -o root -g root /var/lib/spank-carbon
     fi
 fi
+# systemd reads the units this package installed or changed (none is enabled or started).
+if [ -d /run/systemd/system ]; then
+    systemctl --system daemon-reload >/dev/null || true
+fi
 exit 0
 EOF
     cat >"$d/DEBIAN/prerm" <<'EOF'
@@ -211,6 +215,10 @@ set -e
 # The state directory (records, pending deliveries) is kept, even on purge.
 if [ "$1" = purge ] && command -v deb-systemd-helper >/dev/null 2>&1; then
     deb-systemd-helper purge spank-carbon-fairshare.timer prometheus-node-exporter-spank-carbon.timer >/dev/null 2>&1 || true
+fi
+# systemd forgets the units the package removed.
+if [ "$1" = remove ] && [ -d /run/systemd/system ]; then
+    systemctl --system daemon-reload >/dev/null || true
 fi
 exit 0
 EOF
@@ -259,6 +267,7 @@ cp -a $d/. %{buildroot}/
 
 %post
 systemd-tmpfiles --create spank-carbon.conf >/dev/null 2>&1 || install -d -m 0700 -o root -g root /var/lib/spank-carbon
+if [ -d /run/systemd/system ]; then systemctl daemon-reload >/dev/null 2>&1 || :; fi
 
 %preun
 if [ "\$1" -eq 0 ] && [ -d /run/systemd/system ]; then
