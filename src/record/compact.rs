@@ -366,19 +366,18 @@ pub(super) fn decode(
             let wh = dec(&format!("{}{mantissa}", f.wh_exp)).filter(|&w| w < 1e15)?;
             let seconds = longest.checked_sub(short)? as f64 / 10.0;
             Some(NodePart {
-                node: name,
-                wh,
-                gpus: f.gpus,
-                co2e_g: wh * f.factor,
-                method: f.method,
-                start: end - seconds,
-                end,
-                coverage: None,
                 flags: f.flags,
-                peak_w: None,
                 intensity_src: f.src,
                 embodied_g: f.rate.map(|r| r * f64::from(f.gpus) * seconds / 3600.0),
                 share: f.share,
+                ..NodePart::new(
+                    name,
+                    wh,
+                    f.gpus,
+                    wh * f.factor,
+                    f.method,
+                    (end - seconds, end),
+                )
             })
         })
         .collect();

@@ -177,6 +177,34 @@ pub fn num(x: f64, decimals: usize) -> String {
 }
 
 impl NodePart {
+    /// The part of `node` with its measurement alone: no coverage, flags, peak, intensity
+    /// source, embodied emissions or sharing (`NodePart { flags, ..NodePart::new(...) }`
+    /// adds them). `window`: the measurement's start and end, unix seconds.
+    pub fn new(
+        node: impl Into<String>,
+        wh: f64,
+        gpus: u32,
+        co2e_g: f64,
+        method: Method,
+        window: (f64, f64),
+    ) -> NodePart {
+        NodePart {
+            node: node.into(),
+            wh,
+            gpus,
+            co2e_g,
+            method,
+            start: window.0,
+            end: window.1,
+            coverage: None,
+            flags: Vec::new(),
+            peak_w: None,
+            intensity_src: None,
+            embodied_g: None,
+            share: None,
+        }
+    }
+
     /// Rounds the part to the precision the record keeps, so that a part read back
     /// from the field compares equal to the one written. The window is rounded outward
     /// and the peak up, so that figures derived from them stay honest: the average

@@ -12,21 +12,14 @@ fn meta(n: u32) -> Meta {
 }
 
 fn part(node: &str, wh: f64) -> NodePart {
-    NodePart {
-        node: node.into(),
+    NodePart::new(
+        node,
         wh,
-        gpus: 2,
-        co2e_g: part_co2e(wh, &meta(1)),
-        method: Method::Counter,
-        start: 1_700_000_000.0,
-        end: 1_700_000_060.0,
-        coverage: None,
-        flags: vec![],
-        peak_w: None,
-        intensity_src: None,
-        embodied_g: None,
-        share: None,
-    }
+        2,
+        part_co2e(wh, &meta(1)),
+        Method::Counter,
+        (1_700_000_000.0, 1_700_000_060.0),
+    )
     .rounded()
 }
 
@@ -55,24 +48,18 @@ fn big_part(i: usize, rng: &mut Lcg) -> NodePart {
         n if n % 10 == 0 => vec!["shared".into(), "partial".into()],
         _ => vec!["shared".into()],
     };
+    let method = if i % 97 == 0 {
+        Method::Mixed
+    } else {
+        Method::Counter
+    };
     NodePart {
-        node,
-        wh,
-        gpus: 8,
-        co2e_g: part_co2e(wh, &meta(1)),
-        method: if i % 97 == 0 {
-            Method::Mixed
-        } else {
-            Method::Counter
-        },
-        start,
-        end,
         coverage: Some(0.99),
         flags,
         peak_w: Some(5600.0),
         intensity_src: Some("fixed".into()),
         embodied_g: Some(12.5 * 8.0 * (end - start) / 3600.0),
-        share: None,
+        ..NodePart::new(node, wh, 8, part_co2e(wh, &meta(1)), method, (start, end))
     }
     .rounded()
 }

@@ -51,21 +51,7 @@ impl NodePart {
         if !valid_node_name(node) {
             return None;
         }
-        let mut part = NodePart {
-            node: node.to_string(),
-            wh: f64::NAN,
-            gpus: 0,
-            co2e_g: f64::NAN,
-            method: Method::Counter,
-            start: 0.0,
-            end: 0.0,
-            coverage: None,
-            flags: Vec::new(),
-            peak_w: None,
-            intensity_src: None,
-            embodied_g: None,
-            share: None,
-        };
+        let mut part = NodePart::new(node, f64::NAN, 0, f64::NAN, Method::Counter, (0.0, 0.0));
         let mut seen_method = false;
         for field in value.split(',') {
             let (k, v) = field.split_once(':')?;
