@@ -598,8 +598,7 @@ mod tests {
     /// prints it): every key there, with its default and doc text.
     #[test]
     fn readme_holds_the_key_table() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md");
-        let readme = std::fs::read_to_string(&path).unwrap();
+        let readme = include_str!("../../README.md");
         let begin = readme
             .lines()
             .position(|l| l == README_KEYS_BEGIN)
