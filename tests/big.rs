@@ -176,20 +176,20 @@ fn the_test_parser_reads_the_compact_form() {
     let mut text = "site-tag".to_string();
     for i in 1..=NODES_NEEDED {
         let wh = wh_of(i);
+        let gpus = 1 + (i % 3 == 0) as u32;
+        let window = (1000.0, 1005.0 + i as f64 / 10.0);
         let part = NodePart {
-            node: format!("node{i}"),
-            wh,
-            gpus: 1 + (i % 3 == 0) as u32,
-            co2e_g: part_co2e(wh, &meta),
-            method: Method::Counter,
-            start: 1000.0,
-            end: 1005.0 + i as f64 / 10.0,
             coverage: Some(1.0),
-            flags: Vec::new(),
             peak_w: Some(100.0),
             intensity_src: Some("fixed".into()),
-            embodied_g: None,
-            share: None,
+            ..NodePart::new(
+                format!("node{i}"),
+                wh,
+                gpus,
+                part_co2e(wh, &meta),
+                Method::Counter,
+                window,
+            )
         };
         text = merge(&text, &part, &meta, None);
     }

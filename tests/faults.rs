@@ -464,21 +464,7 @@ fn two_hundred_poison_records_do_not_delay_a_fresh_one() {
         let d = Delivery {
             job: 1_000_000_000 + i,
             field: spank_carbon::core::config::Field::System,
-            part: NodePart {
-                node: "node1".into(),
-                wh: 1.0,
-                gpus: 1,
-                co2e_g: 0.5,
-                method: Method::Counter,
-                start,
-                end: start + 10.0,
-                coverage: None,
-                flags: vec![],
-                peak_w: None,
-                intensity_src: None,
-                embodied_g: None,
-                share: None,
-            },
+            part: NodePart::new("node1", 1.0, 1, 0.5, Method::Counter, (start, start + 10.0)),
             meta: Meta {
                 intensity: spank_carbon::units::GramsPerKwh(400.0),
                 pue: 1.2,

@@ -33,19 +33,8 @@ fn temp_dir(tag: &str) -> PathBuf {
 
 fn part(node: &str, wh: f64, co2e_g: f64, method: Method) -> NodePart {
     NodePart {
-        node: node.into(),
-        wh,
-        gpus: 1,
-        co2e_g,
-        method,
-        start: 1.0,
-        end: 2.0,
-        coverage: None,
-        flags: Vec::new(),
-        peak_w: None,
-        intensity_src: None,
         embodied_g: Some(0.5),
-        share: None,
+        ..NodePart::new(node, wh, 1, co2e_g, method, (1.0, 2.0))
     }
 }
 

@@ -26,20 +26,13 @@ prop_compose! {
                 cov in proptest::option::of(0.0f64..1.0),
                 flags in proptest::collection::vec("[a-z]{1,10}", 0..3),
                 share in a_share()) -> NodePart {
+        let window = (start as f64 + tenth as f64 / 10.0, (start + len) as f64);
         NodePart {
-            node,
-            wh,
-            gpus,
-            co2e_g: wh * 0.75,
-            method,
-            start: start as f64 + tenth as f64 / 10.0,
-            end: (start + len) as f64,
             coverage: cov,
             flags,
-            peak_w: None,
             intensity_src: Some("fixed".into()),
-            embodied_g: None,
             share,
+            ..NodePart::new(node, wh, gpus, wh * 0.75, method, window)
         }
         .rounded()
     }
@@ -72,20 +65,15 @@ prop_compose! {
                     emb in proptest::option::of(prop_oneof![Just(12.5), 0.0f64..100.0]),
                     share in a_share()) -> NodePart {
         let start = start as f64 + milli as f64 / 1000.0;
+        let node = format!("{prefix}{number:0pad$}{suffix}");
         NodePart {
-            node: format!("{prefix}{number:0pad$}{suffix}"),
-            wh,
-            gpus,
-            co2e_g: wh * factor,
-            method,
-            start,
-            end: start + len,
             coverage: Some(0.5),
             flags,
             peak_w: Some(100.0),
             intensity_src: src,
             embodied_g: emb.map(|rate| rate * gpus as f64 * len / 3600.0),
             share,
+            ..NodePart::new(node, wh, gpus, wh * factor, method, (start, start + len))
         }
         .rounded()
     }
@@ -131,21 +119,7 @@ fn kept(back: &NodePart, p: &NodePart, job_end: f64) -> Result<(), TestCaseError
 }
 
 fn a_fixed_part() -> NodePart {
-    NodePart {
-        node: "gpu1".into(),
-        wh: 1.0,
-        gpus: 1,
-        co2e_g: 0.75,
-        method: Method::Counter,
-        start: 1.0,
-        end: 2.0,
-        coverage: None,
-        flags: vec![],
-        peak_w: None,
-        intensity_src: None,
-        embodied_g: None,
-        share: None,
-    }
+    NodePart::new("gpu1", 1.0, 1, 0.75, Method::Counter, (1.0, 2.0))
 }
 
 /// Foreign text: anything at all, including text that looks almost like a record.

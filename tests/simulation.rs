@@ -428,26 +428,13 @@ fn node_name(i: usize) -> String {
 
 fn make_part(rng: &mut Rng, node: &str, start: f64, end: f64) -> NodePart {
     let wh = rng.below(999_999) as f64 / 10_000.0 + 0.0001;
-    NodePart {
-        node: node.into(),
-        wh,
-        gpus: 1 + rng.below(8) as u32,
-        co2e_g: wh * 0.75,
-        method: if rng.chance(0.8) {
-            Method::Counter
-        } else {
-            Method::Sampled
-        },
-        start,
-        end,
-        coverage: None,
-        flags: vec![],
-        peak_w: None,
-        intensity_src: None,
-        embodied_g: None,
-        share: None,
-    }
-    .rounded()
+    let gpus = 1 + rng.below(8) as u32;
+    let method = if rng.chance(0.8) {
+        Method::Counter
+    } else {
+        Method::Sampled
+    };
+    NodePart::new(node, wh, gpus, wh * 0.75, method, (start, end)).rounded()
 }
 
 fn scenario(seed: u64, sizes: Option<&[usize]>) -> Scenario {

@@ -1112,21 +1112,7 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     fn part(node: &str, wh: f64) -> NodePart {
-        NodePart {
-            node: node.into(),
-            wh,
-            gpus: 1,
-            co2e_g: wh,
-            method: Method::Counter,
-            start: 1.0,
-            end: 2.0,
-            coverage: None,
-            flags: vec![],
-            peak_w: None,
-            intensity_src: None,
-            embodied_g: None,
-            share: None,
-        }
+        NodePart::new(node, wh, 1, wh, Method::Counter, (1.0, 2.0))
     }
 
     fn delivery(node: &str, wh: f64, nodes: &[&str]) -> Delivery {

@@ -1,9 +1,11 @@
 //! `spank-carbon docs --out DIR` (hidden): the man pages spank-carbon(8) and
 //! spank-carbon.conf(5), the example TOML configuration and the shell completions,
-//! generated from the clap definitions in main.rs and the configuration keys in
-//! `spank_carbon::core::config` (their defaults from `Config::default()`), so that none of
-//! them can drift from the code. `scripts/package.sh` runs it; the tests below check
-//! that every command, option and key is there and that mandoc finds nothing to say.
+//! generated from the clap definitions in main.rs and the key table
+//! `spank_carbon::core::config::TABLE` (defaults from `Config::default()`), so that none of
+//! them can drift from the code; `--readme-keys` prints README.md's table of keys from the
+//! same table. `scripts/package.sh` runs it; the tests below check that every command,
+//! option and key is there, that README.md holds the table and that mandoc finds nothing
+//! to say.
 
 use std::fmt::Write as _;
 use std::io;
@@ -11,18 +13,26 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Arg, Command};
-use spank_carbon::core::config::{self, Config};
+use spank_carbon::core::config::{self, Key};
 
 /// Where the plugin library is, when the generator is not told (scripts/install.sh's).
 pub const DEFAULT_PLUGIN: &str = "/usr/local/lib/spank-carbon/libspank_carbon.so";
 /// The TOML file the packages ship and their plugstack drop-in names with `config=`.
 pub const PACKAGED_TOML: &str = "/etc/spank-carbon/spank-carbon.toml";
 
+/// The lines around README.md's table of keys.
+pub const README_KEYS_BEGIN: &str = "<!-- keys: generated from the key table in src/core/config.rs by `spank-carbon docs --readme-keys`; a test checks it -->";
+pub const README_KEYS_END: &str = "<!-- /keys -->";
+
 #[derive(clap::Args)]
 pub struct Options {
     /// Directory to write man8/, man5/, completions/ and spank-carbon.toml into.
-    #[arg(long)]
-    pub out: PathBuf,
+    #[arg(long, required_unless_present = "readme_keys")]
+    pub out: Option<PathBuf>,
+    /// Print README.md's table of configuration keys (markdown, between its marker lines)
+    /// instead.
+    #[arg(long, conflicts_with = "out")]
+    pub readme_keys: bool,
     /// The plugin library's path as installed, for the pages' plugstack.conf line.
     #[arg(long, default_value = DEFAULT_PLUGIN)]
     pub plugin: String,
@@ -31,132 +41,40 @@ pub struct Options {
     pub date: Option<String>,
 }
 
-/// One configuration key's documentation. Its default is not here: it is read from
-/// `Config::default()` (see [`default_of`]).
-pub struct KeyDoc {
-    pub key: &'static str,
-    /// What the key does (one paragraph, plain text).
-    pub meaning: &'static str,
-    /// For keys with no default value: what is used then, and an example value for the
-    /// example TOML file.
-    pub unset: Option<(&'static str, &'static str)>,
-}
-
-const fn doc(key: &'static str, meaning: &'static str) -> KeyDoc {
-    KeyDoc {
-        key,
-        meaning,
-        unset: None,
+/// A key's default as people are told it (markdown): its value in `Config::default()`
+/// as code, else what its table entry says.
+fn default_shown(k: &Key) -> String {
+    match (k.default_value(), &k.unset) {
+        (Some(v), _) => format!("`{v}`"),
+        (None, Some(u)) => u.shown.to_string(),
+        (None, None) => "none".into(),
     }
 }
 
-const fn unset(
-    key: &'static str,
-    meaning: &'static str,
-    when_unset: &'static str,
-    example: &'static str,
-) -> KeyDoc {
-    KeyDoc {
-        key,
-        meaning,
-        unset: Some((when_unset, example)),
+/// Markdown made plain text (the key table's texts are markdown): no code or emphasis
+/// marks.
+fn plain(md: &str) -> String {
+    md.replace(['`', '*'], "")
+}
+
+/// A key's text as a sentence: plain, with a capital first letter.
+fn key_sentence(md: &str) -> String {
+    let text = plain(md);
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(c) => c.to_uppercase().chain(chars).collect(),
+        None => text,
     }
 }
 
-/// Every key of `config::KEYS`, documented (a test fails when one is missing).
-pub const KEY_DOCS: &[KeyDoc] = &[
-    unset(
-        "config",
-        "A TOML file of further keys (as below, one `key = value` a line). Only in plugstack.conf. The file must be owned by root and not writable by group or others; plugstack.conf arguments override its keys.",
-        "no file",
-        PACKAGED_TOML,
-    ),
-    doc("intensity", "Grid carbon intensity, gCO2e/kWh (0 to 5000). The default is the world average of electricity generation (IEA Global Energy & CO2 Status Report 2019); set your grid's."),
-    doc("pue", "Data-centre power usage effectiveness (1 to 5), multiplied into CO2e. The default is the Uptime Institute's global survey average."),
-    doc("field", "The job's accounting field that holds the record: system (SystemComment, which only sacctmgr writes), admin (AdminComment) or job (Comment)."),
-    unset("nvml_lib", "Absolute path of libnvidia-ml, for unusual driver locations.", "the system's libnvidia-ml.so.1", "/usr/lib/x86_64-linux-gnu/libnvidia-ml.so.1"),
-    doc("state_dir", "Root-owned (0700) directory for sampler state, local records, pending deliveries and the log. Refused if another user owns it or others can write it. %n is the node's name (SLURMD_NODENAME), %% a literal %."),
-    doc("sample_ms", "Power sampling interval, milliseconds (10 to 3600000)."),
-    doc("checkpoint_s", "How often the sampler saves its running integral and re-reads the energy counters, seconds."),
-    doc("bin", "The spank-carbon binary the plugin starts (the sampler and the courier), by absolute path. The packages' plugstack.conf drop-in sets bin=/usr/bin/spank-carbon."),
-    doc("sacct", "Slurm's sacct, run by absolute path, never through a shell."),
-    doc("sacctmgr", "Slurm's sacctmgr, run by absolute path, never through a shell."),
-    unset("gres_conf", "The gres.conf slurmd uses, to map the job's GPUs to device files.", "gres.conf beside $SLURM_CONF", "/etc/slurm/gres.conf"),
-    doc("strict", "If true, a failure makes the prolog or epilog return an error (with required in plugstack.conf, that drains the node)."),
-    doc("write_timeout_s", "Time limit of one sacct or sacctmgr call, seconds (1 to 600)."),
-    doc("settle_ms", "How long a node watches the record after its write (multi-node merge), milliseconds; keep it well above one sacctmgr round trip."),
-    doc("stagger_ms", "Delay between nodes' first writes, by rank in the job's node list, milliseconds."),
-    doc("deliver_timeout_s", "How long one delivery keeps trying before leaving the record pending, seconds, counted from the turn of the job's last node."),
-    doc("max_job_s", "A sampler stops after this many seconds whatever happens."),
-    doc("liveness_s", "How often the sampler asks squeue whether its job still runs, seconds."),
-    doc("squeue", "Slurm's squeue, for the liveness check, by absolute path."),
-    doc("scontrol", "Slurm's scontrol, by absolute path: on nodes with gres/shard or several GPU types the sampler asks slurmctld once (scontrol show job -d) for the job's GPUs on the node."),
-    doc("retry_s", "How often the node's courier retries records it gave up on, seconds."),
-    unset("intensity_series", "A CSV time series of carbon intensity (unix time, gCO2e/kWh); the fixed intensity is the fallback.", "the fixed intensity", "/etc/spank-carbon/intensity.csv"),
-    doc("intensity_max_age_s", "A series whose last point is older than this at the job's end is stale, seconds: the fixed intensity is used and the record says src:fallback."),
-    doc("embodied_kg_per_gpu_hour", "Embodied emissions per GPU-hour of allocation, kg (0 is off); recorded apart (embodied_g), never added to co2e_g."),
-    doc("records_keep_days", "Local records (state_dir/records/) older than this many days are removed by the courier."),
-    doc("records_max_mb", "And, oldest day first, while all local records together exceed this many MiB."),
-    doc("log_max_mb", "state_dir/spank-carbon.log is rotated by the courier once it exceeds this many MiB."),
-    doc("log_keep", "Old log generations kept (spank-carbon.log.1 newest); 0 keeps none."),
-    doc("nvml_timeout_ms", "Time limit of the epilog's own NVML work (when the sampler died and the epilog reads the end counters), milliseconds."),
-    unset("metrics_dir", "Directory of node_exporter's textfile collector: when set, the epilog and the courier rewrite spank-carbon-<node>.prom there (atomically) after each record and delivery round; `spank-carbon metrics` writes it on demand.", "nothing writes the textfile by itself; `spank-carbon metrics` writes /var/lib/prometheus/node-exporter", "/var/lib/prometheus/node-exporter"),
-    doc("mail_prog", "The site's real mail program, which `spank-carbon mail` (Slurm's MailProg) hands every mail to, with the job's footprint added to end mails. Absolute path."),
-    doc("mail_wait_s", "How long `spank-carbon mail` waits for a GPU job's record before sending the mail with \"not recorded yet\" (at most 90: slurmctld kills MailProg after 120 s)."),
-    doc("energy_tres", "Slurm 25.11 and later: the record's GPU energy also goes into the job's energy TRES. auto: unless Slurm measured the job's energy itself; off: never; overwrite: even then."),
-];
-
-/// A key's default as text, read from `Config::default()` (None for an unknown key or
-/// one with no default value, which [`KeyDoc::unset`] then describes).
-pub fn default_of(key: &str) -> Option<String> {
-    let c = Config::default();
-    let path = |p: &Path| p.display().to_string();
-    Some(match key {
-        "intensity" => c.intensity.0.to_string(),
-        "pue" => c.pue.to_string(),
-        "field" => match c.field {
-            config::Field::System => "system",
-            config::Field::Admin => "admin",
-            config::Field::Job => "job",
-        }
-        .to_string(),
-        "nvml_lib" => return c.nvml_lib.as_deref().map(path),
-        "state_dir" => path(&c.state_dir),
-        "sample_ms" => c.sample_ms.to_string(),
-        "checkpoint_s" => c.checkpoint_s.to_string(),
-        "bin" => path(&c.bin),
-        "sacct" => path(&c.sacct),
-        "sacctmgr" => path(&c.sacctmgr),
-        "gres_conf" => return c.gres_conf.as_deref().map(path),
-        "strict" => c.strict.to_string(),
-        "write_timeout_s" => c.write_timeout_s.to_string(),
-        "settle_ms" => c.settle_ms.to_string(),
-        "stagger_ms" => c.stagger_ms.to_string(),
-        "deliver_timeout_s" => c.deliver_timeout_s.to_string(),
-        "max_job_s" => c.max_job_s.to_string(),
-        "liveness_s" => c.liveness_s.to_string(),
-        "squeue" => path(&c.squeue),
-        "scontrol" => path(&c.scontrol),
-        "retry_s" => c.retry_s.to_string(),
-        "intensity_series" => return c.intensity_series.as_deref().map(path),
-        "intensity_max_age_s" => c.intensity_max_age_s.to_string(),
-        "embodied_kg_per_gpu_hour" => c.embodied_kg_per_gpu_hour.to_string(),
-        "records_keep_days" => c.records_keep_days.to_string(),
-        "records_max_mb" => c.records_max_mb.to_string(),
-        "log_max_mb" => c.log_max_mb.to_string(),
-        "log_keep" => c.log_keep.to_string(),
-        "nvml_timeout_ms" => c.nvml_timeout_ms.to_string(),
-        "metrics_dir" => return c.metrics_dir.as_deref().map(path),
-        "mail_prog" => path(&c.mail_prog),
-        "mail_wait_s" => c.mail_wait_s.to_string(),
-        "energy_tres" => match c.energy_tres {
-            config::EnergyTres::Auto => "auto",
-            config::EnergyTres::Off => "off",
-            config::EnergyTres::Overwrite => "overwrite",
-        }
-        .to_string(),
-        _ => return None,
-    })
+/// README.md's table of keys (between its `<!-- keys: ... -->` and `<!-- /keys -->`
+/// lines; a test checks that it is this).
+pub fn readme_keys() -> String {
+    let mut o = String::from("| key | default | meaning |\n|---|---|---|\n");
+    for k in config::TABLE {
+        let _ = writeln!(o, "| `{}` | {} | {} |", k.name, default_shown(k), k.doc);
+    }
+    o
 }
 
 /// Where a key can be set.
@@ -412,18 +330,17 @@ pub fn man5(plugin: &str, date: &str) -> String {
     o.push_str(".PP\n");
     line(&mut o, "An unknown key or a bad value is reported in slurmd's log, naming the key, and the plugin then does nothing (jobs run as usual) until it is fixed. The commands that take the plugin's arguments (spank-carbon deliver, pending, sample) read them after --. spank-carbon check checks them through the same parser.");
     o.push_str(".SH KEYS\n");
-    for d in KEY_DOCS {
-        let default = match (default_of(d.key), d.unset) {
-            (Some(v), _) => v,
-            (None, Some((when, _))) => format!("none ({when})"),
-            (None, None) => "none".into(),
-        };
-        let _ = writeln!(o, ".TP\n.B {}", esc(d.key));
-        line(&mut o, d.meaning);
+    for k in config::TABLE {
+        let _ = writeln!(o, ".TP\n.B {}", esc(k.name));
+        line(&mut o, &key_sentence(k.doc));
         o.push_str(".br\n");
         line(
             &mut o,
-            &format!("Default: {default}. Set in: {}.", sources(d.key)),
+            &format!(
+                "Default: {}. Set in: {}.",
+                plain(&default_shown(k)),
+                sources(k.name)
+            ),
         );
     }
     o.push_str(".SH EXAMPLE\n.RS\n.nf\n");
@@ -453,18 +370,18 @@ pub fn toml_example() -> String {
          # Every key is shown at its default, commented out; see spank-carbon.conf(5).\n\
          # This file must stay owned by root and not writable by group or others.\n",
     );
-    for d in KEY_DOCS.iter().filter(|d| d.key != "config") {
+    for k in config::TABLE.iter().filter(|k| k.name != "config") {
         o.push('\n');
-        for l in wrap(d.meaning, 86) {
+        for l in wrap(&key_sentence(k.doc), 86) {
             let _ = writeln!(o, "# {l}");
         }
-        match (default_of(d.key), d.unset) {
+        match (k.default_value(), &k.unset) {
             (Some(v), _) => {
-                let _ = writeln!(o, "#{} = {}", d.key, toml_value(&v));
+                let _ = writeln!(o, "#{} = {}", k.name, toml_value(&v));
             }
-            (None, Some((when, example))) => {
-                let _ = writeln!(o, "# No default ({when}); for example:");
-                let _ = writeln!(o, "#{} = {}", d.key, toml_value(example));
+            (None, Some(u)) => {
+                let _ = writeln!(o, "# Default: {}; for example:", plain(u.shown));
+                let _ = writeln!(o, "#{} = {}", k.name, toml_value(u.example));
             }
             (None, None) => {}
         }
@@ -562,8 +479,12 @@ pub fn write_all(cli: &Command, out: &Path, plugin: &str, date: &str) -> io::Res
 }
 
 pub fn run(cli: &Command, o: Options) -> ExitCode {
+    let Some(out) = o.out else {
+        print!("{README_KEYS_BEGIN}\n{}{README_KEYS_END}\n", readme_keys());
+        return ExitCode::SUCCESS;
+    };
     let date = o.date.unwrap_or_else(page_date);
-    match write_all(cli, &o.out, &o.plugin, &date) {
+    match write_all(cli, &out, &o.plugin, &date) {
         Ok(files) => {
             for f in files {
                 println!("{}", f.display());
@@ -571,7 +492,7 @@ pub fn run(cli: &Command, o: Options) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("spank-carbon: docs: {}: {e}", o.out.display());
+            eprintln!("spank-carbon: docs: {}: {e}", out.display());
             ExitCode::FAILURE
         }
     }
@@ -581,6 +502,7 @@ pub fn run(cli: &Command, o: Options) -> ExitCode {
 mod tests {
     use super::*;
     use clap::CommandFactory;
+    use spank_carbon::core::config::Config;
 
     fn cli() -> Command {
         let mut c = crate::Cli::command();
@@ -625,42 +547,89 @@ mod tests {
         }
     }
 
+    /// A key's default value, as `Config::default()` has it.
+    fn default_of(key: &str) -> Option<String> {
+        let k = config::TABLE.iter().find(|k| k.name == key)?;
+        k.default_value()
+    }
+
     #[test]
     fn every_key_is_documented_with_its_default() {
-        let docs: Vec<&str> = KEY_DOCS.iter().map(|d| d.key).collect();
-        for key in config::KEYS {
-            assert!(
-                docs.contains(key),
-                "configuration key `{key}` has no entry in KEY_DOCS (src/docs_cli.rs)"
-            );
-        }
-        for key in &docs {
-            assert!(
-                config::KEYS.contains(key),
-                "KEY_DOCS has `{key}`, not a key"
-            );
-        }
+        let docs: Vec<&str> = config::TABLE.iter().map(|k| k.name).collect();
+        assert_eq!(config::KEYS, docs.as_slice());
         let page = man5(DEFAULT_PLUGIN, DATE);
-        for d in KEY_DOCS {
-            assert!(page.contains(&format!(".B {}\n", esc(d.key))), "{}", d.key);
-            match default_of(d.key) {
+        for k in config::TABLE {
+            assert!(
+                !k.doc.trim().is_empty(),
+                "configuration key `{}` has no doc text in the key table (src/core/config.rs)",
+                k.name
+            );
+            assert!(
+                page.contains(&format!(".B {}\n", esc(k.name))),
+                "{}",
+                k.name
+            );
+            match default_of(k.name) {
                 Some(v) => {
                     assert!(
                         page.contains(&format!("Default: {}.", esc(&v))),
                         "{}",
-                        d.key
-                    )
+                        k.name
+                    );
+                    assert!(
+                        k.unset.is_none(),
+                        "`{}` has a default value: the key table must not say it has none",
+                        k.name
+                    );
                 }
                 None => assert!(
-                    d.unset.is_some(),
-                    "`{}` has no default: KEY_DOCS must say what is used then",
-                    d.key
+                    k.unset.is_some(),
+                    "`{}` has no default: the key table must say what is used then",
+                    k.name
                 ),
             }
         }
         // A default the page shows is the code's (a changed constant changes the page).
         assert!(page.contains(&format!("Default: {}.", esc(config::DEFAULT_STATE_DIR))));
         assert!(page.contains(&format!("Default: {}.", config::DEFAULT_PUE)));
+    }
+
+    /// README.md's table of keys is the generated one (`spank-carbon docs --readme-keys`
+    /// prints it): every key there, with its default and doc text.
+    #[test]
+    fn readme_holds_the_key_table() {
+        let readme = include_str!("../../README.md");
+        let begin = readme
+            .lines()
+            .position(|l| l == README_KEYS_BEGIN)
+            .unwrap_or_else(|| panic!("README.md has no line {README_KEYS_BEGIN}"));
+        let end = readme
+            .lines()
+            .skip(begin)
+            .position(|l| l == README_KEYS_END)
+            .unwrap_or_else(|| panic!("README.md has no line {README_KEYS_END}"))
+            + begin;
+        let table: Vec<&str> = readme
+            .lines()
+            .take(end)
+            .skip(begin + 1)
+            .filter(|l| !l.trim().is_empty())
+            .collect();
+        let want = readme_keys();
+        assert_eq!(
+            table,
+            want.lines().collect::<Vec<_>>(),
+            "README.md's key table is not the generated one: replace it with the output of \
+             `spank-carbon docs --readme-keys`"
+        );
+        for k in config::TABLE {
+            let row = format!("| `{}` | ", k.name);
+            assert!(
+                table.iter().any(|l| l.starts_with(&row)),
+                "README.md has no line for `{}`",
+                k.name
+            );
+        }
     }
 
     #[test]
@@ -696,9 +665,9 @@ mod tests {
         assert_eq!(c, Config::default());
         assert_eq!(
             examples.lines().count(),
-            KEY_DOCS
+            config::TABLE
                 .iter()
-                .filter(|d| d.key != "config" && d.unset.is_some())
+                .filter(|k| k.name != "config" && k.unset.is_some())
                 .count(),
             "{examples}"
         );

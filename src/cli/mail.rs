@@ -594,19 +594,8 @@ mod tests {
             seg.parts.insert(
                 node.clone(),
                 NodePart {
-                    node,
-                    wh,
-                    gpus: 2,
-                    co2e_g,
-                    method: Method::Counter,
-                    start: 1.0,
-                    end: 11.0,
                     coverage: Some(1.0),
-                    flags: Vec::new(),
-                    peak_w: None,
-                    intensity_src: None,
-                    embodied_g: None,
-                    share: None,
+                    ..NodePart::new(node, wh, 2, co2e_g, Method::Counter, (1.0, 11.0))
                 },
             );
         }

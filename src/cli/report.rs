@@ -328,20 +328,20 @@ mod tests {
     use spank_carbon::units::GramsPerKwh;
 
     fn part(i: u32, seconds: f64) -> NodePart {
+        let window = (1_800_000_000.0, 1_800_000_000.0 + seconds);
         NodePart {
-            node: format!("gpu{i}"),
-            wh: 2.0 * seconds,
-            gpus: 4,
-            co2e_g: 1.5 * seconds,
-            method: Method::Counter,
-            start: 1_800_000_000.0,
-            end: 1_800_000_000.0 + seconds,
             coverage: Some(1.0),
             flags: if i == 7 { vec!["reset".into()] } else { vec![] },
             peak_w: Some(7300.0),
             intensity_src: Some("fixed".into()),
-            embodied_g: None,
-            share: None,
+            ..NodePart::new(
+                format!("gpu{i}"),
+                2.0 * seconds,
+                4,
+                1.5 * seconds,
+                Method::Counter,
+                window,
+            )
         }
         .rounded()
     }

@@ -293,21 +293,8 @@ mod tests {
         };
         let mut f = String::from("site");
         for (i, wh) in whs.iter().enumerate() {
-            let part = NodePart {
-                node: format!("n{i}"),
-                wh: *wh,
-                gpus: 1,
-                co2e_g: 1.0,
-                method: Method::Counter,
-                start: run as f64 + 1.0,
-                end: run as f64 + 9.0,
-                coverage: None,
-                flags: vec![],
-                peak_w: None,
-                intensity_src: None,
-                embodied_g: None,
-                share: None,
-            };
+            let window = (run as f64 + 1.0, run as f64 + 9.0);
+            let part = NodePart::new(format!("n{i}"), *wh, 1, 1.0, Method::Counter, window);
             f = merge_in_run(&f, &part, &meta, None, run);
         }
         f

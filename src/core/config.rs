@@ -172,44 +172,6 @@ pub enum ConfigError {
     File { path: String, why: String },
 }
 
-/// Every key the plugin accepts, in plugstack.conf and in the TOML file.
-pub const KEYS: &[&str] = &[
-    "config",
-    "intensity",
-    "pue",
-    "field",
-    "nvml_lib",
-    "state_dir",
-    "sample_ms",
-    "checkpoint_s",
-    "bin",
-    "sacct",
-    "sacctmgr",
-    "gres_conf",
-    "strict",
-    "write_timeout_s",
-    "settle_ms",
-    "stagger_ms",
-    "deliver_timeout_s",
-    "max_job_s",
-    "liveness_s",
-    "squeue",
-    "scontrol",
-    "retry_s",
-    "intensity_series",
-    "intensity_max_age_s",
-    "embodied_kg_per_gpu_hour",
-    "records_keep_days",
-    "records_max_mb",
-    "log_max_mb",
-    "log_keep",
-    "nvml_timeout_ms",
-    "energy_tres",
-    "metrics_dir",
-    "mail_prog",
-    "mail_wait_s",
-];
-
 fn bad(key: &str, value: &str, why: impl Into<String>) -> ConfigError {
     ConfigError::BadValue {
         key: key.to_string(),
@@ -305,70 +267,444 @@ fn boolean(key: &str, value: &str) -> Result<bool, ConfigError> {
     }
 }
 
+/// One configuration key. [`TABLE`] holds them all: [`Config::set`] parses with it, and
+/// `spank-carbon docs` makes the man page's KEYS, the example TOML file and README.md's
+/// table of keys from it.
+pub struct Key {
+    pub name: &'static str,
+    /// What the key does: one paragraph of markdown, as README.md's table shows it (the
+    /// man page and the example TOML file drop the markup).
+    pub doc: &'static str,
+    /// For a key whose default is no value: the default as people are told it (markdown),
+    /// and an example value for the example TOML file. `None`: the default is
+    /// `Config::default()`'s value, as [`Key::get`] writes it.
+    pub unset: Option<Unset>,
+    /// Parses the value (`set(config, key, value)`) into the configuration.
+    pub set: fn(&mut Config, &str, &str) -> Result<(), ConfigError>,
+    /// The key's value in a configuration, as text; `None` when it has none.
+    pub get: fn(&Config) -> Option<String>,
+}
+
+/// What a key without a default value does then.
+pub struct Unset {
+    /// The default as people are told it, e.g. "the system's `libnvidia-ml.so.1`".
+    pub shown: &'static str,
+    /// A value for the example TOML file.
+    pub example: &'static str,
+}
+
+impl Key {
+    /// The key's value in `Config::default()` (`None` for a key with no default value).
+    pub fn default_value(&self) -> Option<String> {
+        (self.get)(&Config::default())
+    }
+}
+
+const fn key(
+    name: &'static str,
+    doc: &'static str,
+    set: fn(&mut Config, &str, &str) -> Result<(), ConfigError>,
+    get: fn(&Config) -> Option<String>,
+) -> Key {
+    Key {
+        name,
+        doc,
+        unset: None,
+        set,
+        get,
+    }
+}
+
+const fn unset(key: Key, shown: &'static str, example: &'static str) -> Key {
+    Key {
+        unset: Some(Unset { shown, example }),
+        ..key
+    }
+}
+
+fn shown(p: &Path) -> Option<String> {
+    Some(p.display().to_string())
+}
+
+/// Every key the plugin accepts, in plugstack.conf and in the TOML file, in the order
+/// of [`KEYS`] (and of the known keys an unknown key's error lists).
+pub const TABLE: &[Key] = &[
+    unset(
+        key(
+            "config",
+            "a TOML file of further keys (`key = value`, one a line). Only in plugstack.conf. The file must be owned by root and not writable by group or others; plugstack.conf arguments override its keys.",
+            |_, k, v| Err(bad(k, v, "only allowed in plugstack.conf")),
+            |_| None,
+        ),
+        "none",
+        "/etc/spank-carbon/spank-carbon.toml",
+    ),
+    key(
+        "intensity",
+        "grid carbon intensity, gCO2e/kWh (0 to 5000). Default: world average electricity, IEA Global Energy & CO2 Status Report 2019 (also CodeCarbon's world fallback). Set your grid's: Strubell et al. used 432.7 (US 2018).",
+        |c, k, v| {
+            c.intensity = GramsPerKwh(number(k, v, 0.0, 5000.0)?);
+            Ok(())
+        },
+        |c| Some(c.intensity.0.to_string()),
+    ),
+    key(
+        "pue",
+        "data-centre power usage effectiveness (1 to 5), multiplied into CO2e. Default: the Uptime Institute's global survey average (2018, used by Strubell et al.; still 1.58 in 2023).",
+        |c, k, v| {
+            c.pue = number(k, v, 1.0, 5.0)?;
+            Ok(())
+        },
+        |c| Some(c.pue.to_string()),
+    ),
+    key(
+        "field",
+        "the job's accounting field that holds the record: `system` (SystemComment, which only sacctmgr writes), `admin` (AdminComment) or `job` (Comment).",
+        |c, k, v| {
+            c.field = match v {
+                "system" => Field::System,
+                "admin" => Field::Admin,
+                "job" => Field::Job,
+                _ => return Err(bad(k, v, "expected system, admin or job")),
+            };
+            Ok(())
+        },
+        |c| {
+            Some(
+                match c.field {
+                    Field::System => "system",
+                    Field::Admin => "admin",
+                    Field::Job => "job",
+                }
+                .to_string(),
+            )
+        },
+    ),
+    unset(
+        key(
+            "nvml_lib",
+            "absolute path of libnvidia-ml, for unusual driver locations (and the tests' fake).",
+            |c, k, v| {
+                c.nvml_lib = Some(absolute_path(k, v)?);
+                Ok(())
+            },
+            |c| c.nvml_lib.as_deref().and_then(shown),
+        ),
+        "the system's `libnvidia-ml.so.1`",
+        "/usr/lib/x86_64-linux-gnu/libnvidia-ml.so.1",
+    ),
+    key(
+        "state_dir",
+        "root-owned (0700) directory for sampler state, local records, pending deliveries and the log. Refused if another user owns it or others can write it. `%n` is the node's name (SLURMD_NODENAME, lower-cased, a valid node name), as in Slurm's `SlurmdSpoolDir=/var/spool/slurmd/%n`: several slurmd on one host then each have their own directory and courier; `%%` is a `%`, any other `%` an error. The sampler and courier get SLURMD_NODENAME from the plugin; `spank-carbon deliver`/`pending` take `--node NAME` (else SLURMD_NODENAME, else the short host name).",
+        |c, k, v| {
+            // Checked here (a bad `%` escape is reported at once); substituted by
+            // `for_node`.
+            substitute_node(k, v, Some("n"))?;
+            c.state_dir = absolute_path(k, v)?;
+            Ok(())
+        },
+        |c| shown(&c.state_dir),
+    ),
+    key(
+        "sample_ms",
+        "power sampling interval, milliseconds (10 to 3600000). Energy comes from the counters when the GPU has them (Volta and newer); samples fill in where it has none. NVML's `nvmlDeviceGetPowerUsage` is a 1 s average on Ampere and newer **except GA100** (A100, A30, A800), and the power of the moment on GA100 and older; the sampler asks for NVML's average-power field (`NVML_FI_DEV_POWER_AVERAGE`, 1 s mean) where the board has it, else its instant-power field, else `nvmlDeviceGetPowerUsage` with the meaning of the board's generation, and each GPU of the local record says which (`power`: `avg`, `inst`, `mixed`). With 1 s means, sampling faster than 1 s gains little; instant readings at 1 s miss what happens between them.",
+        |c, k, v| {
+            c.sample_ms = integer(k, v, 10, 3_600_000)?;
+            Ok(())
+        },
+        |c| Some(c.sample_ms.to_string()),
+    ),
+    key(
+        "checkpoint_s",
+        "how often the sampler saves its running integral (and re-reads the counters to detect a reset), seconds.",
+        |c, k, v| {
+            c.checkpoint_s = integer(k, v, 1, 86_400)?;
+            Ok(())
+        },
+        |c| Some(c.checkpoint_s.to_string()),
+    ),
+    key(
+        "bin",
+        "the spank-carbon binary the plugin starts (the sampler and the courier), always by absolute path. The packages install it at `/usr/bin/spank-carbon`, and their drop-in passes `bin=/usr/bin/spank-carbon`.",
+        |c, k, v| {
+            c.bin = absolute_path(k, v)?;
+            Ok(())
+        },
+        |c| shown(&c.bin),
+    ),
+    key(
+        "sacct",
+        "Slurm's sacct, run by absolute path with an argument vector, never through a shell.",
+        |c, k, v| {
+            c.sacct = absolute_path(k, v)?;
+            Ok(())
+        },
+        |c| shown(&c.sacct),
+    ),
+    key(
+        "sacctmgr",
+        "Slurm's sacctmgr, run by absolute path with an argument vector, never through a shell.",
+        |c, k, v| {
+            c.sacctmgr = absolute_path(k, v)?;
+            Ok(())
+        },
+        |c| shown(&c.sacctmgr),
+    ),
+    unset(
+        key(
+            "gres_conf",
+            "the gres.conf slurmd uses, to map the job's GPUs to device files.",
+            |c, k, v| {
+                c.gres_conf = Some(absolute_path(k, v)?);
+                Ok(())
+            },
+            |c| c.gres_conf.as_deref().and_then(shown),
+        ),
+        "`gres.conf` beside `$SLURM_CONF`",
+        "/etc/slurm/gres.conf",
+    ),
+    key(
+        "strict",
+        "if `true`, a failure makes the prolog or epilog return an error (with `required` in plugstack.conf, that drains the node).",
+        |c, k, v| {
+            c.strict = boolean(k, v)?;
+            Ok(())
+        },
+        |c| Some(c.strict.to_string()),
+    ),
+    key(
+        "write_timeout_s",
+        "time limit of one sacct or sacctmgr call, seconds (1 to 600).",
+        |c, k, v| {
+            c.write_timeout_s = integer(k, v, 1, 600)?;
+            Ok(())
+        },
+        |c| Some(c.write_timeout_s.to_string()),
+    ),
+    key(
+        "settle_ms",
+        "how long a node watches the record after its write (multi-node merge), milliseconds; keep it well above one sacctmgr round trip.",
+        |c, k, v| {
+            c.settle_ms = integer(k, v, 0, 600_000)?;
+            Ok(())
+        },
+        |c| Some(c.settle_ms.to_string()),
+    ),
+    key(
+        "stagger_ms",
+        "delay between nodes' first writes, by rank in the job's node list, milliseconds.",
+        |c, k, v| {
+            c.stagger_ms = integer(k, v, 0, 60_000)?;
+            Ok(())
+        },
+        |c| Some(c.stagger_ms.to_string()),
+    ),
+    key(
+        "deliver_timeout_s",
+        "how long one delivery keeps trying before leaving the record pending, seconds, counted from the turn of the job's last node (`stagger_ms` x nodes after the epilog).",
+        |c, k, v| {
+            c.deliver_timeout_s = integer(k, v, 1, 86_400 * 7)?;
+            Ok(())
+        },
+        |c| Some(c.deliver_timeout_s.to_string()),
+    ),
+    key(
+        "max_job_s",
+        "a sampler stops after this many seconds whatever happens (the default is 30 days).",
+        |c, k, v| {
+            c.max_job_s = integer(k, v, 60, 366 * 86_400)?;
+            Ok(())
+        },
+        |c| Some(c.max_job_s.to_string()),
+    ),
+    key(
+        "liveness_s",
+        "how often the sampler asks `squeue` whether its job still runs, seconds; a job that ended twice in a row without an epilog here (node lost, slurmd restarted at the wrong moment) stops the sampler, which keeps a local record (flag `noepilog`, not delivered: its window's end is a guess) and removes its state.",
+        |c, k, v| {
+            c.liveness_s = integer(k, v, 1, 86_400)?;
+            Ok(())
+        },
+        |c| Some(c.liveness_s.to_string()),
+    ),
+    key(
+        "squeue",
+        "Slurm's squeue, for the liveness check, by absolute path.",
+        |c, k, v| {
+            c.squeue = absolute_path(k, v)?;
+            Ok(())
+        },
+        |c| shown(&c.squeue),
+    ),
+    key(
+        "scontrol",
+        "Slurm's scontrol, by absolute path, on nodes with gres/shard or several GPU types only: the sampler asks slurmctld once per job and node (`scontrol show job -d JOB`, 20 s timeout) which GPUs and shards the job has there; an unanswered or unreadable answer is a refusal (no part for the node).",
+        |c, k, v| {
+            c.scontrol = absolute_path(k, v)?;
+            Ok(())
+        },
+        |c| shown(&c.scontrol),
+    ),
+    key(
+        "retry_s",
+        "how often the node's courier retries records it gave up on, seconds (at once when it delivers another record).",
+        |c, k, v| {
+            c.retry_s = integer(k, v, 1, 86_400)?;
+            Ok(())
+        },
+        |c| Some(c.retry_s.to_string()),
+    ),
+    unset(
+        key(
+            "intensity_series",
+            "CSV time series of carbon intensity (unix time, gCO2e/kWh); the fixed `intensity` is the fallback.",
+            |c, k, v| {
+                c.intensity_series = Some(absolute_path(k, v)?);
+                Ok(())
+            },
+            |c| c.intensity_series.as_deref().and_then(shown),
+        ),
+        "none",
+        "/etc/spank-carbon/intensity.csv",
+    ),
+    key(
+        "intensity_max_age_s",
+        "a series whose last point is older than this at the job's end is stale, seconds: the fixed value is used and the record says `src:fallback`.",
+        |c, k, v| {
+            c.intensity_max_age_s = integer(k, v, 1, 366 * 86_400)?;
+            Ok(())
+        },
+        |c| Some(c.intensity_max_age_s.to_string()),
+    ),
+    key(
+        "embodied_kg_per_gpu_hour",
+        "embodied emissions per GPU-hour of allocation, kg (0 is off), e.g. a vendor's lifecycle figure amortised over the service life; recorded apart (`embodied_g`), never added to `co2e_g`.",
+        |c, k, v| {
+            c.embodied_kg_per_gpu_hour = number(k, v, 0.0, 100.0)?;
+            Ok(())
+        },
+        |c| Some(c.embodied_kg_per_gpu_hour.to_string()),
+    ),
+    key(
+        "records_keep_days",
+        "local records (`state_dir/records/`) older than this many days are removed by the node's courier (checked at most once an hour).",
+        |c, k, v| {
+            c.records_keep_days = integer(k, v, 1, 36_500)?;
+            Ok(())
+        },
+        |c| Some(c.records_keep_days.to_string()),
+    ),
+    key(
+        "records_max_mb",
+        "and, oldest day first, while all local records together exceed this many MiB (the current day's file is never removed).",
+        |c, k, v| {
+            c.records_max_mb = integer(k, v, 1, 1 << 30)?;
+            Ok(())
+        },
+        |c| Some(c.records_max_mb.to_string()),
+    ),
+    key(
+        "log_max_mb",
+        "`state_dir/spank-carbon.log` is rotated by the courier once it exceeds this many MiB.",
+        |c, k, v| {
+            c.log_max_mb = integer(k, v, 1, 1 << 20)?;
+            Ok(())
+        },
+        |c| Some(c.log_max_mb.to_string()),
+    ),
+    key(
+        "log_keep",
+        "old log generations kept (`spank-carbon.log.1` newest); `0` keeps none.",
+        |c, k, v| {
+            c.log_keep = integer(k, v, 0, 100)?;
+            Ok(())
+        },
+        |c| Some(c.log_keep.to_string()),
+    ),
+    key(
+        "nvml_timeout_ms",
+        "time limit of the epilog's own NVML work (when the sampler died and the epilog reads the end counters), milliseconds: a GPU NVML does not answer for in time (wedged driver) gets no end counter, its energy comes from the samples, and the log says `NVML timeout`.",
+        |c, k, v| {
+            c.nvml_timeout_ms = integer(k, v, 100, 600_000)?;
+            Ok(())
+        },
+        |c| Some(c.nvml_timeout_ms.to_string()),
+    ),
+    key(
+        "energy_tres",
+        "Slurm 25.11+ only (never sent below): the record's GPU energy also goes into the job's energy TRES (`sacctmgr ... set tres=energy=J`, in the same call as the record; `sacct -o ConsumedEnergy`, sreport). `auto`: unless the job already has energy Slurm measured itself (acct_gather_energy); `off`: never; `overwrite`: even then. Any other value is an error naming `energy_tres`.",
+        |c, k, v| {
+            c.energy_tres = match v {
+                "auto" => EnergyTres::Auto,
+                "off" => EnergyTres::Off,
+                "overwrite" => EnergyTres::Overwrite,
+                _ => return Err(bad(k, v, "expected auto, off or overwrite")),
+            };
+            Ok(())
+        },
+        |c| {
+            Some(
+                match c.energy_tres {
+                    EnergyTres::Auto => "auto",
+                    EnergyTres::Off => "off",
+                    EnergyTres::Overwrite => "overwrite",
+                }
+                .to_string(),
+            )
+        },
+    ),
+    unset(
+        key(
+            "metrics_dir",
+            "directory of node_exporter's textfile collector (Debian: `/var/lib/prometheus/node-exporter`): when set, the epilog after each record and the courier after each round write `spank-carbon-<node>.prom` there, atomically. `spank-carbon metrics` writes it on demand (`--dir`, else this key, else Debian's directory).",
+            |c, k, v| {
+                c.metrics_dir = Some(absolute_path(k, v)?);
+                Ok(())
+            },
+            |c| c.metrics_dir.as_deref().and_then(shown),
+        ),
+        "none",
+        "/var/lib/prometheus/node-exporter",
+    ),
+    key(
+        "mail_prog",
+        "the site's mail program that `spank-carbon mail` (Slurm's MailProg) hands each mail to, with the job's footprint added to end mails: by absolute path, its arguments unchanged, never through a shell.",
+        |c, k, v| {
+            c.mail_prog = absolute_path(k, v)?;
+            Ok(())
+        },
+        |c| shown(&c.mail_prog),
+    ),
+    key(
+        "mail_wait_s",
+        "how long `spank-carbon mail` waits for an ending job's record before it sends the mail saying it is not recorded yet; at most 90 (slurmctld kills MailProg after 120 s).",
+        |c, k, v| {
+            c.mail_wait_s = integer(k, v, 0, MAX_MAIL_WAIT_S)?;
+            Ok(())
+        },
+        |c| Some(c.mail_wait_s.to_string()),
+    ),
+];
+
+const fn key_names<const N: usize>() -> [&'static str; N] {
+    let mut names = [""; N];
+    let mut i = 0;
+    while i < N {
+        names[i] = TABLE[i].name;
+        i += 1;
+    }
+    names
+}
+
+/// Every key's name, in [`TABLE`]'s order.
+pub const KEYS: &[&str] = &key_names::<{ TABLE.len() }>();
+
 impl Config {
     /// Sets one key from its text form.
     pub fn set(&mut self, key: &str, value: &str) -> Result<(), ConfigError> {
-        match key {
-            "intensity" => self.intensity = GramsPerKwh(number(key, value, 0.0, 5000.0)?),
-            "pue" => self.pue = number(key, value, 1.0, 5.0)?,
-            "field" => {
-                self.field = match value {
-                    "system" => Field::System,
-                    "admin" => Field::Admin,
-                    "job" => Field::Job,
-                    _ => return Err(bad(key, value, "expected system, admin or job")),
-                }
-            }
-            "energy_tres" => {
-                self.energy_tres = match value {
-                    "auto" => EnergyTres::Auto,
-                    "off" => EnergyTres::Off,
-                    "overwrite" => EnergyTres::Overwrite,
-                    _ => return Err(bad(key, value, "expected auto, off or overwrite")),
-                }
-            }
-            "nvml_lib" => self.nvml_lib = Some(absolute_path(key, value)?),
-            "state_dir" => {
-                // Checked here (a bad `%` escape is reported at once); substituted by
-                // `for_node`.
-                substitute_node(key, value, Some("n"))?;
-                self.state_dir = absolute_path(key, value)?
-            }
-            "sample_ms" => self.sample_ms = integer(key, value, 10, 3_600_000)?,
-            "checkpoint_s" => self.checkpoint_s = integer(key, value, 1, 86_400)?,
-            "bin" => self.bin = absolute_path(key, value)?,
-            "sacct" => self.sacct = absolute_path(key, value)?,
-            "sacctmgr" => self.sacctmgr = absolute_path(key, value)?,
-            "gres_conf" => self.gres_conf = Some(absolute_path(key, value)?),
-            "strict" => self.strict = boolean(key, value)?,
-            "write_timeout_s" => self.write_timeout_s = integer(key, value, 1, 600)?,
-            "settle_ms" => self.settle_ms = integer(key, value, 0, 600_000)?,
-            "stagger_ms" => self.stagger_ms = integer(key, value, 0, 60_000)?,
-            "deliver_timeout_s" => self.deliver_timeout_s = integer(key, value, 1, 86_400 * 7)?,
-            "max_job_s" => self.max_job_s = integer(key, value, 60, 366 * 86_400)?,
-            "liveness_s" => self.liveness_s = integer(key, value, 1, 86_400)?,
-            "squeue" => self.squeue = absolute_path(key, value)?,
-            "scontrol" => self.scontrol = absolute_path(key, value)?,
-            "retry_s" => self.retry_s = integer(key, value, 1, 86_400)?,
-            "intensity_series" => self.intensity_series = Some(absolute_path(key, value)?),
-            "intensity_max_age_s" => {
-                self.intensity_max_age_s = integer(key, value, 1, 366 * 86_400)?
-            }
-            "embodied_kg_per_gpu_hour" => {
-                self.embodied_kg_per_gpu_hour = number(key, value, 0.0, 100.0)?
-            }
-            "records_keep_days" => self.records_keep_days = integer(key, value, 1, 36_500)?,
-            "records_max_mb" => self.records_max_mb = integer(key, value, 1, 1 << 30)?,
-            "log_max_mb" => self.log_max_mb = integer(key, value, 1, 1 << 20)?,
-            "log_keep" => self.log_keep = integer(key, value, 0, 100)?,
-            "nvml_timeout_ms" => self.nvml_timeout_ms = integer(key, value, 100, 600_000)?,
-            "metrics_dir" => self.metrics_dir = Some(absolute_path(key, value)?),
-            "mail_prog" => self.mail_prog = absolute_path(key, value)?,
-            "mail_wait_s" => self.mail_wait_s = integer(key, value, 0, MAX_MAIL_WAIT_S)?,
-            "config" => return Err(bad(key, value, "only allowed in plugstack.conf")),
-            _ => return Err(ConfigError::UnknownKey(key.to_string())),
+        match TABLE.iter().find(|k| k.name == key) {
+            Some(k) => (k.set)(self, key, value),
+            None => Err(ConfigError::UnknownKey(key.to_string())),
         }
-        Ok(())
     }
 
     /// Builds the configuration from plugstack.conf arguments.

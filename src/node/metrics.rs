@@ -488,19 +488,8 @@ mod tests {
 
     fn part(wh: f64, co2e_g: f64, method: Method, embodied: Option<f64>) -> NodePart {
         NodePart {
-            node: "n1".into(),
-            wh,
-            gpus: 2,
-            co2e_g,
-            method,
-            start: 1.0,
-            end: 2.0,
-            coverage: None,
-            flags: Vec::new(),
-            peak_w: None,
-            intensity_src: None,
             embodied_g: embodied,
-            share: None,
+            ..NodePart::new("n1", wh, 2, co2e_g, method, (1.0, 2.0))
         }
     }
 
