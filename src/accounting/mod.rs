@@ -202,7 +202,7 @@ impl Timing {
 }
 
 /// Where the merge protocol gets the time: [`SystemClock`] in the courier, a virtual
-/// clock in the simulation (`tests/simulation.rs`), so that [`round_with`] never reads
+/// clock in the simulation (`tests/simulation/`), so that [`round_with`] never reads
 /// the time itself.
 pub trait Clock {
     fn now(&self) -> Instant;
