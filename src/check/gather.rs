@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use super::conf::{self, SlurmConf};
 use super::{AccountingFacts, Facts, FileMeta, Gpus, Nvml, NvmlGpu, Slurmd, StateFacts};
-use crate::accounting::run_tool;
 use crate::core::config::Config;
 use crate::gpu::OpenHost;
+use crate::slurm::run::run_tool;
 
 /// Where slurmd is looked for, in this order, when `--slurmd` is not given.
 pub const SLURMD_PATHS: &[&str] = &[

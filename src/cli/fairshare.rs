@@ -6,11 +6,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use spank_carbon::accounting::run_tool;
 use spank_carbon::core::fairshare::{decayed_g, plan, Owned, PlanRow, Policy, State};
 use spank_carbon::core::report::{self, FIELDS};
 use spank_carbon::node::state;
 use spank_carbon::record::num;
+use spank_carbon::slurm::run::run_tool;
 use spank_carbon::slurm::sacct_rows::{self, SacctCall};
 use spank_carbon::units::unix_now;
 

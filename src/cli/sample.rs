@@ -13,6 +13,7 @@ use spank_carbon::gpu::{GpuHost, NvmlHost};
 use spank_carbon::logging::chain;
 use spank_carbon::node::sampler::{self, SamplerOptions, Stop};
 use spank_carbon::node::state::{self, JobKey, StateDir};
+use spank_carbon::slurm::run::run_tool;
 
 use crate::{config_or_exit, log_to_state_dir};
 
@@ -163,7 +164,7 @@ fn ask_slurmctld(
     ask: &gpu_map::Ask,
 ) -> Result<Vec<gpu_map::Sel>, String> {
     let job = key.job.to_string();
-    let out = accounting::run_tool(
+    let out = run_tool(
         &scontrol.to_path_buf(),
         &["show", "job", "-d", &job],
         SCONTROL_TIMEOUT,
@@ -228,7 +229,7 @@ fn charges(
 /// Whether Slurm still lists the job as active. An unanswered question counts as yes:
 /// the sampler never stops on uncertainty.
 fn job_still_running(squeue: &std::path::Path, job: &str) -> bool {
-    let out = match accounting::run_tool(
+    let out = match run_tool(
         &squeue.to_path_buf(),
         &["-h", "-t", "all", "-j", job, "-o", "%T"],
         Duration::from_secs(20),

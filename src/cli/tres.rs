@@ -11,10 +11,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use spank_carbon::accounting::{
-    self, joules, run_tool, valid_job_selector, write_succeeded, Accounting, SlurmTools, ENDED,
+    self, joules, valid_job_selector, write_succeeded, Accounting, SlurmTools, ENDED,
 };
 use spank_carbon::core::config::Field;
 use spank_carbon::record;
+use spank_carbon::slurm::run::run_tool;
 use spank_carbon::slurm::sacct_rows::{self, SacctCall};
 use spank_carbon::slurm::Differences;
 

@@ -1,15 +1,21 @@
 //! `spank-carbon deliver`: the node's courier, the loop around the merge protocol's step
-//! function (`accounting::round`), which delivers the pending records of the state
-//! directory in rounds.
+//! function (`accounting::round_with`), which delivers the pending records of the state
+//! directory in rounds. The loop is [`Courier::tick`], with the time, the accounting and
+//! the pending records given to it, so that the simulation (`tests/simulation/`) runs
+//! the same code as [`courier`].
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::OpenOptions;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use crate::accounting::{self, AcctError, Item, Policy, SlurmTools, Step, Timing};
+use crate::accounting::{
+    round_with, Accounting, AcctError, Clock, Delivery, Item, Policy, SlurmTools, Step,
+    SystemClock, Timing,
+};
 use crate::core::config::Config;
 use crate::logging::chain;
-use crate::node::state::{self, JobKey, StateDir};
+use crate::node::state::{self, JobKey, StateDir, StateError};
 use crate::slurm::Differences;
 
 /// How long a courier with nothing left to deliver stays for the next record.
@@ -50,26 +56,168 @@ pub fn courier(
             + Duration::from_millis(config.settle_ms / 2),
     };
     let retry = Duration::from_secs(config.retry_s);
-    let mut lock = None;
-    if !foreground {
-        lock = crate::node::job::try_courier_lock(state);
-        if lock.is_none() {
-            return 0; // the node's courier runs and will pick the records up
+    let mut outbox = StateOutbox {
+        state,
+        config,
+        lock: None,
+        claims: Vec::new(),
+    };
+    if !foreground && !outbox.lock() {
+        return 0; // the node's courier runs and will pick the records up
+    }
+    let mut courier = Courier::new(
+        timing,
+        policy,
+        retry,
+        only.cloned(),
+        foreground,
+        Instant::now(),
+    );
+    loop {
+        match courier.tick(&tools, &SystemClock, &mut outbox) {
+            Wake::After(wait) => {
+                if !wait.is_zero() {
+                    std::thread::sleep(wait);
+                }
+            }
+            Wake::Exit(failed) => return failed,
         }
     }
-    let mut items: BTreeMap<JobKey, Item> = BTreeMap::new();
-    // Records only a change of the field's content can help, and unreadable files.
-    let mut stuck: BTreeSet<JobKey> = BTreeSet::new();
-    // Records given up on, waiting `retry_s` for their next try.
-    let mut given_up: BTreeSet<JobKey> = BTreeSet::new();
-    let mut failed = 0;
-    let mut idle_since = Instant::now();
-    loop {
-        crate::node::retention::maybe_sweep(state, config, std::time::SystemTime::now());
+}
+
+/// The node's pending records as a courier sees them, and what it leaves beside them:
+/// the state directory in [`courier`], a map in the simulation.
+pub trait Outbox {
+    /// Housekeeping before each look (the state directory's retention sweep).
+    fn sweep(&mut self);
+    /// The records waiting for delivery.
+    fn keys(&mut self) -> Vec<JobKey>;
+    /// The record of `key`; `None` if it was delivered meanwhile.
+    fn load(&mut self, key: &JobKey) -> Result<Option<Delivery>, StateError>;
+    /// Where the record of `key` is kept, for the log.
+    fn path(&self, key: &JobKey) -> PathBuf;
+    /// Claims the record of `key` until [`Outbox::release`], so that no other courier
+    /// works on it at once; false if it is gone or taken.
+    fn claim(&mut self, key: &JobKey) -> bool;
+    /// Releases the round's claims.
+    fn release(&mut self);
+    /// The record of `key` is in accounting: it goes.
+    fn delivered(&mut self, key: &JobKey);
+    /// The record of `key` stays, not delivered because of `why`.
+    fn kept(&mut self, key: &JobKey, why: &AcctError);
+    /// The record of `key` cannot be read.
+    fn unreadable(&mut self, key: &JobKey);
+    /// Brings the node's metrics up to date.
+    fn refresh(&mut self);
+    /// Takes the node's courier lock; false if another courier holds it.
+    fn lock(&mut self) -> bool;
+    /// Releases the node's courier lock.
+    fn unlock(&mut self);
+}
+
+/// What a courier wants after a [`Courier::tick`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wake {
+    /// The next tick, this long from now.
+    After(Duration),
+    /// Done: this many records were not delivered.
+    Exit(usize),
+}
+
+/// The courier's loop, one tick at a time: what it knows of the records it delivers.
+pub struct Courier {
+    timing: Timing,
+    policy: Policy,
+    retry: Duration,
+    only: Option<JobKey>,
+    foreground: bool,
+    items: BTreeMap<JobKey, Item>,
+    /// Records only a change of the field's content can help, and unreadable files.
+    stuck: BTreeSet<JobKey>,
+    /// Records given up on, waiting `retry` for their next try.
+    given_up: BTreeSet<JobKey>,
+    failed: usize,
+    idle_since: Instant,
+}
+
+impl Courier {
+    /// A courier started at `now` that gives up on a record after `timing.give_up` and
+    /// (in the background) tries it again `retry` later.
+    pub fn new(
+        timing: Timing,
+        policy: Policy,
+        retry: Duration,
+        only: Option<JobKey>,
+        foreground: bool,
+        now: Instant,
+    ) -> Courier {
+        Courier {
+            timing,
+            policy,
+            retry,
+            only,
+            foreground,
+            items: BTreeMap::new(),
+            stuck: BTreeSet::new(),
+            given_up: BTreeSet::new(),
+            failed: 0,
+            idle_since: now,
+        }
+    }
+
+    /// One pass of the loop: picks up new records, runs a round for those due, and
+    /// says when to come back (or that the courier is done).
+    pub fn tick(
+        &mut self,
+        acct: &dyn Accounting,
+        clock: &dyn Clock,
+        outbox: &mut dyn Outbox,
+    ) -> Wake {
+        outbox.sweep();
+        self.pick_up(clock, outbox);
+        if self.items.is_empty() {
+            return self.idle(clock, outbox);
+        }
+        let now = clock.now();
+        self.idle_since = now;
+        self.claim_due(outbox, now);
+        let keys: Vec<JobKey> = self.items.keys().cloned().collect();
+        let steps = {
+            let mut refs: Vec<&mut Item> = self.items.values_mut().collect();
+            round_with(acct, clock, &mut refs, &self.timing, &self.policy)
+        };
+        let mut delivered_any = false;
+        for (key, step) in keys.into_iter().zip(steps) {
+            delivered_any |= self.settle(key, step, clock, outbox);
+        }
+        outbox.release();
+        outbox.refresh();
+        if delivered_any {
+            // Accounting takes records again: those waiting for their retry go now.
+            for key in std::mem::take(&mut self.given_up) {
+                if let Some(item) = self.items.get_mut(&key) {
+                    item.restart_at(&self.timing, clock.now());
+                }
+            }
+        }
+        let next = self
+            .items
+            .values()
+            .map(|i| i.not_before)
+            .min()
+            .unwrap_or(now)
+            .saturating_duration_since(clock.now());
+        // At most two rounds a second: records that end close together share a read.
+        Wake::After(next.clamp(Duration::from_millis(500), Duration::from_secs(1)))
+    }
+
+    /// Takes in the records that appeared since the last look, forgets those gone.
+    fn pick_up(&mut self, clock: &dyn Clock, outbox: &mut dyn Outbox) {
         // `--key <job>.<node>` names every run's record of that job on this node;
         // `<job>.<node>@<run>` one of them.
-        let keys: BTreeSet<JobKey> = state
-            .pending_keys()
+        let only = self.only.as_ref();
+        let keys: BTreeSet<JobKey> = outbox
+            .keys()
             .into_iter()
             .filter(|k| {
                 only.map_or(true, |o| {
@@ -77,140 +225,192 @@ pub fn courier(
                 })
             })
             .collect();
-        items.retain(|k, _| keys.contains(k));
-        given_up.retain(|k| keys.contains(k));
+        self.items.retain(|k, _| keys.contains(k));
+        self.given_up.retain(|k| keys.contains(k));
         for key in keys {
-            if items.contains_key(&key) || stuck.contains(&key) {
+            if self.items.contains_key(&key) || self.stuck.contains(&key) {
                 continue;
             }
-            match state::load_pending(state, &key) {
+            match outbox.load(&key) {
                 Ok(Some(d)) => {
-                    items.insert(key, Item::new(d, &timing));
+                    let item = Item::new_at(d, &self.timing, clock.now());
+                    self.items.insert(key, item);
                 }
                 Ok(None) => {} // delivered meanwhile
                 Err(e) => {
                     log::error!("job {key}: not delivered: {}", chain(&e));
-                    crate::node::metrics::count_delivery(state, false);
-                    stuck.insert(key);
-                    failed += 1;
+                    outbox.unreadable(&key);
+                    self.stuck.insert(key);
+                    self.failed += 1;
                 }
             }
         }
-        if items.is_empty() {
-            if foreground {
-                crate::node::metrics::refresh(config, state, None);
-                return failed;
-            }
-            if idle_since.elapsed() < COURIER_LINGER {
-                std::thread::sleep(Duration::from_millis(500));
-                continue;
-            }
-            // Leave, unless a record arrived after the last look: the epilog that left
-            // it saw the lock held and counted on this courier.
-            drop(lock.take());
-            let fresh = state.pending_keys().iter().any(|k| !stuck.contains(k));
-            if fresh {
-                lock = crate::node::job::try_courier_lock(state);
-                if lock.is_some() {
-                    idle_since = Instant::now();
-                    continue;
-                }
-            }
-            log::info!("courier: nothing left to deliver");
-            crate::node::metrics::refresh(config, state, None);
-            return failed;
+    }
+
+    /// Nothing to deliver: the foreground courier is done; the background one stays
+    /// [`COURIER_LINGER`] for the next record.
+    fn idle(&mut self, clock: &dyn Clock, outbox: &mut dyn Outbox) -> Wake {
+        if self.foreground {
+            outbox.refresh();
+            return Wake::Exit(self.failed);
         }
-        idle_since = Instant::now();
-        let now = Instant::now();
-        // Claim the due records' files, so that an operator's `spank-carbon deliver`
-        // and this courier never work on one record at once.
-        // A round takes at most ROUND_MAX records, oldest due first, to keep its read
-        // and writes short; the others stay due for the next round.
-        let mut claims = Vec::new();
-        let mut due: Vec<(&JobKey, &mut Item)> =
-            items.iter_mut().filter(|(_, i)| i.is_due(now)).collect();
+        if clock.now().saturating_duration_since(self.idle_since) < COURIER_LINGER {
+            return Wake::After(Duration::from_millis(500));
+        }
+        // Leave, unless a record arrived after the last look: the epilog that left it
+        // saw the lock held and counted on this courier.
+        outbox.unlock();
+        let fresh = outbox.keys().iter().any(|k| !self.stuck.contains(k));
+        if fresh && outbox.lock() {
+            self.idle_since = clock.now();
+            return Wake::After(Duration::ZERO);
+        }
+        log::info!("courier: nothing left to deliver");
+        outbox.refresh();
+        Wake::Exit(self.failed)
+    }
+
+    /// Claims the due records, so that an operator's `spank-carbon deliver` and this
+    /// courier never work on one record at once. A round takes at most [`ROUND_MAX`]
+    /// records, oldest due first, to keep its read and writes short; the others stay
+    /// due for the next round.
+    fn claim_due(&mut self, outbox: &mut dyn Outbox, now: Instant) {
+        let mut claimed = 0;
+        let mut due: Vec<(&JobKey, &mut Item)> = self
+            .items
+            .iter_mut()
+            .filter(|(_, i)| i.is_due(now))
+            .collect();
         due.sort_by_key(|(_, i)| i.not_before);
         for (key, item) in due {
-            match (claims.len() < ROUND_MAX)
-                .then(|| claim(&state.pending_path(key)))
-                .flatten()
-            {
-                Some(file) => claims.push(file),
-                None => item.not_before = now + timing.poll(),
+            if claimed < ROUND_MAX && outbox.claim(key) {
+                claimed += 1;
+            } else {
+                item.not_before = now + self.timing.poll();
             }
         }
-        let keys: Vec<JobKey> = items.keys().cloned().collect();
-        let steps = {
-            let mut refs: Vec<&mut Item> = items.values_mut().collect();
-            accounting::round(&tools, &mut refs, &timing, &policy)
-        };
-        let mut delivered_any = false;
-        for (key, step) in keys.into_iter().zip(steps) {
-            let path = state.pending_path(&key);
-            match step {
-                Step::Wait => {}
-                Step::Done(done) => {
-                    let _ = std::fs::remove_file(&path);
-                    state::clear_stuck(state, &key);
-                    crate::node::metrics::count_delivery(state, true);
-                    if let Some(item) = items.remove(&key) {
-                        log::info!(
-                            "job {key}: record in {} ({} write(s), {} read(s))",
-                            item.delivery.field.slurm_name(),
-                            done.writes,
-                            done.reads
-                        );
-                    }
-                    delivered_any = true;
-                }
-                Step::Refused(e) | Step::GaveUp(e) => {
-                    log::error!(
-                        "job {key}: not delivered yet, kept in {}: {}",
-                        path.display(),
-                        chain(&e)
+    }
+
+    /// Acts on a round's step for the record of `key`; true if it was delivered.
+    fn settle(
+        &mut self,
+        key: JobKey,
+        step: Step,
+        clock: &dyn Clock,
+        outbox: &mut dyn Outbox,
+    ) -> bool {
+        match step {
+            Step::Wait => false,
+            Step::Done(done) => {
+                outbox.delivered(&key);
+                if let Some(item) = self.items.remove(&key) {
+                    log::info!(
+                        "job {key}: record in {} ({} write(s), {} read(s))",
+                        item.delivery.field.slurm_name(),
+                        done.writes,
+                        done.reads
                     );
-                    state::note_stuck(state, &key, &chain(&e));
-                    crate::node::metrics::count_delivery(state, false);
-                    let retry_later = matches!(e, AcctError::GaveUp { .. }) && !foreground;
-                    match items.get_mut(&key) {
-                        Some(item) if retry_later => {
-                            // A record whose job accounting does not have (ended) is
-                            // not hurried by other deliveries: it would only be polled.
-                            let hurry = !item.waits_for_job;
-                            item.restart(&timing);
-                            item.not_before += retry;
-                            item.deadline += retry;
-                            if hurry {
-                                given_up.insert(key);
-                            }
-                        }
-                        _ => {
-                            items.remove(&key);
-                            stuck.insert(key);
-                            failed += 1;
+                }
+                true
+            }
+            Step::Refused(e) | Step::GaveUp(e) => {
+                log::error!(
+                    "job {key}: not delivered yet, kept in {}: {}",
+                    outbox.path(&key).display(),
+                    chain(&e)
+                );
+                outbox.kept(&key, &e);
+                let retry_later = matches!(e, AcctError::GaveUp { .. }) && !self.foreground;
+                match self.items.get_mut(&key) {
+                    Some(item) if retry_later => {
+                        // A record whose job accounting does not have (ended) is not
+                        // hurried by other deliveries: it would only be polled.
+                        let hurry = !item.waits_for_job;
+                        item.restart_at(&self.timing, clock.now());
+                        item.not_before += self.retry;
+                        item.deadline += self.retry;
+                        if hurry {
+                            self.given_up.insert(key);
                         }
                     }
+                    _ => {
+                        self.items.remove(&key);
+                        self.stuck.insert(key);
+                        self.failed += 1;
+                    }
                 }
+                false
             }
         }
-        drop(claims);
-        crate::node::metrics::refresh(config, state, None);
-        if delivered_any {
-            // Accounting takes records again: those waiting for their retry go now.
-            for key in std::mem::take(&mut given_up) {
-                if let Some(item) = items.get_mut(&key) {
-                    item.restart(&timing);
-                }
+    }
+}
+
+/// The state directory as the courier's [`Outbox`]: `pending/`, `stuck/`, the metrics,
+/// and the node's courier lock.
+struct StateOutbox<'a> {
+    state: &'a StateDir,
+    config: &'a Config,
+    lock: Option<std::fs::File>,
+    claims: Vec<std::fs::File>,
+}
+
+impl Outbox for StateOutbox<'_> {
+    fn sweep(&mut self) {
+        crate::node::retention::maybe_sweep(self.state, self.config, std::time::SystemTime::now());
+    }
+
+    fn keys(&mut self) -> Vec<JobKey> {
+        self.state.pending_keys()
+    }
+
+    fn load(&mut self, key: &JobKey) -> Result<Option<Delivery>, StateError> {
+        state::load_pending(self.state, key)
+    }
+
+    fn path(&self, key: &JobKey) -> PathBuf {
+        self.state.pending_path(key)
+    }
+
+    fn claim(&mut self, key: &JobKey) -> bool {
+        match claim(&self.state.pending_path(key)) {
+            Some(file) => {
+                self.claims.push(file);
+                true
             }
+            None => false,
         }
-        let next = items
-            .values()
-            .map(|i| i.not_before)
-            .min()
-            .unwrap_or(now)
-            .saturating_duration_since(Instant::now());
-        // At most two rounds a second: records that end close together share a read.
-        std::thread::sleep(next.clamp(Duration::from_millis(500), Duration::from_secs(1)));
+    }
+
+    fn release(&mut self) {
+        self.claims.clear();
+    }
+
+    fn delivered(&mut self, key: &JobKey) {
+        let _ = std::fs::remove_file(self.state.pending_path(key));
+        state::clear_stuck(self.state, key);
+        crate::node::metrics::count_delivery(self.state, true);
+    }
+
+    fn kept(&mut self, key: &JobKey, why: &AcctError) {
+        state::note_stuck(self.state, key, &chain(why));
+        crate::node::metrics::count_delivery(self.state, false);
+    }
+
+    fn unreadable(&mut self, _key: &JobKey) {
+        crate::node::metrics::count_delivery(self.state, false);
+    }
+
+    fn refresh(&mut self) {
+        crate::node::metrics::refresh(self.config, self.state, None);
+    }
+
+    fn lock(&mut self) -> bool {
+        self.lock = crate::node::job::try_courier_lock(self.state);
+        self.lock.is_some()
+    }
+
+    fn unlock(&mut self) {
+        drop(self.lock.take());
     }
 }
 

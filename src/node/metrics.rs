@@ -26,7 +26,7 @@
 use std::fmt::Write as _;
 use std::fs;
 use std::io::{self, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -485,6 +485,7 @@ pub fn refresh(config: &crate::core::config::Config, state: &StateDir, node: Opt
 mod tests {
     use super::*;
     use std::collections::BTreeSet;
+    use std::os::unix::fs::MetadataExt;
 
     fn part(wh: f64, co2e_g: f64, method: Method, embodied: Option<f64>) -> NodePart {
         NodePart {
