@@ -139,7 +139,7 @@ pub fn sample(key: &str, minors: &[u32], gpus: Option<&str>, args: &[String]) ->
                 "job {key}: {}; sampler stopped, measurement kept as a local record only",
                 sampler::ORPHANED
             );
-            if let Err(e) = spank_carbon::node::job::finish_orphan(&config, &state, &key, &end) {
+            if let Err(e) = spank_carbon::node::epilog::finish_orphan(&config, &state, &key, &end) {
                 log::error!("job {key}: {}", chain(&e));
             }
             ExitCode::SUCCESS

@@ -52,7 +52,7 @@ pub fn courier(
     let retry = Duration::from_secs(config.retry_s);
     let mut lock = None;
     if !foreground {
-        lock = crate::node::job::try_courier_lock(state);
+        lock = crate::node::courier_lock::try_courier_lock(state);
         if lock.is_none() {
             return 0; // the node's courier runs and will pick the records up
         }
@@ -110,7 +110,7 @@ pub fn courier(
             drop(lock.take());
             let fresh = state.pending_keys().iter().any(|k| !stuck.contains(k));
             if fresh {
-                lock = crate::node::job::try_courier_lock(state);
+                lock = crate::node::courier_lock::try_courier_lock(state);
                 if lock.is_some() {
                     idle_since = Instant::now();
                     continue;

@@ -1226,9 +1226,20 @@ fn unallocated_share(b: &BoardInfo) -> Option<f64> {
     Some(f64::from(total.saturating_sub(used)) / f64::from(total))
 }
 
+/// The node's gres.conf: the configured one (`gres_conf`), else the one beside slurm.conf.
+pub fn gres_conf_path(configured: Option<&Path>, slurm_conf: &Path) -> PathBuf {
+    configured.map(Path::to_path_buf).unwrap_or_else(|| {
+        slurm_conf
+            .parent()
+            .unwrap_or(Path::new("/etc/slurm"))
+            .join("gres.conf")
+    })
+}
+
 /// The node's GPU configuration as the prolog reads it: gres.conf (`File=` lists only
-/// without AutoDetect) and slurm.conf's GPU types for `node`. Also what
-/// `spank-carbon check` simulates jobs on.
+/// without AutoDetect) and slurm.conf's GPU types for `node`. The one view of the node's
+/// GPUs: the prolog selects a job's GPUs in it (`node::selection`) and `spank-carbon
+/// check` simulates jobs on it.
 pub fn read_node<'a>(
     gres_conf: &Path,
     slurm_conf: &Path,
