@@ -1090,3 +1090,76 @@ fn nvml_is_bounded_and_read_by_minor() {
     );
     assert!(t.elapsed() < Duration::from_secs(5));
 }
+
+/// The prolog and `check` read the node's GPUs through the one `gpu_map::read_node`: what
+/// the prolog selects for a job is what `check` shows for each of the job's gres indices.
+#[test]
+fn the_prolog_selects_what_check_shows() {
+    use crate::gpu::map::{self as gpu_map, Key, Selection};
+    use crate::node::job_env::{env_of, JobEnv};
+    let dir = std::env::temp_dir().join(format!("sc-check-prolog-conf-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let slurm_conf = dir.join("slurm.conf");
+    std::fs::write(&slurm_conf, "NodeName=n1 Gres=gpu:3 CPUs=4\n").unwrap();
+    // Beside slurm.conf, where both look for it when `gres_conf` is not set.
+    std::fs::write(
+        dir.join("gres.conf"),
+        "NodeName=n1 Name=gpu MultipleFiles=/dev/nvidia0,/dev/nvidia-caps/nvidia-cap21,/dev/nvidia-caps/nvidia-cap22\n\
+         NodeName=n1 Name=gpu MultipleFiles=/dev/nvidia0,/dev/nvidia-caps/nvidia-cap30,/dev/nvidia-caps/nvidia-cap31\n\
+         NodeName=n1 Name=gpu File=/dev/nvidia3\n",
+    )
+    .unwrap();
+    let proc = proc_with(
+        "prolog",
+        &[
+            (
+                "devices".into(),
+                format!("Character devices:\n{NVIDIA} nvidia-frontend\n{CAPS} nvidia-caps\n"),
+            ),
+            (
+                "driver/nvidia-caps/mig-minors".into(),
+                "gpu0/gi1/access 21\ngpu0/gi1/ci0/access 22\ngpu0/gi2/access 30\ngpu0/gi2/ci0/access 31\n".into(),
+            ),
+        ],
+    );
+    let config = Config::default();
+    let vars = [
+        ("SLURM_JOB_ID", "7"),
+        ("SLURMD_NODENAME", "n1"),
+        ("SLURM_JOB_GPUS", "0,2"),
+        ("SLURM_CONF", slurm_conf.to_str().unwrap()),
+    ];
+    let env = JobEnv::from_env(None, env_of(&vars)).unwrap();
+    let indices = crate::slurm::gres::parse_indices(env.gpus.as_deref().unwrap()).unwrap();
+    let prolog =
+        crate::node::selection::job_selection(&config, &env, &indices, &proc, &stat).unwrap();
+    let gres_conf = gpu_map::gres_conf_path(config.gres_conf.as_deref(), &slurm_conf);
+    let map = mapping::gather_map(&gres_conf, &slurm_conf, Some("n1"), &proc, &stat, None).unwrap();
+    let shown: Vec<_> = indices
+        .iter()
+        .flat_map(|&i| {
+            let job = map
+                .jobs
+                .iter()
+                .find(|j| j.index == Some(i) && j.kind == JobKind::Gpu)
+                .unwrap();
+            job.selection.clone().unwrap()
+        })
+        .collect();
+    assert_eq!(prolog, Ok(Selection::Known(shown.clone())));
+    let keys: Vec<Key> = shown.into_iter().map(|s| s.key).collect();
+    assert_eq!(
+        keys,
+        [
+            Key::Mig {
+                minor: 0,
+                gi: 1,
+                ci: Some(0)
+            },
+            Key::Minor(3)
+        ]
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&proc.root);
+}
