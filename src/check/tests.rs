@@ -1029,39 +1029,12 @@ fn text_and_json_output() {
 
 #[test]
 fn nvml_is_bounded_and_read_by_minor() {
-    use crate::gpu::fake::FakeGpu;
-    use crate::gpu::{Gpu, GpuError, GpuHost};
+    use crate::gpu::fake::{FakeGpu, FakeHost};
+    use crate::gpu::{GpuError, GpuHost};
     use std::time::Duration;
-    struct Host(Vec<FakeGpu>);
-    impl GpuHost for Host {
-        fn driver(&self) -> String {
-            "fake".into()
-        }
-        fn open_minors(&self, _: &[u32]) -> Result<Vec<Box<dyn Gpu + '_>>, GpuError> {
-            unreachable!("check lists every GPU")
-        }
-        fn open_all(&self) -> Result<Vec<Box<dyn Gpu + '_>>, GpuError> {
-            Ok(self
-                .0
-                .iter()
-                .map(|g| {
-                    Box::new(FakeGpu {
-                        counter: g.counter.clone(),
-                        ..*g
-                    }) as Box<dyn Gpu>
-                })
-                .collect())
-        }
-    }
     fn host(_: Option<&Path>) -> Result<Box<dyn GpuHost>, GpuError> {
-        let g = |minor| FakeGpu {
-            minor,
-            power_mw: 1.0,
-            counter: std::cell::Cell::new(Some(u64::from(minor) * 10)),
-            shared: false,
-            fail_power: false,
-        };
-        Ok(Box::new(Host(vec![g(3), g(1)])))
+        let g = |minor| FakeGpu::new(minor, 1.0, Some(u64::from(minor) * 10));
+        Ok(Box::new(FakeHost(vec![g(3), g(1)])))
     }
     fn hangs(_: Option<&Path>) -> Result<Box<dyn GpuHost>, GpuError> {
         std::thread::sleep(Duration::from_secs(30));

@@ -206,15 +206,7 @@ fn charges(
     ask: AskFn,
 ) -> Result<Vec<Charge>, String> {
     let Some(spec) = gpus else {
-        return Ok(minors
-            .iter()
-            .map(|&minor| Charge {
-                minor,
-                share: 1.0,
-                rule: "whole",
-                unallocated: None,
-            })
-            .collect());
+        return Ok(minors.iter().copied().map(Charge::whole).collect());
     };
     let sel = match gpu_map::parse_selection(spec) {
         Some(gpu_map::Selection::Known(sel)) => sel,

@@ -15,7 +15,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use crate::core::config::Config;
-use crate::gpu::{GpuError, GpuHost, NvmlHost};
+use crate::gpu::open_nvml;
 use crate::logging::{chain, PREFIX};
 use crate::node::epilog::{self, EpilogOutcome};
 use crate::node::job::{JobError, Spawner};
@@ -181,10 +181,6 @@ fn trampoline(phase: Phase, sp: spank_t, ac: c_int, av: *mut *mut c_char) -> c_i
     } else {
         0
     }
-}
-
-fn open_nvml(lib: Option<&Path>) -> Result<Box<dyn GpuHost>, GpuError> {
-    NvmlHost::open(lib).map(|h| Box::new(h) as Box<dyn GpuHost>)
 }
 
 /// # Safety

@@ -1086,6 +1086,18 @@ pub struct Charge {
     pub unallocated: Option<f64>,
 }
 
+impl Charge {
+    /// A board charged whole to the job.
+    pub fn whole(minor: u32) -> Charge {
+        Charge {
+            minor,
+            share: 1.0,
+            rule: "whole",
+            unallocated: None,
+        }
+    }
+}
+
 /// Resolves a selection against the boards NVML sees. Every board in the answer is
 /// named by the selection (a UUID, minor, MIG instance or NVML position of it); any
 /// doubt is a refusal.
