@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use super::conf::{Kind, PlugLine, Plugstack, SlurmConf};
 use super::mapping::{self, JobKind, NodeMap};
 use super::*;
+use crate::gpu::fake::{nvidia_stat as stat, CAPS, NVIDIA};
 use crate::gpu::map::{NodeGres, ProcFiles};
 use crate::gpu::{BoardInfo, MigInstance};
 use crate::slurm::gres::{NodeConf, SharedRecord};
@@ -50,21 +51,6 @@ fn gpu(minor: u32, counter: Option<u64>) -> NvmlGpu {
         counter: Ok(counter),
         shared: false,
     }
-}
-
-const NVIDIA: u32 = 195;
-const CAPS: u32 = 508;
-
-/// /dev/nvidiaN is (195, N), /dev/nvidia-caps/nvidia-capN (CAPS, N), nothing else a device.
-fn stat(p: &Path) -> Option<(u32, u32)> {
-    let s = p.to_str()?;
-    if let Some(n) = s.strip_prefix("/dev/nvidia-caps/nvidia-cap") {
-        return Some((CAPS, n.parse().ok()?));
-    }
-    s.strip_prefix("/dev/nvidia")?
-        .parse()
-        .ok()
-        .map(|n| (NVIDIA, n))
 }
 
 /// A /proc with the given files (a directory of its own per test).

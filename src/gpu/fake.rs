@@ -1,7 +1,8 @@
-//! A scripted GPU host for unit tests: the sampler, the epilog's bounded NVML read and
-//! `check`'s.
+//! A scripted GPU host for unit tests (the sampler, the epilog's bounded NVML read and
+//! `check`'s), and the device files of a node's GPUs.
 
 use std::cell::Cell;
+use std::path::Path;
 
 use nvml_wrapper::error::NvmlError;
 
@@ -106,4 +107,21 @@ impl GpuHost for FakeHost {
     fn open_all(&self) -> Result<Vec<Box<dyn Gpu + '_>>, GpuError> {
         Ok(self.0.iter().map(|g| Box::new(g) as Box<dyn Gpu>).collect())
     }
+}
+
+/// The character-device majors of /dev/nvidiaN and of /dev/nvidia-caps/nvidia-capN.
+pub const NVIDIA: u32 = 195;
+pub const CAPS: u32 = 508;
+
+/// A stat of a node's GPU device files: /dev/nvidiaN is (NVIDIA, N),
+/// /dev/nvidia-caps/nvidia-capN (CAPS, N), nothing else a device.
+pub fn nvidia_stat(p: &Path) -> Option<(u32, u32)> {
+    let s = p.to_str()?;
+    if let Some(n) = s.strip_prefix("/dev/nvidia-caps/nvidia-cap") {
+        return Some((CAPS, n.parse().ok()?));
+    }
+    s.strip_prefix("/dev/nvidia")?
+        .parse()
+        .ok()
+        .map(|n| (NVIDIA, n))
 }

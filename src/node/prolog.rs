@@ -123,50 +123,66 @@ mod tests {
     use super::*;
     use crate::node::job::NoSpawn;
     use crate::node::job_env::env_of;
+    use std::path::PathBuf;
     use std::sync::Mutex;
+
+    /// A node whose gres.conf is `gres_conf` (under a directory of its own, `tag`), with
+    /// its state directory there too.
+    fn node_with(tag: &str, gres_conf: &str) -> (PathBuf, Config) {
+        let root = std::env::temp_dir().join(format!("sc-job-{tag}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        fs::create_dir_all(&root).unwrap();
+        let path = root.join("gres.conf");
+        fs::write(&path, gres_conf).unwrap();
+        let config = Config {
+            state_dir: root.join("state"),
+            gres_conf: Some(path),
+            ..Config::default()
+        };
+        (root, config)
+    }
+
+    /// The prolog of a job with the environment `vars`: its outcome and what it started.
+    fn prolog_with(config: &Config, vars: &[(&str, &str)]) -> (PrologOutcome, Vec<String>) {
+        let env = JobEnv::from_env(None, env_of(vars)).unwrap();
+        let spawner = NoSpawn(Mutex::new(Vec::new()));
+        let out = prolog(config, &[], &env, &spawner).unwrap();
+        let started = spawner.0.lock().unwrap().clone();
+        (out, started)
+    }
 
     #[test]
     fn the_prolog_passes_its_selection_or_records_its_refusal() {
-        let root = std::env::temp_dir().join(format!("sc-job-prolog-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&root);
-        fs::create_dir_all(&root).unwrap();
-        let gres_conf = root.join("gres.conf");
         // /dev/null is 1:3, a character device on every Linux host.
-        fs::write(&gres_conf, "Name=gpu File=/dev/null\n").unwrap();
-        let config = Config {
-            state_dir: root.join("state"),
-            gres_conf: Some(gres_conf),
-            ..Config::default()
-        };
-        let vars = [
-            ("SLURM_JOB_ID", "81"),
-            ("SLURMD_NODENAME", "n1"),
-            ("SLURM_JOB_GPUS", "0"),
-            ("CUDA_MPS_ACTIVE_THREAD_PERCENTAGE", "40"),
-        ];
-        let env = JobEnv::from_env(None, env_of(&vars)).unwrap();
-        let spawner = NoSpawn(Mutex::new(Vec::new()));
-        let out = prolog(&config, &[], &env, &spawner).unwrap();
+        let (root, config) = node_with("prolog", "Name=gpu File=/dev/null\n");
+        let (out, started) = prolog_with(
+            &config,
+            &[
+                ("SLURM_JOB_ID", "81"),
+                ("SLURMD_NODENAME", "n1"),
+                ("SLURM_JOB_GPUS", "0"),
+                ("CUDA_MPS_ACTIVE_THREAD_PERCENTAGE", "40"),
+            ],
+        );
         assert!(
             matches!(&out, PrologOutcome::Started { minors, .. } if minors == &[3]),
             "{out:?}"
         );
-        let started = spawner.0.lock().unwrap().clone();
         assert!(
             started[0].starts_with("sample --key 81.n1 --gpus m3~mps40 --"),
             "{started:?}"
         );
         // An index gres.conf does not have: refused, nothing started, the reason kept.
-        let vars = [
-            ("SLURM_JOB_ID", "82"),
-            ("SLURMD_NODENAME", "n1"),
-            ("SLURM_JOB_GPUS", "1"),
-        ];
-        let env = JobEnv::from_env(None, env_of(&vars)).unwrap();
-        let spawner = NoSpawn(Mutex::new(Vec::new()));
-        let out = prolog(&config, &[], &env, &spawner).unwrap();
+        let (out, started) = prolog_with(
+            &config,
+            &[
+                ("SLURM_JOB_ID", "82"),
+                ("SLURMD_NODENAME", "n1"),
+                ("SLURM_JOB_GPUS", "1"),
+            ],
+        );
         assert_eq!(out, PrologOutcome::NoGpus);
-        assert!(spawner.0.lock().unwrap().is_empty());
+        assert!(started.is_empty());
         let state = StateDir::existing(&config.state_dir).unwrap().unwrap();
         let key = JobKey::new(82, "n1").unwrap();
         let info: JobInfo = state::read_json(&state.job_dir(&key).join("job.json"))
@@ -183,35 +199,24 @@ mod tests {
 
     #[test]
     fn on_a_shard_node_the_prolog_leaves_the_question_to_the_sampler() {
-        let root = std::env::temp_dir().join(format!("sc-job-ask-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&root);
-        fs::create_dir_all(&root).unwrap();
-        let gres_conf = root.join("gres.conf");
         // /dev/null is 1:3, a character device on every Linux host.
-        fs::write(
-            &gres_conf,
+        let (root, config) = node_with(
+            "ask",
             "Name=gpu File=/dev/null\nName=shard Count=4 File=/dev/null\n",
-        )
-        .unwrap();
-        let config = Config {
-            state_dir: root.join("state"),
-            gres_conf: Some(gres_conf),
-            ..Config::default()
-        };
-        let vars = [
-            ("SLURM_JOB_ID", "83"),
-            ("SLURMD_NODENAME", "n1"),
-            ("SLURM_JOB_GPUS", "0"),
-        ];
-        let env = JobEnv::from_env(None, env_of(&vars)).unwrap();
-        let spawner = NoSpawn(Mutex::new(Vec::new()));
-        let out = prolog(&config, &[], &env, &spawner).unwrap();
+        );
+        let (out, started) = prolog_with(
+            &config,
+            &[
+                ("SLURM_JOB_ID", "83"),
+                ("SLURMD_NODENAME", "n1"),
+                ("SLURM_JOB_GPUS", "0"),
+            ],
+        );
         // Started, with no board known yet: the sampler asks slurmctld.
         assert!(
             matches!(&out, PrologOutcome::Started { minors, .. } if minors.is_empty()),
             "{out:?}"
         );
-        let started = spawner.0.lock().unwrap().clone();
         assert!(
             started[0].starts_with("sample --key 83.n1 --gpus ask:0:m3#4 --"),
             "{started:?}"
