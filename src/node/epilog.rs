@@ -669,6 +669,23 @@ mod tests {
         }
     }
 
+    /// 1 Wh on one whole board by its counter, over [start, end].
+    fn counted(start: f64, end: f64) -> NodeResult {
+        NodeResult {
+            start_unix: start,
+            end_unix: end,
+            gpus: Vec::new(),
+            wh: 1.0,
+            measured: 1,
+            method: Some(Method::Counter),
+            coverage: Some(1.0),
+            flags: Vec::new(),
+            peak_w: None,
+            gpu_equivalents: 1.0,
+            share_rule: None,
+        }
+    }
+
     #[test]
     fn shared_boards_get_a_rule_token_and_embodied_by_gpu_equivalents() {
         let config = Config {
@@ -677,17 +694,11 @@ mod tests {
         };
         let sampler = finished_state(1000.0, vec![5.0, 5.0]);
         let result = NodeResult {
-            start_unix: 1000.0,
-            end_unix: 4600.0,
-            gpus: Vec::new(),
-            wh: 1.0,
             measured: 2,
-            method: Some(Method::Counter),
-            coverage: Some(1.0),
             flags: vec!["estimate", "shared"],
-            peak_w: None,
             gpu_equivalents: 0.5,
             share_rule: Some("mig-sm".into()),
+            ..counted(1000.0, 4600.0)
         };
         let p = node_part(&config, "n1", None, &sampler, &result, None).unwrap();
         assert_eq!(
@@ -736,19 +747,7 @@ mod tests {
             ..Config::default()
         };
         let sampler = finished_state(1000.0, vec![5.0, 5.0]);
-        let result = NodeResult {
-            start_unix: 1000.0,
-            end_unix: 1020.0,
-            gpus: Vec::new(),
-            wh: 1.0,
-            measured: 1,
-            method: Some(Method::Counter),
-            coverage: Some(1.0),
-            flags: Vec::new(),
-            peak_w: None,
-            gpu_equivalents: 1.0,
-            share_rule: None,
-        };
+        let result = counted(1000.0, 1020.0);
         let part = |node: &str, partition: Option<&str>| {
             node_part(&config, node, partition, &sampler, &result, Some(&state)).unwrap()
         };
