@@ -32,8 +32,9 @@ pub enum EpilogOutcome {
 
 /// The configured intensity series for a node of a partition (the part of it that the
 /// `window` needs), through the parsed copy cached in the state directory
-/// (`intensity_cache`): the CSV is parsed once per change of the file, not in every epilog. A missing or broken file is logged and the fixed
-/// intensity used (the record then says `src:fallback`).
+/// (`intensity_cache`): the CSV is parsed once per change of the file, not in every
+/// epilog. A missing or broken file is logged and the fixed intensity used (the record
+/// then says `src:fallback`).
 fn load_series(
     config: &Config,
     state_dir: Option<&StateDir>,
