@@ -7,7 +7,7 @@
 //!     -- --ignored --nocapture --test-threads=1
 //! ```
 //!
-//! It times `job::node_part` (load the series, integrate the energy against it), the
+//! It times `epilog::node_part` (load the series, integrate the energy against it), the
 //! epilog's whole intensity work, (a) with no cache: parse the CSV, write the cache,
 //! integrate; (b) with the cache: read the node's scope, integrate. Each is the median of
 //! several runs. The energy comes in 10 s buckets over the 30 days (259,200 buckets, the
@@ -24,8 +24,8 @@ use std::time::{Duration, Instant};
 
 use spank_carbon::core::config::Config;
 use spank_carbon::core::intensity::Series;
+use spank_carbon::node::epilog::node_part;
 use spank_carbon::node::intensity_cache::{steps_for, CACHE_FILE};
-use spank_carbon::node::job::node_part;
 use spank_carbon::node::sampler::{NodeResult, SamplerState, Series as Buckets};
 use spank_carbon::node::state::{self, StateDir};
 use spank_carbon::record::Method;
@@ -278,7 +278,7 @@ fn no_nvml(
     panic!("the sampler finished: the epilog must not open NVML")
 }
 
-/// The whole epilog as the plugin runs it (`job::epilog`: stop the sampler, read its
+/// The whole epilog as the plugin runs it (`epilog::epilog`: stop the sampler, read its
 /// state, total the energy, the intensity series, the pending record written and synced,
 /// the audit record), for a 30-day job on 8 GPUs with a two-year, five-minute series:
 /// the issue's floor is 10 ms median. `EPILOG_RUNS` sets the runs (default 21).
@@ -286,7 +286,9 @@ fn no_nvml(
 #[ignore = "a measurement: run it in release mode, see the file's comment"]
 fn whole_epilog_with_a_two_year_series_and_a_30_day_job() {
     use spank_carbon::core::energy::Integrator;
-    use spank_carbon::node::job::{epilog, EpilogOutcome, JobEnv, JobInfo};
+    use spank_carbon::node::epilog::{epilog, EpilogOutcome};
+    use spank_carbon::node::job::JobInfo;
+    use spank_carbon::node::job_env::JobEnv;
     use spank_carbon::node::sampler::GpuState;
     let dir = std::env::temp_dir().join(format!("sc-epilog-cost-{}", std::process::id()));
     let _ = fs::remove_dir_all(&dir);

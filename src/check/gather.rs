@@ -11,6 +11,7 @@ use std::time::Duration;
 use super::conf::{self, SlurmConf};
 use super::{AccountingFacts, Facts, FileMeta, Gpus, Nvml, NvmlGpu, Slurmd, StateFacts};
 use crate::core::config::Config;
+use crate::gpu::map as gpu_map;
 use crate::gpu::OpenHost;
 use crate::slurm::run::run_tool;
 
@@ -213,18 +214,20 @@ fn slurmd(given: Option<&Path>) -> Slurmd {
 }
 
 fn gpus(config: &Config, slurm_conf: &Path, node: Option<&str>, open: &'static OpenHost) -> Gpus {
-    let gres_conf = config.gres_conf.clone().unwrap_or_else(|| {
-        slurm_conf
-            .parent()
-            .unwrap_or(Path::new("/etc/slurm"))
-            .join("gres.conf")
-    });
+    let gres_conf = gpu_map::gres_conf_path(config.gres_conf.as_deref(), slurm_conf);
     let nvml = nvml_within(open, config.nvml_lib.clone(), config.nvml_timeout());
     let boards = match &nvml {
         Nvml::Opened { boards: Ok(b), .. } => Some(b.as_slice()),
         _ => None,
     };
-    let map = super::mapping::gather_map(&gres_conf, slurm_conf, node, boards);
+    let map = super::mapping::gather_map(
+        &gres_conf,
+        slurm_conf,
+        node,
+        &gpu_map::ProcFiles::system(),
+        &gpu_map::stat_char_device,
+        boards,
+    );
     Gpus {
         gres_conf,
         map,

@@ -769,23 +769,20 @@ pub fn slurm_uuids(autodetect: Option<&str>, env_uuid: bool, boards: &[BoardInfo
     out
 }
 
-/// Reads the node's configuration the way the prolog does and simulates its jobs.
+/// Reads the node's configuration through the prolog's own [`gpu_map::read_node`] (files
+/// under `proc`, devices by `stat`: /proc and the real stat on a node) and simulates its
+/// jobs.
 pub fn gather_map(
     gres_conf: &Path,
     slurm_conf: &Path,
     node: Option<&str>,
+    proc: &gpu_map::ProcFiles,
+    stat: gpu_map::DevStat,
     boards: Option<&[BoardInfo]>,
 ) -> Result<NodeMap, String> {
     let node = node.ok_or("the node's name is not known (give --node NAME)")?;
-    let proc = gpu_map::ProcFiles::system();
-    let gres = gpu_map::read_node(
-        gres_conf,
-        slurm_conf,
-        node,
-        &proc,
-        &gpu_map::stat_char_device,
-    )
-    .map_err(|e| crate::logging::chain(&e))?;
+    let gres = gpu_map::read_node(gres_conf, slurm_conf, node, proc, stat)
+        .map_err(|e| crate::logging::chain(&e))?;
     let settings = super::gather::read_file(gres_conf)
         .map(|t| uuid_settings(&t))
         .unwrap_or_default();

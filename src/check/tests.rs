@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use super::conf::{Kind, PlugLine, Plugstack, SlurmConf};
 use super::mapping::{self, JobKind, NodeMap};
 use super::*;
+use crate::gpu::fake::{nvidia_stat as stat, CAPS, NVIDIA};
 use crate::gpu::map::{NodeGres, ProcFiles};
 use crate::gpu::{BoardInfo, MigInstance};
 use crate::slurm::gres::{NodeConf, SharedRecord};
@@ -50,21 +51,6 @@ fn gpu(minor: u32, counter: Option<u64>) -> NvmlGpu {
         counter: Ok(counter),
         shared: false,
     }
-}
-
-const NVIDIA: u32 = 195;
-const CAPS: u32 = 508;
-
-/// /dev/nvidiaN is (195, N), /dev/nvidia-caps/nvidia-capN (CAPS, N), nothing else a device.
-fn stat(p: &Path) -> Option<(u32, u32)> {
-    let s = p.to_str()?;
-    if let Some(n) = s.strip_prefix("/dev/nvidia-caps/nvidia-cap") {
-        return Some((CAPS, n.parse().ok()?));
-    }
-    s.strip_prefix("/dev/nvidia")?
-        .parse()
-        .ok()
-        .map(|n| (NVIDIA, n))
 }
 
 /// A /proc with the given files (a directory of its own per test).
@@ -1029,39 +1015,12 @@ fn text_and_json_output() {
 
 #[test]
 fn nvml_is_bounded_and_read_by_minor() {
-    use crate::gpu::fake::FakeGpu;
-    use crate::gpu::{Gpu, GpuError, GpuHost};
+    use crate::gpu::fake::{FakeGpu, FakeHost};
+    use crate::gpu::{GpuError, GpuHost};
     use std::time::Duration;
-    struct Host(Vec<FakeGpu>);
-    impl GpuHost for Host {
-        fn driver(&self) -> String {
-            "fake".into()
-        }
-        fn open_minors(&self, _: &[u32]) -> Result<Vec<Box<dyn Gpu + '_>>, GpuError> {
-            unreachable!("check lists every GPU")
-        }
-        fn open_all(&self) -> Result<Vec<Box<dyn Gpu + '_>>, GpuError> {
-            Ok(self
-                .0
-                .iter()
-                .map(|g| {
-                    Box::new(FakeGpu {
-                        counter: g.counter.clone(),
-                        ..*g
-                    }) as Box<dyn Gpu>
-                })
-                .collect())
-        }
-    }
     fn host(_: Option<&Path>) -> Result<Box<dyn GpuHost>, GpuError> {
-        let g = |minor| FakeGpu {
-            minor,
-            power_mw: 1.0,
-            counter: std::cell::Cell::new(Some(u64::from(minor) * 10)),
-            shared: false,
-            fail_power: false,
-        };
-        Ok(Box::new(Host(vec![g(3), g(1)])))
+        let g = |minor| FakeGpu::new(minor, 1.0, Some(u64::from(minor) * 10));
+        Ok(Box::new(FakeHost(vec![g(3), g(1)])))
     }
     fn hangs(_: Option<&Path>) -> Result<Box<dyn GpuHost>, GpuError> {
         std::thread::sleep(Duration::from_secs(30));
@@ -1089,4 +1048,77 @@ fn nvml_is_bounded_and_read_by_minor() {
         "{r:?}"
     );
     assert!(t.elapsed() < Duration::from_secs(5));
+}
+
+/// The prolog and `check` read the node's GPUs through the one `gpu_map::read_node`: what
+/// the prolog selects for a job is what `check` shows for each of the job's gres indices.
+#[test]
+fn the_prolog_selects_what_check_shows() {
+    use crate::gpu::map::{self as gpu_map, Key, Selection};
+    use crate::node::job_env::{env_of, JobEnv};
+    let dir = std::env::temp_dir().join(format!("sc-check-prolog-conf-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let slurm_conf = dir.join("slurm.conf");
+    std::fs::write(&slurm_conf, "NodeName=n1 Gres=gpu:3 CPUs=4\n").unwrap();
+    // Beside slurm.conf, where both look for it when `gres_conf` is not set.
+    std::fs::write(
+        dir.join("gres.conf"),
+        "NodeName=n1 Name=gpu MultipleFiles=/dev/nvidia0,/dev/nvidia-caps/nvidia-cap21,/dev/nvidia-caps/nvidia-cap22\n\
+         NodeName=n1 Name=gpu MultipleFiles=/dev/nvidia0,/dev/nvidia-caps/nvidia-cap30,/dev/nvidia-caps/nvidia-cap31\n\
+         NodeName=n1 Name=gpu File=/dev/nvidia3\n",
+    )
+    .unwrap();
+    let proc = proc_with(
+        "prolog",
+        &[
+            (
+                "devices".into(),
+                format!("Character devices:\n{NVIDIA} nvidia-frontend\n{CAPS} nvidia-caps\n"),
+            ),
+            (
+                "driver/nvidia-caps/mig-minors".into(),
+                "gpu0/gi1/access 21\ngpu0/gi1/ci0/access 22\ngpu0/gi2/access 30\ngpu0/gi2/ci0/access 31\n".into(),
+            ),
+        ],
+    );
+    let config = Config::default();
+    let vars = [
+        ("SLURM_JOB_ID", "7"),
+        ("SLURMD_NODENAME", "n1"),
+        ("SLURM_JOB_GPUS", "0,2"),
+        ("SLURM_CONF", slurm_conf.to_str().unwrap()),
+    ];
+    let env = JobEnv::from_env(None, env_of(&vars)).unwrap();
+    let indices = crate::slurm::gres::parse_indices(env.gpus.as_deref().unwrap()).unwrap();
+    let prolog =
+        crate::node::selection::job_selection(&config, &env, &indices, &proc, &stat).unwrap();
+    let gres_conf = gpu_map::gres_conf_path(config.gres_conf.as_deref(), &slurm_conf);
+    let map = mapping::gather_map(&gres_conf, &slurm_conf, Some("n1"), &proc, &stat, None).unwrap();
+    let shown: Vec<_> = indices
+        .iter()
+        .flat_map(|&i| {
+            let job = map
+                .jobs
+                .iter()
+                .find(|j| j.index == Some(i) && j.kind == JobKind::Gpu)
+                .unwrap();
+            job.selection.clone().unwrap()
+        })
+        .collect();
+    assert_eq!(prolog, Ok(Selection::Known(shown.clone())));
+    let keys: Vec<Key> = shown.into_iter().map(|s| s.key).collect();
+    assert_eq!(
+        keys,
+        [
+            Key::Mig {
+                minor: 0,
+                gi: 1,
+                ci: Some(0)
+            },
+            Key::Minor(3)
+        ]
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&proc.root);
 }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use spank_carbon::check::{self, gather};
-use spank_carbon::gpu::{GpuError, GpuHost, NvmlHost};
+use spank_carbon::gpu::open_nvml;
 
 #[derive(clap::Args)]
 pub struct Options {
@@ -26,10 +26,6 @@ pub struct Options {
     /// (default: SLURMD_NODENAME, else the short host name).
     #[arg(long)]
     pub node: Option<String>,
-}
-
-fn open_nvml(lib: Option<&std::path::Path>) -> Result<Box<dyn GpuHost>, GpuError> {
-    NvmlHost::open(lib).map(|h| Box::new(h) as Box<dyn GpuHost>)
 }
 
 pub fn run(o: Options) -> ExitCode {

@@ -140,7 +140,7 @@ pub fn sample(key: &str, minors: &[u32], gpus: Option<&str>, args: &[String]) ->
                 "job {key}: {}; sampler stopped, measurement kept as a local record only",
                 sampler::ORPHANED
             );
-            if let Err(e) = spank_carbon::node::job::finish_orphan(&config, &state, &key, &end) {
+            if let Err(e) = spank_carbon::node::epilog::finish_orphan(&config, &state, &key, &end) {
                 log::error!("job {key}: {}", chain(&e));
             }
             ExitCode::SUCCESS
@@ -207,15 +207,7 @@ fn charges(
     ask: AskFn,
 ) -> Result<Vec<Charge>, String> {
     let Some(spec) = gpus else {
-        return Ok(minors
-            .iter()
-            .map(|&minor| Charge {
-                minor,
-                share: 1.0,
-                rule: "whole",
-                unallocated: None,
-            })
-            .collect());
+        return Ok(minors.iter().copied().map(Charge::whole).collect());
     };
     let sel = match gpu_map::parse_selection(spec) {
         Some(gpu_map::Selection::Known(sel)) => sel,

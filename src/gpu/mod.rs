@@ -15,6 +15,8 @@ use nvml_wrapper::{Device, Nvml};
 
 use crate::units::Milliwatts;
 
+#[cfg(test)]
+pub mod fake;
 #[allow(unsafe_code)]
 mod ffi;
 pub mod map;
@@ -492,6 +494,11 @@ impl Gpu for NvmlGpu<'_> {
 /// `Send` and `Sync` so that it can run in a helper thread that may never return.
 pub type OpenHost = dyn Fn(Option<&Path>) -> Result<Box<dyn GpuHost>, GpuError> + Send + Sync;
 
+/// The production [`OpenHost`]: NVML, from `lib` when given.
+pub fn open_nvml(lib: Option<&Path>) -> Result<Box<dyn GpuHost>, GpuError> {
+    NvmlHost::open(lib).map(|h| Box::new(h) as Box<dyn GpuHost>)
+}
+
 /// The end counters read by `end_counters_within`, one per requested minor.
 #[derive(Debug, Clone, PartialEq)]
 pub enum CounterRead {
@@ -577,130 +584,21 @@ pub fn end_counters_within(
 }
 
 #[cfg(test)]
-pub mod fake {
-    //! A scripted GPU for unit tests of the sampler and the job logic.
-    use super::*;
-    use std::cell::Cell;
-
-    pub struct FakeGpu {
-        pub minor: u32,
-        pub power_mw: f64,
-        pub counter: Cell<Option<u64>>,
-        pub shared: bool,
-        pub fail_power: bool,
-    }
-
-    impl Gpu for FakeGpu {
-        fn minor(&self) -> u32 {
-            self.minor
-        }
-        fn uuid(&self) -> &str {
-            "GPU-fake"
-        }
-        fn name(&self) -> &str {
-            "Fake"
-        }
-        fn shared(&self) -> bool {
-            self.shared
-        }
-        fn energy(&self) -> Result<Option<u64>, GpuError> {
-            Ok(self.counter.get())
-        }
-        fn power(&self) -> Result<PowerReading, GpuError> {
-            if self.fail_power {
-                return Err(GpuError::Nvml {
-                    what: "power".into(),
-                    source: NvmlError::Unknown,
-                });
-            }
-            Ok(PowerReading {
-                mw: Milliwatts(self.power_mw),
-                kind: PowerKind::Average1s,
-            })
-        }
-    }
-}
-
-#[cfg(test)]
 mod tests {
-    use super::fake::FakeGpu;
+    use super::fake::{FakeGpu, FakeHost};
     use super::*;
-    use std::cell::Cell;
-
-    /// A host whose GPUs answer at once, except that reading `stuck_minor`'s counter
-    /// (or opening NVML at all, for `u32::MAX`) never returns.
-    struct Host {
-        gpus: Vec<(FakeGpu, bool)>,
-    }
-
-    struct Stuck<'a>(&'a FakeGpu, bool);
-
-    impl Gpu for Stuck<'_> {
-        fn minor(&self) -> u32 {
-            self.0.minor()
-        }
-        fn uuid(&self) -> &str {
-            self.0.uuid()
-        }
-        fn name(&self) -> &str {
-            self.0.name()
-        }
-        fn shared(&self) -> bool {
-            self.0.shared()
-        }
-        fn energy(&self) -> Result<Option<u64>, GpuError> {
-            if self.1 {
-                loop {
-                    std::thread::park();
-                }
-            }
-            self.0.energy()
-        }
-        fn power(&self) -> Result<PowerReading, GpuError> {
-            self.0.power()
-        }
-    }
-
-    impl GpuHost for Host {
-        fn driver(&self) -> String {
-            "fake".into()
-        }
-        fn open_minors(&self, minors: &[u32]) -> Result<Vec<Box<dyn Gpu + '_>>, GpuError> {
-            minors
-                .iter()
-                .map(|m| {
-                    let (g, stuck) =
-                        self.gpus
-                            .iter()
-                            .find(|(g, _)| g.minor == *m)
-                            .ok_or(GpuError::Nvml {
-                                what: format!("no GPU with device minor {m}"),
-                                source: NvmlError::NotFound,
-                            })?;
-                    Ok(Box::new(Stuck(g, *stuck)) as Box<dyn Gpu>)
-                })
-                .collect()
-        }
-        fn open_all(&self) -> Result<Vec<Box<dyn Gpu + '_>>, GpuError> {
-            self.open_minors(&self.gpus.iter().map(|(g, _)| g.minor).collect::<Vec<_>>())
-        }
-    }
 
     fn gpu(minor: u32) -> FakeGpu {
-        FakeGpu {
-            minor,
-            power_mw: 100_000.0,
-            counter: Cell::new(Some(1_000_000 + u64::from(minor))),
-            shared: false,
-            fail_power: false,
-        }
+        FakeGpu::new(minor, 100_000.0, Some(1_000_000 + u64::from(minor)))
     }
 
     /// Minor 2's counter read hangs.
     fn host_stuck_on_2(_: Option<&Path>) -> Result<Box<dyn GpuHost>, GpuError> {
-        Ok(Box::new(Host {
-            gpus: vec![(gpu(0), false), (gpu(2), true), (gpu(5), false)],
-        }))
+        let stuck = FakeGpu {
+            hangs: true,
+            ..gpu(2)
+        };
+        Ok(Box::new(FakeHost(vec![gpu(0), stuck, gpu(5)])))
     }
 
     fn init_hangs(_: Option<&Path>) -> Result<Box<dyn GpuHost>, GpuError> {

@@ -405,7 +405,7 @@ impl Outbox for StateOutbox<'_> {
     }
 
     fn lock(&mut self) -> bool {
-        self.lock = crate::node::job::try_courier_lock(self.state);
+        self.lock = crate::node::courier_lock::try_courier_lock(self.state);
         self.lock.is_some()
     }
 

@@ -3,9 +3,15 @@
 //! intensity cache and the metrics textfile.
 
 pub mod courier;
+pub mod courier_lock;
+pub mod epilog;
 pub mod intensity_cache;
 pub mod job;
+pub mod job_env;
+pub mod local_record;
 pub mod metrics;
+pub mod prolog;
 pub mod retention;
 pub mod sampler;
+pub mod selection;
 pub mod state;

@@ -173,15 +173,7 @@ pub fn run(
     stop: &dyn Stop,
     state_path: Option<&Path>,
 ) -> Result<SamplerState, SamplerError> {
-    let whole: Vec<Charge> = minors
-        .iter()
-        .map(|&minor| Charge {
-            minor,
-            share: 1.0,
-            rule: "whole",
-            unallocated: None,
-        })
-        .collect();
+    let whole: Vec<Charge> = minors.iter().copied().map(Charge::whole).collect();
     run_charged(host, &whole, opts, stop, state_path)
 }
 
@@ -530,78 +522,22 @@ pub fn evaluate(state: &SamplerState) -> NodeResult {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gpu::fake::FakeGpu;
-    use crate::gpu::PowerReading;
-    use std::cell::Cell;
+    use crate::gpu::fake::{FakeGpu, FakeHost};
 
-    struct Host(Vec<FakeGpu>);
-
-    impl GpuHost for Host {
-        fn driver(&self) -> String {
-            "test".into()
-        }
-        fn open_minors(&self, minors: &[u32]) -> Result<Vec<Box<dyn Gpu + '_>>, GpuError> {
-            Ok(minors
-                .iter()
-                .map(|m| {
-                    let g = self.0.iter().find(|g| g.minor == *m).unwrap();
-                    Box::new(FakeGpuRef(g, Cell::new(0))) as Box<dyn Gpu>
-                })
-                .collect())
-        }
-        fn open_all(&self) -> Result<Vec<Box<dyn Gpu + '_>>, GpuError> {
-            unimplemented!()
-        }
-    }
-
-    /// Its power readings are one-second means on minors 0, 3, 6..., instant on 1, 4,
-    /// 7..., and each in turn on 2, 5, 8... (the `Cell` counts them).
-    struct FakeGpuRef<'a>(&'a FakeGpu, Cell<u32>);
-    impl Gpu for FakeGpuRef<'_> {
-        fn minor(&self) -> u32 {
-            self.0.minor()
-        }
-        fn uuid(&self) -> &str {
-            self.0.uuid()
-        }
-        fn name(&self) -> &str {
-            self.0.name()
-        }
-        fn shared(&self) -> bool {
-            self.0.shared()
-        }
-        fn energy(&self) -> Result<Option<u64>, GpuError> {
-            // The counter advances by 1000 mJ at every read, like a GPU at work.
-            let c = self.0.counter.get().map(|c| c + 1000);
-            self.0.counter.set(c);
-            Ok(c)
-        }
-        fn power(&self) -> Result<PowerReading, GpuError> {
-            let n = self.1.get();
-            self.1.set(n + 1);
-            let avg = match self.0.minor % 3 {
-                0 => true,
-                1 => false,
-                _ => n % 2 == 0,
-            };
-            Ok(PowerReading {
-                kind: if avg {
-                    PowerKind::Average1s
-                } else {
-                    PowerKind::Instant
-                },
-                ..self.0.power()?
-            })
-        }
-    }
-
+    /// A GPU at work: its counter advances by 1000 mJ at every read. Its power readings
+    /// are one-second means on minors 0, 3, 6..., instant on 1, 4, 7..., and each in turn
+    /// on 2, 5, 8....
     fn gpu(minor: u32, power_mw: f64, counter: Option<u64>) -> FakeGpu {
+        const AVG: PowerKind = PowerKind::Average1s;
+        const INST: PowerKind = PowerKind::Instant;
         FakeGpu {
-            minor,
-            power_mw,
-            counter: Cell::new(counter),
-            shared: false,
-            fail_power: false,
+            counter_step: 1000,
+            kinds: match minor % 3 {
+                0 => &[AVG],
+                1 => &[INST],
+                _ => &[AVG, INST],
+            },
+            ..FakeGpu::new(minor, power_mw, counter)
         }
     }
 
@@ -619,7 +555,7 @@ mod tests {
 
     #[test]
     fn samples_and_uses_counters_in_requested_order() {
-        let host = Host(vec![gpu(3, 100_000.0, Some(0)), gpu(1, 50_000.0, None)]);
+        let host = FakeHost(vec![gpu(3, 100_000.0, Some(0)), gpu(1, 50_000.0, None)]);
         let stop = StopAfter(Instant::now() + Duration::from_millis(200));
         let state = run(&host, &[1, 3], &opts(10), &stop, None).unwrap();
         assert!(state.finished);
@@ -651,7 +587,7 @@ mod tests {
     fn each_gpu_says_what_its_power_samples_were() {
         let mut failing = gpu(4, 1.0, None);
         failing.fail_power = true;
-        let host = Host(vec![
+        let host = FakeHost(vec![
             gpu(3, 100_000.0, Some(0)),
             gpu(1, 50_000.0, None),
             gpu(2, 70_000.0, None),
@@ -696,7 +632,7 @@ mod tests {
         assert_eq!(per_gpu, [vec![], vec!["pwinst"], vec!["pwmixed"], vec![]]);
         assert_eq!(pw(&r.flags), ["pwmixed"]);
         // A node whose sampled GPUs all read instant power says so.
-        let host = Host(vec![gpu(1, 50_000.0, None), gpu(4, 60_000.0, None)]);
+        let host = FakeHost(vec![gpu(1, 50_000.0, None), gpu(4, 60_000.0, None)]);
         let stop = StopAfter(Instant::now() + Duration::from_millis(50));
         let state = run(&host, &[1, 4], &opts(10), &stop, None).unwrap();
         assert_eq!(pw(&evaluate(&state).flags), ["pwinst"]);
@@ -709,7 +645,7 @@ mod tests {
 
     #[test]
     fn shared_boards_are_sampled_whole_and_charged_their_share() {
-        let host = Host(vec![gpu(0, 200_000.0, Some(0)), gpu(4, 100_000.0, None)]);
+        let host = FakeHost(vec![gpu(0, 200_000.0, Some(0)), gpu(4, 100_000.0, None)]);
         let charges = [
             Charge {
                 minor: 4,
@@ -757,7 +693,7 @@ mod tests {
     fn failing_gpu_is_missing_not_invented() {
         let mut g = gpu(0, 1.0, None);
         g.fail_power = true;
-        let host = Host(vec![g]);
+        let host = FakeHost(vec![g]);
         let stop = StopAfter(Instant::now() + Duration::from_millis(50));
         let state = run(&host, &[0], &opts(10), &stop, None).unwrap();
         let r = evaluate(&state);
@@ -768,7 +704,7 @@ mod tests {
 
     #[test]
     fn stops_when_the_job_is_gone() {
-        let host = Host(vec![gpu(0, 1000.0, Some(0))]);
+        let host = FakeHost(vec![gpu(0, 1000.0, Some(0))]);
         let stop = StopAfter(Instant::now() + Duration::from_secs(30));
         let alive = || false;
         let o = SamplerOptions {

@@ -15,9 +15,12 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use crate::core::config::Config;
-use crate::gpu::{GpuError, GpuHost, NvmlHost};
+use crate::gpu::open_nvml;
 use crate::logging::{chain, PREFIX};
-use crate::node::job::{self, EpilogOutcome, JobEnv, PrologOutcome, Spawner};
+use crate::node::epilog::{self, EpilogOutcome};
+use crate::node::job::{JobError, Spawner};
+use crate::node::job_env::JobEnv;
+use crate::node::prolog::{self, PrologOutcome};
 use crate::slurm::sys::{spank_context, spank_item, spank_t, SLURM_VERSION_NUMBER};
 
 #[no_mangle]
@@ -123,7 +126,7 @@ fn trampoline(phase: Phase, sp: spank_t, ac: c_int, av: *mut *mut c_char) -> c_i
         let env = JobEnv::from_env(job_item, |k| std::env::var(k).ok())?;
         match phase {
             Phase::Prolog => {
-                let outcome = job::prolog(&config, &args, &env, &DetachedSpawner)?;
+                let outcome = prolog::prolog(&config, &args, &env, &DetachedSpawner)?;
                 match outcome {
                     PrologOutcome::Started { minors, pid } => log::debug!(
                         "job {}: sampler {pid} started for GPU minors {minors:?} on {}",
@@ -137,7 +140,7 @@ fn trampoline(phase: Phase, sp: spank_t, ac: c_int, av: *mut *mut c_char) -> c_i
                 }
             }
             Phase::Epilog => {
-                let outcome = job::epilog(&config, &args, &env, &DetachedSpawner, &open_nvml)?;
+                let outcome = epilog::epilog(&config, &args, &env, &DetachedSpawner, &open_nvml)?;
                 if let EpilogOutcome::Recorded { part, .. } = outcome {
                     log::info!(
                         "job {} on {}: {} Wh on {} GPU(s) ({}), {} gCO2e",
@@ -151,7 +154,7 @@ fn trampoline(phase: Phase, sp: spank_t, ac: c_int, av: *mut *mut c_char) -> c_i
                 }
             }
         }
-        Ok::<(), job::JobError>(())
+        Ok::<(), JobError>(())
     }));
     let what = match phase {
         Phase::Prolog => "prolog",
@@ -178,10 +181,6 @@ fn trampoline(phase: Phase, sp: spank_t, ac: c_int, av: *mut *mut c_char) -> c_i
     } else {
         0
     }
-}
-
-fn open_nvml(lib: Option<&Path>) -> Result<Box<dyn GpuHost>, GpuError> {
-    NvmlHost::open(lib).map(|h| Box::new(h) as Box<dyn GpuHost>)
 }
 
 /// # Safety

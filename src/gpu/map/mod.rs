@@ -1086,6 +1086,18 @@ pub struct Charge {
     pub unallocated: Option<f64>,
 }
 
+impl Charge {
+    /// A board charged whole to the job.
+    pub fn whole(minor: u32) -> Charge {
+        Charge {
+            minor,
+            share: 1.0,
+            rule: "whole",
+            unallocated: None,
+        }
+    }
+}
+
 /// Resolves a selection against the boards NVML sees. Every board in the answer is
 /// named by the selection (a UUID, minor, MIG instance or NVML position of it); any
 /// doubt is a refusal.
@@ -1226,9 +1238,20 @@ fn unallocated_share(b: &BoardInfo) -> Option<f64> {
     Some(f64::from(total.saturating_sub(used)) / f64::from(total))
 }
 
+/// The node's gres.conf: the configured one (`gres_conf`), else the one beside slurm.conf.
+pub fn gres_conf_path(configured: Option<&Path>, slurm_conf: &Path) -> PathBuf {
+    configured.map(Path::to_path_buf).unwrap_or_else(|| {
+        slurm_conf
+            .parent()
+            .unwrap_or(Path::new("/etc/slurm"))
+            .join("gres.conf")
+    })
+}
+
 /// The node's GPU configuration as the prolog reads it: gres.conf (`File=` lists only
-/// without AutoDetect) and slurm.conf's GPU types for `node`. Also what
-/// `spank-carbon check` simulates jobs on.
+/// without AutoDetect) and slurm.conf's GPU types for `node`. The one view of the node's
+/// GPUs: the prolog selects a job's GPUs in it (`node::selection`) and `spank-carbon
+/// check` simulates jobs on it.
 pub fn read_node<'a>(
     gres_conf: &Path,
     slurm_conf: &Path,

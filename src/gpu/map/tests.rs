@@ -1,11 +1,9 @@
 use super::*;
+use crate::gpu::fake::{nvidia_stat, CAPS, NVIDIA};
 use crate::gpu::MigInstance;
 use crate::slurm::gres::{self, NodeConf, SharedRecord};
 use std::collections::HashMap;
 use std::fs;
-
-const CAPS: u32 = 508;
-const NVIDIA: u32 = 195;
 
 /// A temporary /proc with the given files.
 fn proc_with(tag: &str, files: &[(&str, &str)]) -> ProcFiles {
@@ -39,23 +37,13 @@ fn nvidia_gpus(gpus: &[(&str, u32)]) -> Vec<(String, String)> {
         .collect()
 }
 
-/// A stat over a table: /dev/nvidiaN is (195, N), /dev/nvidia-caps/nvidia-capN is
-/// (CAPS, N), anything else listed explicitly.
+/// A stat over a table: anything listed explicitly, else [`nvidia_stat`].
 fn stat_table(extra: &[(&str, (u32, u32))]) -> impl Fn(&Path) -> Option<(u32, u32)> {
     let extra: HashMap<String, (u32, u32)> =
         extra.iter().map(|(p, d)| (p.to_string(), *d)).collect();
-    move |p: &Path| {
-        let s = p.to_str()?;
-        if let Some(d) = extra.get(s) {
-            return Some(*d);
-        }
-        if let Some(n) = s.strip_prefix("/dev/nvidia-caps/nvidia-cap") {
-            return Some((CAPS, n.parse().ok()?));
-        }
-        s.strip_prefix("/dev/nvidia")?
-            .parse()
-            .ok()
-            .map(|n| (NVIDIA, n))
+    move |p: &Path| match p.to_str().and_then(|s| extra.get(s)) {
+        Some(d) => Some(*d),
+        None => nvidia_stat(p),
     }
 }
 
