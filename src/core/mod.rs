@@ -1,6 +1,7 @@
 //! The pure core: energy integration, carbon intensity, configuration, the fair-share
 //! policy and reports over records. No I/O, no Slurm processes, no NVML.
 
+pub mod calendar;
 pub mod config;
 pub mod energy;
 pub mod fairshare;
