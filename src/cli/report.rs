@@ -10,16 +10,61 @@ use spank_carbon::record::{num, Segment};
 use spank_carbon::slurm::hostlist;
 use spank_carbon::slurm::sacct_rows::{self, SacctCall};
 
-pub struct Options {
-    pub job: Option<u32>,
-    pub by: Option<GroupBy>,
-    pub starttime: Option<String>,
-    pub endtime: Option<String>,
-    pub json: bool,
-    pub csv: bool,
-    pub field: Field,
-    pub sacct: PathBuf,
-    pub sacct_output: Option<PathBuf>,
+#[derive(clap::Args)]
+pub struct Args {
+    /// One job, like seff.
+    #[arg(short = 'j', long)]
+    job: Option<u32>,
+    /// Totals per user (default), account or partition.
+    #[arg(long, value_enum)]
+    by: Option<By>,
+    /// Start of the time range, as sacct's -S.
+    #[arg(short = 'S', long)]
+    starttime: Option<String>,
+    /// End of the time range, as sacct's -E.
+    #[arg(short = 'E', long)]
+    endtime: Option<String>,
+    /// Print JSON instead of a table.
+    #[arg(long, conflicts_with = "csv")]
+    json: bool,
+    /// Print CSV instead of a table.
+    #[arg(long)]
+    csv: bool,
+    /// The comment field the plugin writes to.
+    #[arg(long, value_enum, default_value = "system")]
+    field: FieldArg,
+    /// Slurm's sacct.
+    #[arg(long, default_value = "/usr/bin/sacct")]
+    sacct: PathBuf,
+    /// Read sacct's output from this file instead of running sacct (tests, benchmarks).
+    #[arg(long, hide = true)]
+    sacct_output: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum By {
+    User,
+    Account,
+    Partition,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum FieldArg {
+    System,
+    Admin,
+    Job,
+}
+
+struct Options {
+    job: Option<u32>,
+    by: Option<GroupBy>,
+    starttime: Option<String>,
+    endtime: Option<String>,
+    json: bool,
+    csv: bool,
+    field: Field,
+    sacct: PathBuf,
+    sacct_output: Option<PathBuf>,
 }
 
 /// Runs `read` over sacct's output (or a file's), streamed, with the delimiter that frames
@@ -43,7 +88,26 @@ fn with_sacct<T>(
     sacct_rows::run_streamed(&call, read)
 }
 
-pub fn run(o: Options) -> ExitCode {
+pub fn run(a: Args) -> ExitCode {
+    let o = Options {
+        job: a.job,
+        by: a.by.map(|b| match b {
+            By::User => GroupBy::User,
+            By::Account => GroupBy::Account,
+            By::Partition => GroupBy::Partition,
+        }),
+        starttime: a.starttime,
+        endtime: a.endtime,
+        json: a.json,
+        csv: a.csv,
+        field: match a.field {
+            FieldArg::System => Field::System,
+            FieldArg::Admin => Field::Admin,
+            FieldArg::Job => Field::Job,
+        },
+        sacct: a.sacct,
+        sacct_output: a.sacct_output,
+    };
     let format = format!("{FIELDS},{}", o.field.slurm_name());
     let result = match (o.job, o.by) {
         (Some(job), _) => {
