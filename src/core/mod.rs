@@ -6,4 +6,5 @@ pub mod config;
 pub mod energy;
 pub mod fairshare;
 pub mod intensity;
+pub mod mail;
 pub mod report;
