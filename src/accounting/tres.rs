@@ -14,6 +14,7 @@ use super::{
     SlurmTools, ENDED,
 };
 use crate::core::config::Field;
+use crate::core::report;
 use crate::record;
 use crate::slurm::sacct_rows::{self, SacctCall};
 use crate::slurm::Differences;
@@ -100,12 +101,7 @@ pub fn sacct_args(
         Some(u) => args.extend(["-u".into(), u.to_string()]),
         None => args.push("-a".into()),
     }
-    if let Some(s) = start {
-        args.extend(["-S".into(), s.to_string()]);
-    }
-    if let Some(e) = end {
-        args.extend(["-E".into(), e.to_string()]);
-    }
+    args.extend(report::range_args(start, end));
     args.extend(["-o".into(), format!("{COLUMNS},{}", field.slurm_name())]);
     args
 }

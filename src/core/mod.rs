@@ -1,5 +1,6 @@
 //! The pure core: energy integration, carbon intensity, configuration, the fair-share
-//! policy and reports over records. No I/O, no Slurm processes, no NVML.
+//! policy, reports over records and the end mail's footprint (and calendar dates). No
+//! I/O, no Slurm processes, no NVML.
 
 pub mod calendar;
 pub mod config;

@@ -111,16 +111,23 @@ pub fn job_sacct_args(job: u32, field: Field) -> Vec<String> {
     ]
 }
 
-/// sacct's arguments (but `-P` and the delimiter) for every user's jobs over a time range
-/// (sacct's `-S`/`-E`, its defaults where `None`), a row per run.
-pub fn range_sacct_args(start: Option<&str>, end: Option<&str>, field: Field) -> Vec<String> {
-    let mut args: Vec<String> = vec!["-a".into(), "-n".into(), "-D".into(), "-X".into()];
+/// sacct's `-S`/`-E` for a time range (sacct's own defaults where `None`).
+pub fn range_args(start: Option<&str>, end: Option<&str>) -> Vec<String> {
+    let mut args = Vec::new();
     if let Some(s) = start {
         args.extend(["-S".into(), s.to_string()]);
     }
     if let Some(e) = end {
         args.extend(["-E".into(), e.to_string()]);
     }
+    args
+}
+
+/// sacct's arguments (but `-P` and the delimiter) for every user's jobs over a time range
+/// (see [`range_args`]), a row per run.
+pub fn range_sacct_args(start: Option<&str>, end: Option<&str>, field: Field) -> Vec<String> {
+    let mut args: Vec<String> = vec!["-a".into(), "-n".into(), "-D".into(), "-X".into()];
+    args.extend(range_args(start, end));
     args.extend(["-o".into(), format!("{FIELDS},{}", field.slurm_name())]);
     args
 }
