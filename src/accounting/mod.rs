@@ -20,7 +20,7 @@ use crate::record::{self, check_writable, Meta, NodePart, Unwritable};
 use crate::slurm::Differences;
 
 mod rows;
-pub mod tres;
+pub mod tres_audit;
 pub use rows::{
     energy_column, parse as parse_sacct_rows, target, valid_job_selector, JobRows, Row, Rows,
     Target,

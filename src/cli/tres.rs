@@ -1,11 +1,11 @@
 //! `spank-carbon tres`: jobs whose energy TRES differs from their record (Slurm 25.11+);
-//! `--fix` writes the record's value back (see `spank_carbon::accounting::tres`).
+//! `--fix` writes the record's value back (see `spank_carbon::accounting::tres_audit`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use spank_carbon::accounting::tres::{self, refusal};
+use spank_carbon::accounting::tres_audit::{self as tres, refusal};
 use spank_carbon::accounting::SlurmTools;
 use spank_carbon::core::config::Field;
 use spank_carbon::slurm::Differences;
