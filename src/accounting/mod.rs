@@ -24,6 +24,7 @@ mod rows;
 mod testkit;
 mod tools;
 mod tres;
+pub mod tres_audit;
 
 pub use item::Item;
 pub use round::{deliver, round, round_with};

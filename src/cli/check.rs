@@ -33,7 +33,7 @@ pub fn run(o: Options) -> ExitCode {
         // sacctmgr and slurmd -V read the same slurm.conf (no thread runs yet).
         std::env::set_var("SLURM_CONF", conf);
     }
-    let node = crate::operator_node(o.node.as_deref());
+    let node = super::operator_node(o.node.as_deref());
     if let Some(node) = &node {
         // As the sampler sees it: the plugin gives it SLURMD_NODENAME.
         std::env::set_var("SLURMD_NODENAME", node);

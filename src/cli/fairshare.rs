@@ -17,13 +17,27 @@ use spank_carbon::units::unix_now;
 /// Time limit of one sacctmgr call.
 const TIMEOUT: Duration = Duration::from_secs(60);
 
-pub struct Options {
-    pub config: PathBuf,
-    pub apply: bool,
-    pub restore: bool,
-    pub json: bool,
-    pub sacct: PathBuf,
-    pub sacctmgr: PathBuf,
+#[derive(clap::Args)]
+pub struct Args {
+    /// The policy file (TOML: half_life_days, lookback_days, floor, state, field,
+    /// sacct_timeout_s and a [budget_kg] table of accounts).
+    #[arg(long, default_value = "/etc/spank-carbon/fairshare.toml")]
+    config: PathBuf,
+    /// Set the planned shares (without it: print the plan only).
+    #[arg(long, conflicts_with = "restore")]
+    apply: bool,
+    /// Put the operator's shares back.
+    #[arg(long)]
+    restore: bool,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Slurm's sacct.
+    #[arg(long, default_value = "/usr/bin/sacct")]
+    sacct: PathBuf,
+    /// Slurm's sacctmgr.
+    #[arg(long, default_value = "/usr/bin/sacctmgr")]
+    sacctmgr: PathBuf,
 }
 
 fn field_name(f: &str) -> &'static str {
@@ -35,7 +49,7 @@ fn field_name(f: &str) -> &'static str {
 }
 
 /// Account-level shares, from `sacctmgr show assoc`.
-fn current_shares(o: &Options, accounts: &[&String]) -> Result<BTreeMap<String, u32>, String> {
+fn current_shares(o: &Args, accounts: &[&String]) -> Result<BTreeMap<String, u32>, String> {
     let list = accounts
         .iter()
         .map(|a| a.as_str())
@@ -76,7 +90,7 @@ fn current_shares(o: &Options, accounts: &[&String]) -> Result<BTreeMap<String, 
 
 /// Each account's decayed CO2e (g), streamed from sacct (rows framed by a fresh
 /// delimiter: no comment can forge a job), killed after `sacct_timeout_s`.
-fn usage(o: &Options, policy: &Policy) -> Result<BTreeMap<String, f64>, String> {
+fn usage(o: &Args, policy: &Policy) -> Result<BTreeMap<String, f64>, String> {
     // sacct's relative times count seconds by default.
     let start = format!("now-{}", (policy.lookback_days * 86_400.0).ceil() as u64);
     let format = format!("{FIELDS},{}", field_name(&policy.field));
@@ -111,7 +125,7 @@ fn usage(o: &Options, policy: &Policy) -> Result<BTreeMap<String, f64>, String> 
     })
 }
 
-fn set_shares(o: &Options, account: &str, shares: u32) -> Result<(), String> {
+fn set_shares(o: &Args, account: &str, shares: u32) -> Result<(), String> {
     let cond = format!("name={account}");
     let set = format!("fairshare={shares}");
     let out = run_tool(
@@ -143,7 +157,7 @@ fn save_state(path: &Path, s: &State) -> Result<(), String> {
     state::write_json_durable(path, s).map_err(|e| e.to_string())
 }
 
-pub fn run(o: Options) -> ExitCode {
+pub fn run(o: Args) -> ExitCode {
     match run_inner(&o) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -153,7 +167,7 @@ pub fn run(o: Options) -> ExitCode {
     }
 }
 
-fn run_inner(o: &Options) -> Result<(), String> {
+fn run_inner(o: &Args) -> Result<(), String> {
     let text =
         std::fs::read_to_string(&o.config).map_err(|e| format!("{}: {e}", o.config.display()))?;
     let policy = Policy::parse(&text, &o.config).map_err(|e| e.to_string())?;

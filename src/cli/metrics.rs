@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use spank_carbon::node::metrics;
-use spank_carbon::node::state::StateDir;
+
+use super::{config_on, existing_state, operator_node};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -26,24 +27,24 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> ExitCode {
-    let node = crate::operator_node(a.node.as_deref());
-    let config = match crate::config_on(&a.args, node.clone()) {
+    let node = operator_node(a.node.as_deref());
+    let config = match config_on(&a.args, node.clone()) {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let state = match StateDir::existing(&config.state_dir) {
-        Ok(Some(s)) => s,
-        Ok(None) => {
+    let state = match existing_state(
+        &config,
+        |dir| {
             eprintln!(
                 "spank-carbon: metrics: no state directory {} (no job measured here yet)",
-                config.state_dir.display()
+                dir.display()
             );
-            return ExitCode::FAILURE;
-        }
-        Err(e) => {
-            eprintln!("spank-carbon: metrics: {e}");
-            return ExitCode::FAILURE;
-        }
+            ExitCode::FAILURE
+        },
+        |e| eprintln!("spank-carbon: metrics: {e}"),
+    ) {
+        Ok(s) => s,
+        Err(code) => return code,
     };
     let Some(node) = metrics::node_of(&state, node.as_deref()) else {
         eprintln!("spank-carbon: metrics: the node's name is not known; give --node NAME");

@@ -4,8 +4,23 @@ use std::process::ExitCode;
 use std::time::SystemTime;
 
 use spank_carbon::accounting::Delivery;
-use spank_carbon::core::config::Config;
-use spank_carbon::node::state::{self, StateDir};
+use spank_carbon::node::state;
+
+use super::{config_on, existing_state, operator_node};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// The node whose records to list, for `%n` in state_dir (default:
+    /// SLURMD_NODENAME, else the short host name).
+    #[arg(long)]
+    node: Option<String>,
+    /// The plugin's plugstack.conf arguments (key=value), for its state_dir.
+    #[arg(last = true)]
+    args: Vec<String>,
+}
 
 #[derive(serde::Serialize)]
 struct Entry {
@@ -18,20 +33,21 @@ struct Entry {
     why: String,
 }
 
-pub fn run(config: &Config, json: bool) -> ExitCode {
-    let state = match StateDir::existing(&config.state_dir) {
-        Ok(Some(state)) => state,
-        Ok(None) => {
-            println!(
-                "no record waits: no state directory {}",
-                config.state_dir.display()
-            );
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            eprintln!("spank-carbon: {e}");
-            return ExitCode::FAILURE;
-        }
+pub fn run(a: Args) -> ExitCode {
+    let config = match config_on(&a.args, operator_node(a.node.as_deref())) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    let state = match existing_state(
+        &config,
+        |dir| {
+            println!("no record waits: no state directory {}", dir.display());
+            ExitCode::SUCCESS
+        },
+        |e| eprintln!("spank-carbon: {e}"),
+    ) {
+        Ok(state) => state,
+        Err(code) => return code,
     };
     let mut entries = Vec::new();
     for key in state.pending_keys() {
@@ -57,7 +73,7 @@ pub fn run(config: &Config, json: bool) -> ExitCode {
             why: why.trim().replace('\n', " "),
         });
     }
-    if json {
+    if a.json {
         match serde_json::to_string_pretty(&entries) {
             Ok(s) => println!("{s}"),
             Err(e) => {

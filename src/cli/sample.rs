@@ -12,10 +12,10 @@ use spank_carbon::gpu::map::{self as gpu_map, Charge};
 use spank_carbon::gpu::{GpuHost, NvmlHost};
 use spank_carbon::logging::chain;
 use spank_carbon::node::sampler::{self, SamplerOptions, Stop};
-use spank_carbon::node::state::{self, JobKey, StateDir};
+use spank_carbon::node::state::{self, JobKey};
 use spank_carbon::slurm::run::run_tool;
 
-use crate::{config_or_exit, log_to_state_dir};
+use super::{config_or_exit, existing_state, log_to_state_dir};
 
 /// Stops on SIGTERM/SIGINT (through a self-pipe, so waiting costs no wake-ups) or when
 /// the job's state directory disappears.
@@ -61,19 +61,16 @@ pub fn sample(key: &str, minors: &[u32], gpus: Option<&str>, args: &[String]) ->
             return ExitCode::from(2);
         }
     };
-    let state = match StateDir::existing(&config.state_dir) {
-        Ok(Some(state)) => state,
-        Ok(None) => {
-            log::error!(
-                "job {key}: sampler: no state directory {}",
-                config.state_dir.display()
-            );
-            return ExitCode::FAILURE;
-        }
-        Err(e) => {
-            log::error!("job {key}: sampler: {e}");
-            return ExitCode::FAILURE;
-        }
+    let state = match existing_state(
+        &config,
+        |dir| {
+            log::error!("job {key}: sampler: no state directory {}", dir.display());
+            ExitCode::FAILURE
+        },
+        |e| log::error!("job {key}: sampler: {e}"),
+    ) {
+        Ok(state) => state,
+        Err(code) => return code,
     };
     let job_dir = state.job_dir(&key);
     let host = match NvmlHost::open(config.nvml_lib.as_deref()) {

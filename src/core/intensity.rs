@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::core::calendar::days_from_civil;
 use crate::slurm::hostlist;
 use crate::units::GramsPerKwh;
 
@@ -38,17 +39,6 @@ pub struct Series {
     pub by_scope: BTreeMap<Scope, Steps>,
 }
 
-/// Days from 1970-01-01 to a civil date (proleptic Gregorian), after H. Hinnant.
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
 /// Parses unix seconds or an RFC 3339 UTC time (`YYYY-MM-DDTHH:MM[:SS[.fff]](Z|+00:00)`).
 pub fn parse_time(s: &str) -> Option<f64> {
     let s = s.trim();
@@ -61,7 +51,7 @@ pub fn parse_time(s: &str) -> Option<f64> {
         .unwrap_or(s);
     let (date, time) = s.split_once(['T', ' '])?;
     let mut d = date.split('-');
-    let (y, mo, da): (i64, i64, i64) = (
+    let (y, mo, da): (i64, u32, u32) = (
         d.next()?.parse().ok()?,
         d.next()?.parse().ok()?,
         d.next()?.parse().ok()?,

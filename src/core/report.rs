@@ -7,8 +7,11 @@ use std::io::Read;
 
 use serde::Serialize;
 
+use crate::core::config::Field;
 use crate::record::{self, Segment};
 use crate::slurm::sacct_rows::{self, RowError};
+
+pub mod text;
 
 /// sacct fields read for each job, in this order; the comment field comes last because
 /// foreign text in it may hold newlines.
@@ -85,6 +88,48 @@ pub fn stream(input: impl Read, delim: &str, mut each: impl FnMut(JobRow)) -> Re
         Ok(())
     })
     .map(|_| ())
+}
+
+/// Every row of sacct's output (see [`stream`]).
+pub fn rows(input: impl Read, delim: &str) -> Result<Vec<JobRow>, RowError> {
+    let mut rows = Vec::new();
+    stream(input, delim, |row| rows.push(row))?;
+    Ok(rows)
+}
+
+/// sacct's arguments (but `-P` and the delimiter) for one job's rows, a row per run
+/// (`-D`), with [`FIELDS`] and the comment field `field`.
+pub fn job_sacct_args(job: u32, field: Field) -> Vec<String> {
+    vec![
+        "-n".into(),
+        "-D".into(),
+        "-X".into(),
+        "-j".into(),
+        job.to_string(),
+        "-o".into(),
+        format!("{FIELDS},{}", field.slurm_name()),
+    ]
+}
+
+/// sacct's `-S`/`-E` for a time range (sacct's own defaults where `None`).
+pub fn range_args(start: Option<&str>, end: Option<&str>) -> Vec<String> {
+    let mut args = Vec::new();
+    if let Some(s) = start {
+        args.extend(["-S".into(), s.to_string()]);
+    }
+    if let Some(e) = end {
+        args.extend(["-E".into(), e.to_string()]);
+    }
+    args
+}
+
+/// sacct's arguments (but `-P` and the delimiter) for every user's jobs over a time range
+/// (see [`range_args`]), a row per run.
+pub fn range_sacct_args(start: Option<&str>, end: Option<&str>, field: Field) -> Vec<String> {
+    let mut args: Vec<String> = vec!["-a".into(), "-n".into(), "-D".into(), "-X".into()];
+    args.extend(range_args(start, end));
+    args.extend(["-o".into(), format!("{FIELDS},{}", field.slurm_name())]);
+    args
 }
 
 /// The job's record over all its runs, from every row sacct printed for it (`sacct -D`:

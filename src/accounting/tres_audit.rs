@@ -1,0 +1,320 @@
+//! The energy TRES audit (`spank-carbon tres`, Slurm 25.11+): ended jobs whose energy
+//! TRES is not their record's, and the write that puts the record's value back.
+//!
+//! From 25.11 the courier sets each job's energy TRES to its record's GPU energy. On 26.05
+//! a job's owner may rewrite their own completed job's TRES (`sacctmgr modify job ... set
+//! tres=energy=1` is allowed to them, while SystemComment is not), so the record is the
+//! authority: every ended job whose `ConsumedEnergyRaw` is not its record's total is
+//! listed, and a fix (root) writes the record's value back, `tres=` only.
+
+use std::path::Path;
+
+use super::{
+    energy_column, joules, valid_job_selector, write_succeeded, Accounting, JobRows, SlurmTools,
+    ENDED,
+};
+use crate::core::config::Field;
+use crate::core::report;
+use crate::record;
+use crate::slurm::run::run_tool;
+use crate::slurm::sacct_rows::{self, SacctCall};
+use crate::slurm::Differences;
+
+/// sacct's columns (the field last: it may hold anything).
+const COLUMNS: &str = "JobIDRaw,JobID,User,State,Start,ConsumedEnergyRaw";
+const NCOLS: usize = 7;
+
+/// One ended job row whose energy TRES is not its record's.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mismatch {
+    pub raw: u32,
+    pub id: String,
+    pub user: String,
+    pub state: String,
+    /// The row's run start, unix seconds (its record segment's `run=`).
+    pub start: u64,
+    /// The record's GPU energy, joules.
+    pub record_j: u64,
+    /// `ConsumedEnergyRaw` (`None`: none shown).
+    pub tres_j: Option<u64>,
+}
+
+/// Why this build cannot do it, if it cannot: the energy TRES can be set from 25.11 on.
+pub fn refusal(diffs: &Differences) -> Option<String> {
+    (!diffs.energy_tres).then(|| {
+        format!(
+            "this spank-carbon is built for Slurm {}, which has no settable energy TRES (25.11 and later have); nothing to check",
+            diffs.version
+        )
+    })
+}
+
+/// The comparison for one row (`cols` as [`COLUMNS`] then the field): `Ok(None)` when the
+/// row has no record of its own run, has not ended, or its energy TRES equals the record's
+/// total; `Err` when the row is not what sacct prints.
+pub fn compare(cols: &[&str]) -> Result<Option<Mismatch>, String> {
+    let [raw, id, user, state, start, energy, value] = cols else {
+        return Err(format!("{} columns, not {NCOLS}", cols.len()));
+    };
+    let raw: u32 = raw
+        .parse()
+        .ok()
+        .filter(|_| raw.bytes().all(|b| b.is_ascii_digit()))
+        .ok_or_else(|| format!("JobIDRaw `{}`", raw.chars().take(20).collect::<String>()))?;
+    let tres_j =
+        energy_column(energy).ok_or_else(|| format!("job {raw}: ConsumedEnergyRaw `{energy}`"))?;
+    let word = state.split(" by ").next().unwrap_or_default();
+    if !ENDED.contains(&word) && word != "REQUEUED" {
+        return Ok(None);
+    }
+    // Its own run's segment: `run=` is the run's start as accounting has it.
+    let Ok(start) = start.parse::<u64>() else {
+        return Ok(None);
+    };
+    let Some(found) = record::find_run(value, start) else {
+        return Ok(None);
+    };
+    let record_j = joules(found.parts.values().map(|p| p.wh).sum());
+    if tres_j.unwrap_or(0) == record_j {
+        return Ok(None);
+    }
+    Ok(Some(Mismatch {
+        raw,
+        id: id.to_string(),
+        user: user.to_string(),
+        state: word.to_string(),
+        start,
+        record_j,
+        tres_j,
+    }))
+}
+
+/// sacct's arguments (without -P and the delimiter): `user`'s jobs (default: every
+/// user's) over sacct's `-S`/`-E` range.
+pub fn sacct_args(
+    user: Option<&str>,
+    start: Option<&str>,
+    end: Option<&str>,
+    field: Field,
+) -> Vec<String> {
+    let mut args: Vec<String> = vec!["-n".into(), "-D".into(), "-X".into()];
+    match user {
+        Some(u) => args.extend(["-u".into(), u.to_string()]),
+        None => args.push("-a".into()),
+    }
+    args.extend(report::range_args(start, end));
+    args.extend(["-o".into(), format!("{COLUMNS},{}", field.slurm_name())]);
+    args
+}
+
+/// The rows of sacct's output for `args` (see [`sacct_args`]) whose energy TRES is not
+/// their record's. sacct must print `Start` as unix seconds (`SLURM_TIME_FORMAT=%s`).
+pub fn mismatches(sacct: &Path, args: &[String]) -> Result<Vec<Mismatch>, String> {
+    let call = SacctCall {
+        sacct,
+        args,
+        timeout: None,
+        clear_env: false,
+    };
+    sacct_rows::run_streamed(&call, |input, delim| {
+        let mut out = Vec::new();
+        sacct_rows::stream_rows(input, delim, NCOLS, |cols| {
+            if let Some(m) = compare(cols)? {
+                out.push(m);
+            }
+            Ok(())
+        })
+        .map_err(|e| e.to_string())?;
+        Ok(out)
+    })
+}
+
+/// sacctmgr's arguments that set job `id`'s energy TRES alone.
+pub fn fix_args(id: &str, joules: u64, diffs: &Differences) -> Result<Vec<String>, String> {
+    if let Some(why) = refusal(diffs) {
+        return Err(why);
+    }
+    if !valid_job_selector(id) {
+        return Err(format!("`{id}` is not a job"));
+    }
+    Ok(vec![
+        "-i".into(),
+        "modify".into(),
+        "job".into(),
+        "where".into(),
+        format!("jobid={id}"),
+        "set".into(),
+        format!("tres=energy={joules}"),
+    ])
+}
+
+/// Whether `m` may be written by `jobid=<its id>`: sacctmgr changes the latest row of
+/// every job with that id, array id or het id, so the fresh read of the id must show this
+/// very row as the latest, and nothing else it would select.
+pub fn fixable(m: &Mismatch, rows: &JobRows) -> Result<(), String> {
+    let latest = rows
+        .latest()
+        .ok_or("the job is not in accounting any more")?;
+    if latest.id != m.id || latest.start != Some(m.start) {
+        return Err(format!(
+            "sacctmgr's jobid={} now addresses another run or job (a requeue, a reused id)",
+            m.id
+        ));
+    }
+    if rows.selects_others && !m.id.contains(['_', '+']) {
+        return Err(format!(
+            "sacctmgr's jobid={} would also change other jobs' rows",
+            m.id
+        ));
+    }
+    Ok(())
+}
+
+/// Writes `m`'s record energy into its energy TRES, after a fresh read of its job shows
+/// that `jobid=<its id>` addresses that row alone (see [`fixable`]).
+pub fn fix(tools: &SlurmTools, m: &Mismatch, field: Field) -> Result<(), String> {
+    let diffs = &tools.diffs;
+    tools
+        .read(&[m.raw], field)
+        .map_err(|e| e.to_string())
+        .and_then(|rows| match rows.get(&m.raw) {
+            Some(Ok(r)) => fixable(m, r),
+            Some(Err(e)) => Err(e.clone()),
+            None => Err("the job is not in accounting any more".into()),
+        })
+        .and_then(|()| fix_args(&m.id, m.record_j, diffs))
+        .and_then(|args| {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let out = run_tool(&tools.sacctmgr, &args, tools.timeout).map_err(|e| e.to_string())?;
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            write_succeeded(diffs, out.status.success(), &stdout).map_err(|why| {
+                let err = String::from_utf8_lossy(&out.stderr);
+                format!("sacctmgr failed ({}): {why}{}", out.status, err.trim())
+            })
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::accounting::Row;
+    use crate::record::{merge_in_run, Meta, Method, NodePart};
+    use crate::slurm::SlurmVersion;
+    use crate::units::GramsPerKwh;
+
+    fn field(run: u64, whs: &[f64]) -> String {
+        let meta = Meta {
+            intensity: GramsPerKwh(475.0),
+            pue: 1.58,
+            expected_nodes: whs.len() as u32,
+        };
+        let mut f = String::from("site");
+        for (i, wh) in whs.iter().enumerate() {
+            let window = (run as f64 + 1.0, run as f64 + 9.0);
+            let part = NodePart::new(format!("n{i}"), *wh, 1, 1.0, Method::Counter, window);
+            f = merge_in_run(&f, &part, &meta, None, run);
+        }
+        f
+    }
+
+    fn row<'a>(state: &'a str, start: &'a str, energy: &'a str, value: &'a str) -> Vec<&'a str> {
+        vec!["12", "12", "alice", state, start, energy, value]
+    }
+
+    #[test]
+    fn lists_rows_whose_energy_is_not_the_records() {
+        let f = field(1000, &[1.25, 0.75]);
+        let j = joules(2.0).to_string();
+        // Equal: nothing to list.
+        assert_eq!(compare(&row("COMPLETED", "1000", &j, &f)).unwrap(), None);
+        // The owner set it to 1 J: listed, with both values.
+        let m = compare(&row("COMPLETED", "1000", "1", &f))
+            .unwrap()
+            .unwrap();
+        assert_eq!((m.record_j, m.tres_j), (7200, Some(1)));
+        assert_eq!(
+            (m.id.as_str(), m.user.as_str(), m.start),
+            ("12", "alice", 1000)
+        );
+        // None shown at all: listed too.
+        let m = compare(&row("CANCELLED by 5", "1000", "", &f))
+            .unwrap()
+            .unwrap();
+        assert_eq!((m.tres_j, m.state.as_str()), (None, "CANCELLED"));
+        // No record of this row's own run (another run's segment, or none), or not ended.
+        assert_eq!(compare(&row("COMPLETED", "999", "1", &f)).unwrap(), None);
+        assert_eq!(
+            compare(&row("COMPLETED", "1000", "1", "site")).unwrap(),
+            None
+        );
+        assert_eq!(compare(&row("RUNNING", "1000", "1", &f)).unwrap(), None);
+        assert_eq!(
+            compare(&row("COMPLETED", "Unknown", "1", &f)).unwrap(),
+            None
+        );
+        // Not sacct's output: an error, never a silent skip.
+        assert!(compare(&row("COMPLETED", "1000", "1.2K", &f)).is_err());
+        assert!(compare(&["x", "12", "u", "COMPLETED", "1", "1", &f]).is_err());
+        assert!(compare(&["12", "12"]).is_err());
+    }
+
+    #[test]
+    fn refuses_below_25_11_and_writes_tres_only() {
+        let v = |a, b| Differences::for_version(SlurmVersion::new(a, b, 0));
+        assert!(refusal(&v(25, 5)).unwrap().contains("25.11"));
+        assert!(refusal(&v(24, 11)).is_some());
+        assert_eq!(refusal(&v(26, 5)), None);
+        assert!(fix_args("12", 5, &v(24, 11)).is_err());
+        let args = fix_args("12_3", 7200, &v(26, 5)).unwrap();
+        assert_eq!(args[4..], ["jobid=12_3", "set", "tres=energy=7200"]);
+        assert!(args.iter().all(|a| !a.contains("Comment")));
+        assert!(fix_args("12;rm", 1, &v(26, 5)).is_err());
+    }
+
+    #[test]
+    fn fixes_only_a_row_sacctmgr_addresses_alone() {
+        let m = compare(&row("COMPLETED", "1000", "1", &field(1000, &[1.0])))
+            .unwrap()
+            .unwrap();
+        let r = |id: &str, submit, start| Row {
+            id: id.into(),
+            state: "COMPLETED".into(),
+            ended: true,
+            submit,
+            start: Some(start),
+            end: Some(start + 10),
+            energy: Some(1),
+            value: String::new(),
+        };
+        let alone = JobRows {
+            runs: vec![r("12", 900, 1000)],
+            selects_others: false,
+        };
+        assert_eq!(fixable(&m, &alone), Ok(()));
+        let requeued = JobRows {
+            runs: vec![r("12", 900, 1000), r("12", 1100, 1200)],
+            selects_others: false,
+        };
+        assert!(fixable(&m, &requeued).is_err());
+        let array = JobRows {
+            selects_others: true,
+            ..alone.clone()
+        };
+        assert!(fixable(&m, &array).is_err());
+        assert!(fixable(&m, &JobRows::default()).is_err());
+    }
+
+    #[test]
+    fn sacct_arguments() {
+        let args = sacct_args(None, Some("2026-11-01"), None, Field::System);
+        assert!(args.contains(&"-a".to_string()) && args.contains(&"-D".to_string()));
+        assert_eq!(
+            args.last().unwrap(),
+            "JobIDRaw,JobID,User,State,Start,ConsumedEnergyRaw,SystemComment"
+        );
+        assert_eq!(COLUMNS.split(',').count() + 1, NCOLS);
+        let args = sacct_args(Some("bob"), Some("2026-11-01"), None, Field::Admin);
+        assert!(!args.contains(&"-a".to_string()));
+        assert!(args.windows(2).any(|w| w == ["-u", "bob"]));
+    }
+}
