@@ -1,0 +1,20 @@
+//! The end-to-end tests on the local Slurm cluster, one module per subject: jobs run by
+//! slurmd with the installed plugin (scripts/install.sh), fake GPUs (tests/fake-nvml),
+//! their records read back from slurmdbd and compared with the fake GPUs' truth (common).
+//!
+//! Each test needs the cluster that scripts/cluster.sh starts (4 nodes) and root, so each
+//! is ignored by a plain `cargo test`. scripts/test.sh starts a cluster of each Slurm
+//! release and runs them there, one test at a time (several restart the cluster or change
+//! its configuration): `cargo test --test cluster -- --include-ignored --test-threads 1`.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod check;
+mod cluster;
+mod energy;
+mod faults;
+mod gpus;
+mod operator;
+mod reports;
+mod runs;
