@@ -4,8 +4,10 @@
 //!
 //! Each test needs the cluster that scripts/cluster.sh starts (4 nodes) and root, so each
 //! is ignored by a plain `cargo test`. scripts/test.sh starts a cluster of each Slurm
-//! release and runs them there, one test at a time (several restart the cluster or change
-//! its configuration): `cargo test --test cluster -- --include-ignored --test-threads 1`.
+//! release and runs them there, a module at a time (scripts/run-tests.sh) and one test at
+//! a time, since several restart the cluster or change its configuration; by hand:
+//! `cargo test --test cluster -- --include-ignored --test-threads 1` (`gpus::` after `--`
+//! for one module).
 
 #[path = "../common/mod.rs"]
 mod common;

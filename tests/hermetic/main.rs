@@ -2,7 +2,7 @@
 //! runs them all. What they need besides the crate: a C compiler for the fake NVML
 //! (`fake_nvml`; inside another release's root, where there is none, the fake library
 //! scripts/test.sh built there), and promtool (`metrics`; see there). scripts/test.sh runs
-//! them in each release's root too.
+//! them in each release's root too, a module at a time.
 //!
 //! The property tests' saved failures are replayed from
 //! tests/proptest-regressions/properties.txt: proptest's default place for a module of a
