@@ -245,7 +245,7 @@ rep_ms=$(python3 -c "import json;print(f\"{json.load(open('$out/report-100k.json
 
 # --- 5. long fuzz run ----------------------------------------------------------------------
 t0=$(date +%s)
-PROPTEST_CASES=${PROPTEST_CASES:-20000} cargo test --release --locked --test properties >"$out/fuzz.log" 2>&1
+PROPTEST_CASES=${PROPTEST_CASES:-20000} cargo test --release --locked --test hermetic properties:: >"$out/fuzz.log" 2>&1
 t1=$(date +%s)
 {
     echo "## 5. Fuzz (property tests) with PROPTEST_CASES=${PROPTEST_CASES:-20000}"

@@ -59,9 +59,10 @@ cargo fmt --check
 cargo clippy --release --all-targets --locked -- -D warnings
 
 # build VERSION: the plugin, command and test executables for that release, kept in $matrix/VERSION
-# with the lists run-tests.sh reads (all: every test binary but real_gpu.rs, which needs an NVIDIA
-# GPU, series_cost.rs, a measurement, and big.rs, run apart on 64 nodes); installed where its
-# cluster runs.
+# with the lists run-tests.sh reads (all: the unit tests of the library and the command, hermetic,
+# cluster and simulation, each of hermetic and cluster a module at a time; big: tests/big.rs, run
+# apart on 64 nodes; real_gpu, which needs an NVIDIA GPU, and series_cost, a measurement, in
+# neither); installed where its cluster runs.
 build() {
     local v=$1 root out=$matrix/$1
     root=$(scripts/slurm-root.sh root "$v")
@@ -73,8 +74,12 @@ build() {
     cargo test --release --locked --no-run --message-format=json >"$out/build.json"
     unset SLURM_INCLUDE_DIR
     python3 - "$out" <<'PY'
-import json, os, shutil, sys
+import json, os, shutil, subprocess, sys
 out = sys.argv[1]
+# By cargo's target name (the unit tests of the command: spank-carbon-bin): any not named here
+# goes to "all".
+apart = {"big": "big", "real_gpu": None, "series_cost": None}
+by_module = {"hermetic", "cluster"}
 seen, lists = set(), {"all": [], "big": []}
 for line in open(os.path.join(out, "build.json")):
     try:
@@ -85,12 +90,29 @@ for line in open(os.path.join(out, "build.json")):
         continue
     t = m["target"]
     name = t["name"] + ("-bin" if t["kind"] == ["bin"] else "")
-    if name in seen or name in ("real_gpu", "series_cost"):
+    if name in seen:
         continue
     seen.add(name)
+    where = apart.get(name, "all")
+    if where is None:
+        continue
     exe = os.path.join(out, "bin", name)
     shutil.copy2(m["executable"], exe)
-    lists["big" if name == "big" else "all"].append(f"{name}\t{exe}\n")
+    if name not in by_module:
+        lists[where].append(f"{name}\t{exe}\n")
+        continue
+    # A line per module, its filter third: each its own run, pass or fail and time.
+    listed = subprocess.run([exe, "--list"], capture_output=True, text=True, check=True).stdout
+    tests = [l[: -len(": test")] for l in listed.splitlines() if l.endswith(": test")]
+    for mod in sorted({n.split("::")[0] for n in tests if "::" in n}):
+        if any(f"{mod}::" in n and not n.startswith(f"{mod}::") for n in tests):
+            sys.exit(f"test.sh: the filter {mod}:: of {name} would pick tests of other modules")
+        lists[where].append(f"{name}::{mod}\t{exe}\t{mod}::\n")
+    if any("::" not in n for n in tests):
+        sys.exit(f"test.sh: {name} has tests outside its modules, which no line would run")
+missing = {"hermetic", "cluster", "simulation", "big"} - seen
+if missing:
+    sys.exit(f"test.sh: cargo built no test executable {' '.join(sorted(missing))}")
 for k, v in lists.items():
     open(os.path.join(out, f"tests.{k}"), "w").writelines(sorted(v))
 PY

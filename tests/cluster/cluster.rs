@@ -1,12 +1,10 @@
-//! End-to-end tests on a real Slurm 22.05 cluster (slurmctld, 4 x slurmd, slurmdbd on
+//! End-to-end tests on a real Slurm cluster (slurmctld, 4 x slurmd, slurmdbd on
 //! MariaDB, munge) with fake GPUs. Run by scripts/test.sh, which starts the cluster;
 //! ignored by a plain `cargo test` because they need it (and root).
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 const NEEDS: &str = "needs the local Slurm cluster: run scripts/test.sh";
 

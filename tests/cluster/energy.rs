@@ -11,9 +11,7 @@
 //!   25.05): the record is written where the release keeps the text, and kept pending,
 //!   with a log line, where it would change it.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use spank_carbon::slurm::Differences;
 use std::process::Command;
 use std::time::Duration;

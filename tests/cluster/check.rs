@@ -5,9 +5,7 @@
 //! `PrologFlags=RunInJob` (24.05+), where Slurm never calls the plugin's prolog and epilog,
 //! slurmd's log says the plugin cannot measure and a GPU job indeed gets no record.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;

@@ -9,15 +9,13 @@
 //! `Index=` is the device number, not the position). The truth of energy is the fake
 //! GPUs' logged counter readings. Every scene restores the standard cluster when it ends.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::process::Command;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 /// The boards of every scene: minor -> PCI bus as the standard fake NVML config has them
 /// (NVML's order is neither the minor's nor Slurm's index order).

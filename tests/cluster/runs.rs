@@ -2,11 +2,9 @@
 //! segment per run, each bound to its run and matching what the fake GPUs did in that
 //! run. Run by scripts/test.sh (ignored by a plain `cargo test`: they need the cluster).
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 /// One row of `sacct -D -X`: (state, start, end) in unix seconds.
 fn runs_of(job: u32) -> Vec<(String, u64, u64)> {

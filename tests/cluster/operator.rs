@@ -2,15 +2,13 @@
 //! job-end mail that slurmctld sends through `spank-carbon mail` (Slurm's MailProg), and
 //! the node_exporter textfile the epilog and courier keep up to date.
 
-mod common;
-
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 const BIN: &str = "/usr/local/sbin/spank-carbon";
 

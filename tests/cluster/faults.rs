@@ -2,12 +2,10 @@
 //! no node is drained, and the record is right, or absent and the log says why.
 //! Run by scripts/test.sh (ignored by a plain `cargo test`: they need the cluster).
 
-mod common;
-
 use std::fs;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 fn ends_well(job: u32) {
     assert_eq!(wait_job(job), "COMPLETED", "job {job}");

@@ -2,13 +2,11 @@
 //! the local Slurm cluster, checked against the fake GPUs' truth. Run by
 //! scripts/test.sh (ignored by a plain `cargo test`: they need the cluster).
 
-mod common;
-
 use std::fs;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 const BIN: &str = "/usr/local/sbin/spank-carbon";
 
