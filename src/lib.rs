@@ -22,5 +22,8 @@ pub mod units;
 #[allow(unsafe_code)]
 mod plugin;
 
+#[cfg(test)]
+mod architecture;
+
 /// The Slurm version whose headers this build used.
 pub const SLURM_VERSION: &str = env!("SPANK_CARBON_SLURM_VERSION");

@@ -9,9 +9,11 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use super::conf::{self, SlurmConf};
+use super::mapping::{self, NodeMap};
 use super::{AccountingFacts, Facts, FileMeta, Gpus, Nvml, NvmlGpu, Slurmd, StateFacts};
 use crate::core::config::Config;
 use crate::gpu::map as gpu_map;
+use crate::gpu::BoardInfo;
 use crate::gpu::OpenHost;
 use crate::slurm::run::run_tool;
 
@@ -220,7 +222,7 @@ fn gpus(config: &Config, slurm_conf: &Path, node: Option<&str>, open: &'static O
         Nvml::Opened { boards: Ok(b), .. } => Some(b.as_slice()),
         _ => None,
     };
-    let map = super::mapping::gather_map(
+    let map = gather_map(
         &gres_conf,
         slurm_conf,
         node,
@@ -398,4 +400,24 @@ fn accounting(config: &Config, conf: Option<&SlurmConf>) -> AccountingFacts {
             .and_then(|c| c.get("AccountingStoreFlags"))
             .map(str::to_string),
     }
+}
+
+/// Reads the node's configuration through the prolog's own [`gpu_map::read_node`] (files
+/// under `proc`, devices by `stat`: /proc and the real stat on a node) and simulates its
+/// jobs.
+pub fn gather_map(
+    gres_conf: &Path,
+    slurm_conf: &Path,
+    node: Option<&str>,
+    proc: &gpu_map::ProcFiles,
+    stat: gpu_map::DevStat,
+    boards: Option<&[BoardInfo]>,
+) -> Result<NodeMap, String> {
+    let node = node.ok_or("the node's name is not known (give --node NAME)")?;
+    let gres = gpu_map::read_node(gres_conf, slurm_conf, node, proc, stat)
+        .map_err(|e| crate::logging::chain(&e))?;
+    let settings = read_file(gres_conf)
+        .map(|t| mapping::uuid_settings(&t))
+        .unwrap_or_default();
+    Ok(mapping::simulate(&gres, settings, boards))
 }

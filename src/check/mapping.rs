@@ -7,14 +7,34 @@
 //! refusal included, with its reason.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use serde::Serialize;
-
-use super::{error, ok, warning, Finding, Nvml, NvmlGpu, Status};
+use super::finding::{error, ok, warning, Finding, GpuMapping, MappedBoard, Status};
 use crate::gpu::map::{self as gpu_map, Charge, Key, Refusal, Sel};
 use crate::gpu::{BoardInfo, MigInstance};
 use crate::slurm::gres::NodeConf;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Nvml {
+    Opened {
+        driver: String,
+        gpus: Vec<NvmlGpu>,
+        /// What the sampler resolves the job's GPUs against (`GpuHost::boards`).
+        boards: Result<Vec<crate::gpu::BoardInfo>, String>,
+    },
+    Failed(String),
+    /// NVML did not answer within nvml_timeout_ms; what it was doing.
+    TimedOut(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct NvmlGpu {
+    pub minor: u32,
+    pub uuid: String,
+    pub name: String,
+    pub counter: Result<Option<u64>, String>,
+    pub shared: bool,
+}
 
 /// The node's GPUs as gathered.
 #[derive(Debug, Clone, PartialEq)]
@@ -81,49 +101,6 @@ pub struct NodeMap {
     /// jobs by index alone are what the prolog would do without them.
     pub uuids_given: bool,
     pub jobs: Vec<SimJob>,
-}
-
-/// The mapping of one simulated job, in `--json`'s `gpu` field.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct GpuMapping {
-    /// The gres index (`null`: a job given by UUID, see `key`).
-    pub index: Option<usize>,
-    /// `gpu`, `mps`, `shard`.
-    pub job: &'static str,
-    /// The job's MPS percentage or shard count.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub job_share: Option<u64>,
-    pub files: Vec<String>,
-    /// The key the prolog passes the sampler (`--gpus`: `m3`, `u:GPU-...`, `g0.1.0`,
-    /// `n2/4`, `e2/4`, with `~mps25` or `~sh1/8`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub key: Option<String>,
-    pub boards: Vec<MappedBoard>,
-    /// The refusal's reason, when the job's GPUs would not be measured.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub refused: Option<String>,
-}
-
-/// A board the job would be charged for.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct MappedBoard {
-    pub nvml_index: u32,
-    pub minor: u32,
-    pub uuid: String,
-    pub name: String,
-    /// The MIG instances the job holds on it.
-    pub mig_instances: Vec<MigInstance>,
-    /// `whole`, `mig-sm`, `mps`, `shard`.
-    pub rule: &'static str,
-    /// Fraction of the board's energy charged.
-    pub share: f64,
-    /// MIG: fraction of the board's SMs in no instance (never charged).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub unallocated: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub board_shards: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub board_mps: Option<u64>,
 }
 
 /// Item 4: the node's GPU configuration, NVML, and per gres index what the plugin does.
@@ -767,24 +744,4 @@ pub fn slurm_uuids(autodetect: Option<&str>, env_uuid: bool, boards: &[BoardInfo
         }
     }
     out
-}
-
-/// Reads the node's configuration through the prolog's own [`gpu_map::read_node`] (files
-/// under `proc`, devices by `stat`: /proc and the real stat on a node) and simulates its
-/// jobs.
-pub fn gather_map(
-    gres_conf: &Path,
-    slurm_conf: &Path,
-    node: Option<&str>,
-    proc: &gpu_map::ProcFiles,
-    stat: gpu_map::DevStat,
-    boards: Option<&[BoardInfo]>,
-) -> Result<NodeMap, String> {
-    let node = node.ok_or("the node's name is not known (give --node NAME)")?;
-    let gres = gpu_map::read_node(gres_conf, slurm_conf, node, proc, stat)
-        .map_err(|e| crate::logging::chain(&e))?;
-    let settings = super::gather::read_file(gres_conf)
-        .map(|t| uuid_settings(&t))
-        .unwrap_or_default();
-    Ok(simulate(&gres, settings, boards))
 }

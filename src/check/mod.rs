@@ -6,78 +6,18 @@
 
 use std::path::PathBuf;
 
-use serde::Serialize;
-
 use crate::core::config::{Config, Field};
 
 pub mod conf;
+pub mod finding;
 pub mod gather;
 pub mod mapping;
 
-pub use mapping::Gpus;
+use finding::{error, ok, warning};
+pub use finding::{Finding, GpuMapping, MappedBoard, Status};
+pub use mapping::{Gpus, Nvml, NvmlGpu};
 
 use conf::{Kind, Plugstack, SlurmConf};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Status {
-    Ok,
-    Warning,
-    Error,
-}
-
-impl Status {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Ok => "ok",
-            Status::Warning => "warning",
-            Status::Error => "error",
-        }
-    }
-}
-
-/// One line of the check.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Finding {
-    pub check: &'static str,
-    pub status: Status,
-    pub detail: String,
-    /// What to change; `None` when ok.
-    pub fix: Option<String>,
-    /// For a gres index: what the plugin would do with a job holding it (`--json` only).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub gpu: Option<mapping::GpuMapping>,
-}
-
-fn ok(check: &'static str, detail: impl Into<String>) -> Finding {
-    Finding {
-        check,
-        status: Status::Ok,
-        detail: detail.into(),
-        fix: None,
-        gpu: None,
-    }
-}
-
-fn warning(check: &'static str, detail: impl Into<String>, fix: impl Into<String>) -> Finding {
-    Finding {
-        check,
-        status: Status::Warning,
-        detail: detail.into(),
-        fix: Some(fix.into()),
-        gpu: None,
-    }
-}
-
-fn error(check: &'static str, detail: impl Into<String>, fix: impl Into<String>) -> Finding {
-    Finding {
-        check,
-        status: Status::Error,
-        detail: detail.into(),
-        fix: Some(fix.into()),
-        gpu: None,
-    }
-}
 
 /// A file's owner and mode (from lstat).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -99,28 +39,6 @@ pub enum Slurmd {
     },
     /// Not at any of the places tried.
     Missing { tried: Vec<PathBuf> },
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum Nvml {
-    Opened {
-        driver: String,
-        gpus: Vec<NvmlGpu>,
-        /// What the sampler resolves the job's GPUs against (`GpuHost::boards`).
-        boards: Result<Vec<crate::gpu::BoardInfo>, String>,
-    },
-    Failed(String),
-    /// NVML did not answer within nvml_timeout_ms; what it was doing.
-    TimedOut(String),
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct NvmlGpu {
-    pub minor: u32,
-    pub uuid: String,
-    pub name: String,
-    pub counter: Result<Option<u64>, String>,
-    pub shared: bool,
 }
 
 /// The state directory.

@@ -1094,7 +1094,8 @@ fn the_prolog_selects_what_check_shows() {
     let prolog =
         crate::node::selection::job_selection(&config, &env, &indices, &proc, &stat).unwrap();
     let gres_conf = gpu_map::gres_conf_path(config.gres_conf.as_deref(), &slurm_conf);
-    let map = mapping::gather_map(&gres_conf, &slurm_conf, Some("n1"), &proc, &stat, None).unwrap();
+    let map =
+        super::gather::gather_map(&gres_conf, &slurm_conf, Some("n1"), &proc, &stat, None).unwrap();
     let shown: Vec<_> = indices
         .iter()
         .flat_map(|&i| {
