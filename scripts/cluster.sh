@@ -127,7 +127,7 @@ EXTRA_WAIT=$((NODE_COUNT > 4 ? 3 * (NODE_COUNT - 4) : 0))
 NODE_TIMEOUT=$((SC_TIMEOUT + EXTRA_WAIT))
 SRUN_TIMEOUT=$((60 + EXTRA_WAIT))
 # libclang-dev: bindgen needs it to build the plugin; gcc builds the fake libnvidia-ml; prometheus:
-# promtool, which tests/metrics.rs runs on the textfile.
+# promtool, which tests/hermetic/metrics.rs runs on the textfile.
 PACKAGES=(slurm-wlm slurmdbd mariadb-server mariadb-client munge libslurm-dev libclang-dev gcc libc6-dev procps passwd util-linux coreutils
     prometheus)
 

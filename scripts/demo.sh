@@ -35,7 +35,7 @@ if [[ ${1:-} == __job ]]; then
         echo "=== sacct -j $job -X -o JobID,Account,State,Elapsed,ConsumedEnergy,ConsumedEnergyRaw,AllocTRES%60"
         sacct -j "$job" -X -o JobID,Account,State,Elapsed,ConsumedEnergy,ConsumedEnergyRaw,AllocTRES%60
         echo "(ConsumedEnergyRaw: the record's GPU energy in joules. sreport -T energy shows it once slurmdbd has"
-        echo " rolled up the hour the job ended in, at the next full hour; see the README on what it counts.)"
+        echo " rolled up the hour the job ended in, at the next full hour; see docs/REFERENCE.md on what it counts.)"
     else
         echo "=== sacct -j $job -X -o JobID,Account,State,Elapsed,AllocTRES%36"
         sacct -j "$job" -X -o JobID,Account,State,Elapsed,AllocTRES%36

@@ -28,7 +28,7 @@ RUNDIR=/run/spank-carbon-roots
 MIRROR=${SC_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 HERE=$(cd "$(dirname "$0")/.." && pwd)
 # What a root needs: Slurm's daemons, clients and headers, MariaDB, munge; iproute2 for the loopback;
-# prometheus for promtool (tests/metrics.rs).
+# prometheus for promtool (tests/hermetic/metrics.rs).
 PACKAGES=(slurm-wlm slurmctld slurmd slurmdbd slurm-client slurm-wlm-mysql-plugin libslurm-dev
     mariadb-server mariadb-client munge procps iproute2 passwd util-linux prometheus)
 

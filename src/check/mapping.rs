@@ -404,7 +404,7 @@ pub fn refusal_fix(why: &str) -> (Status, &'static str) {
     } else {
         (
             Status::Error,
-            "correct this node's GPU lines in gres.conf (README: how the GPUs are found), \
+            "correct this node's GPU lines in gres.conf (docs/REFERENCE.md: how the GPUs are found), \
              then run check again",
         )
     }

@@ -468,7 +468,7 @@ fn file_lists_map_each_index_to_its_minor_and_board() {
         let b = &g.boards[0];
         assert_eq!((b.minor, b.uuid.clone()), (minor, gpu(minor, None).uuid));
         assert_eq!((b.rule, b.share), ("whole", 1.0));
-        // As tests/check.rs reads it on the cluster.
+        // As tests/cluster/check.rs reads it on the cluster.
         assert!(
             l.detail.starts_with(&format!(
                 "gres index {index}: /dev/nvidia{minor} minor {minor} "

@@ -123,7 +123,7 @@ impl Differences {
         Differences::for_version(SlurmVersion::built())
     }
 
-    /// One line per difference in force (for `spank-carbon check` and the README).
+    /// One line per difference in force (for `spank-carbon check`; docs/REFERENCE.md has the whole table).
     pub fn describe(&self) -> Vec<&'static str> {
         let mut lines = Vec::new();
         let mut say = |on: bool, line: &'static str| {
