@@ -60,14 +60,9 @@ impl Policy {
 
 #[derive(Debug, thiserror::Error)]
 pub enum AcctError {
-    #[error("{tool}: could not run: {source}")]
-    Spawn {
-        tool: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{tool}: no answer within {secs} s")]
-    Timeout { tool: String, secs: u64 },
+    /// The tool could not be run, or did not answer in time.
+    #[error(transparent)]
+    Run(#[from] RunError),
     #[error("{tool}: failed: {detail}")]
     Failed { tool: String, detail: String },
     #[error("the field's text is not UTF-8")]
@@ -79,15 +74,6 @@ pub enum AcctError {
     /// The record can never go to its run's row (see [`rows::target`]).
     #[error("{0}")]
     NoRow(String),
-}
-
-impl From<RunError> for AcctError {
-    fn from(e: RunError) -> AcctError {
-        match e {
-            RunError::Spawn { tool, source } => AcctError::Spawn { tool, source },
-            RunError::Timeout { tool, secs } => AcctError::Timeout { tool, secs },
-        }
-    }
 }
 
 impl AcctError {

@@ -504,10 +504,10 @@ mod tests {
         fn read(&self, jobs: &[u32], _: Field) -> Result<Rows, AcctError> {
             if *self.fail_reads.borrow() > 0 {
                 *self.fail_reads.borrow_mut() -= 1;
-                return Err(AcctError::Timeout {
+                return Err(AcctError::Run(crate::slurm::run::RunError::Timeout {
                     tool: "sacct".into(),
                     secs: 1,
-                });
+                }));
             }
             Ok(rows(jobs, self.value.borrow().clone()))
         }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::rows::{self, valid_job_selector, Rows};
 use super::{Accounting, AcctError, PARALLEL_WRITES};
 use crate::core::config::Field;
-use crate::slurm::run::{run_tool, run_tool_env, CmdOutput};
+use crate::slurm::run::{run_tool, run_tool_env, CmdOutput, RunError};
 use crate::slurm::Differences;
 
 /// Slurm's own tools, run by absolute path with an argument vector and a time limit.
@@ -126,7 +126,7 @@ impl Accounting for SlurmTools {
             .collect::<Vec<_>>()
             .join(",");
         let format = format!("{},{}", rows::COLUMNS, field.slurm_name());
-        let delim = crate::slurm::sacct_rows::nonce().map_err(|source| AcctError::Spawn {
+        let delim = crate::slurm::sacct_rows::nonce().map_err(|source| RunError::Spawn {
             tool: "the random source".into(),
             source,
         })?;

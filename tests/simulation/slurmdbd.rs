@@ -154,10 +154,10 @@ impl Clock for Node<'_> {
 }
 
 pub fn timeout_err(tool: &str) -> AcctError {
-    AcctError::Timeout {
+    AcctError::Run(spank_carbon::slurm::run::RunError::Timeout {
         tool: tool.into(),
         secs: 15,
-    }
+    })
 }
 
 impl Accounting for Node<'_> {
