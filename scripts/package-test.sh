@@ -96,8 +96,8 @@ dpkg-deb -e "$deb" "$x/DEBIAN"
 check "deb binary built for Slurm $slurm" grep -q "^$slurm\." <<<"$("$x/root/usr/bin/spank-carbon" slurm-version)"
 check "deb tmpfiles: state dir root-only 0700" grep -qE '^d /var/lib/spank-carbon 0700 root root' "$x/root/usr/lib/tmpfiles.d/spank-carbon.conf"
 check "deb postinst creates the state dir" grep -q 'systemd-tmpfiles --create spank-carbon.conf' "$x/DEBIAN/postinst"
-check "deb postinst reloads systemd's units" grep -q 'systemctl daemon-reload' "$x/DEBIAN/postinst"
-check "deb postrm reloads systemd's units" grep -q 'systemctl daemon-reload' "$x/DEBIAN/postrm"
+check "deb postinst reloads systemd's units" grep -q 'systemctl --system daemon-reload' "$x/DEBIAN/postinst"
+check "deb postrm reloads systemd's units" grep -q 'systemctl --system daemon-reload' "$x/DEBIAN/postrm"
 dropin=$x/root/etc/slurm/plugstack.conf.d/spank-carbon.conf
 check "drop-in shipped disabled (no active line)" test -z "$(grep -vE '^[[:space:]]*(#|$)' "$dropin")"
 # The one step the drop-in documents, applied to a copy (without the restart).
