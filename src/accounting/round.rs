@@ -157,14 +157,15 @@ fn merge(
         Ok(Some(job_rows)) => job_rows,
     };
     let system = field == Field::System;
-    let (id, value, run) = match rows::target(job_rows, item.delivery.part.start, system) {
-        Target::Wait(why) => {
-            item.wait_for_job(why, timing, read_at);
-            return (Step::Wait, None);
-        }
-        Target::Refuse(why) => return (Step::Refused(AcctError::NoRow(why)), None),
-        Target::Write { id, value, run } => (id, value, run),
-    };
+    let (id, value, run) =
+        match rows::target(job_rows, item.delivery.part.start, system, &policy.diffs) {
+            Target::Wait(why) => {
+                item.wait_for_job(why, timing, read_at);
+                return (Step::Wait, None);
+            }
+            Target::Refuse(why) => return (Step::Refused(AcctError::NoRow(why)), None),
+            Target::Write { id, value, run } => (id, value, run),
+        };
     item.backoff = timing.poll();
     let base = carried(job_rows, &value, run, &item.delivery);
     // A requeued run's row will be shared with the next run's writers (its row becomes
@@ -658,6 +659,7 @@ mod tests {
                 row(3, "RUNNING", 30, None, "x".into()),
             ],
             selects_others: false,
+            others_below: false,
         };
         let c = d("c", 4.0);
         let base = carried(&rows, "x", 0, &c);
@@ -678,6 +680,7 @@ mod tests {
         let alone = JobRows {
             runs: vec![rows.runs[0].clone()],
             selects_others: false,
+            others_below: false,
         };
         assert_eq!(carried(&alone, &own, 0, &c), own);
     }
@@ -727,6 +730,150 @@ mod tests {
         let steps = round(&acct, &mut [&mut item], &timing(), &v22());
         assert!(matches!(steps[0], Step::Done(_)), "{steps:?}");
         assert_eq!(*acct.writes.borrow(), ["9"]);
+    }
+
+    /// One row of Slurm's job table: (id_job, sacct's JobID, id_array_job, submit,
+    /// start, end, field).
+    type DbRow = (u32, &'static str, u32, u64, u64, u64, String);
+
+    /// The rows `sacctmgr modify job where jobid=<job>` changes, as Slurm's
+    /// `as_mysql_modify_job` picks them: `_setup_job_cond_selected_steps` selects the
+    /// rows whose id or array id is `job` (no time predicate: NO_DEFAULT_USAGE), and
+    /// `_cluster_get_jobs` keeps them in `order by id_job, time_submit desc`, the first
+    /// row per id, and from 23.11 on (`newest_only`) drops another array's rows after it
+    /// (the `jobid_filtered` / `comb_id` loop of commit 3b6f268783, transcribed).
+    fn slurm_modifies(rows: &[DbRow], job: u32, newest_only: bool) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..rows.len())
+            .filter(|&i| rows[i].0 == job || rows[i].2 == job)
+            .collect();
+        order.sort_by_key(|&i| (rows[i].0, std::cmp::Reverse(rows[i].3)));
+        let (mut last_id, mut comb_id) = (-1i64, 0i64);
+        let mut kept = vec![];
+        for i in order {
+            let (curr_id, array) = (i64::from(rows[i].0), i64::from(rows[i].2));
+            if curr_id == last_id {
+                continue;
+            }
+            if newest_only {
+                if last_id != array && last_id != 0 {
+                    comb_id = array;
+                } else if comb_id != array {
+                    continue;
+                }
+            }
+            kept.push(i);
+            last_id = curr_id;
+        }
+        kept
+    }
+
+    /// Slurm's job table, read with `sacct -D -X -j` and written with sacctmgr as the
+    /// release of `newest_only` does.
+    struct SlurmDb {
+        rows: RefCell<Vec<DbRow>>,
+        newest_only: bool,
+        writes: RefCell<u32>,
+    }
+
+    impl Accounting for SlurmDb {
+        fn read(&self, jobs: &[u32], _: Field) -> Result<Rows, AcctError> {
+            let mut text = String::new();
+            for r in self.rows.borrow().iter() {
+                if jobs.contains(&r.0) || jobs.contains(&r.2) {
+                    text.push_str(&format!(
+                        "{}@d{}@dCOMPLETED@d{}@d{}@d{}@d@d{}\n",
+                        r.0, r.1, r.3, r.4, r.5, r.6
+                    ));
+                }
+            }
+            rows::parse(jobs, text.as_bytes(), "@d")
+        }
+        fn write(&self, id: &str, _: Field, value: &str) -> Result<(), AcctError> {
+            *self.writes.borrow_mut() += 1;
+            let job: u32 = id.parse().expect("a plain id");
+            let hit = slurm_modifies(&self.rows.borrow(), job, self.newest_only);
+            for i in hit {
+                self.rows.borrow_mut()[i].6 = value.to_string();
+            }
+            Ok(())
+        }
+    }
+
+    /// Ids restarted: job 9 is new (ran 1000-1020); an older array 9 (master row 9_2,
+    /// tasks 9_0 and 9_1 with ids 10 and 11, or with `wrapped` ids 1 and 2) ran long
+    /// before.
+    fn reused(wrapped: bool) -> Vec<DbRow> {
+        let (a, b) = if wrapped { (1, 2) } else { (10, 11) };
+        vec![
+            (9, "9_2", 9, 10, 11, 20, "old-a".into()),
+            (a, "9_0", 9, 10, 11, 20, "old-b".into()),
+            (b, "9_1", 9, 10, 11, 20, "old-c".into()),
+            (9, "9", 0, 990, 1000, 1020, "site".into()),
+        ]
+    }
+
+    #[test]
+    fn the_model_of_sacctmgr_changes_what_slurm_does_per_release() {
+        let rows = reused(false);
+        assert_eq!(slurm_modifies(&rows, 9, false), [3, 1, 2]);
+        assert_eq!(slurm_modifies(&rows, 9, true), [3]);
+        let rows = reused(true);
+        assert_eq!(slurm_modifies(&rows, 9, true), [1, 2, 3]);
+        // A job alone, and an array's own master id: as before.
+        let alone = vec![(5, "5", 0, 1, 2, 3, String::new())];
+        assert_eq!(slurm_modifies(&alone, 5, true), [0]);
+        let array = &reused(false)[..3];
+        assert_eq!(slurm_modifies(array, 9, true), [0, 1, 2]);
+    }
+
+    /// The new job whose id an older array had: its record goes into its own row where
+    /// `jobid=9` changes that row alone (23.11+), and is refused on 22.05; the old
+    /// array's rows stay as they were on every release.
+    #[test]
+    fn a_reused_id_gets_its_record_where_slurm_addresses_the_run_exactly() {
+        for (p, newest_only, written) in [
+            (v22(), false, false),
+            (policy(24, 11, EnergyTres::Off), true, true),
+            (policy(26, 5, EnergyTres::Off), true, true),
+        ] {
+            assert_eq!(p.diffs.jobid_newest_only, newest_only);
+            let db = SlurmDb {
+                rows: RefCell::new(reused(false)),
+                newest_only,
+                writes: RefCell::new(0),
+            };
+            let mut d = delivery("n1", 1.0, &["n1"]);
+            (d.part.start, d.part.end) = (1001.0, 1019.0);
+            let result = deliver(&db, &d, &timing(), &p, &std::thread::sleep);
+            let rows = db.rows.borrow();
+            let old: Vec<&str> = rows[..3].iter().map(|r| r.6.as_str()).collect();
+            assert_eq!(old, ["old-a", "old-b", "old-c"], "{:?}", p.diffs.version);
+            if written {
+                assert!(result.is_ok(), "{result:?}");
+                let seg = parse(&rows[3].6).expect("the new job's record");
+                assert_eq!(seg.gpu_wh(), 1.0);
+                assert!(rows[3].6.starts_with("site "), "{}", rows[3].6);
+            } else {
+                match &result {
+                    Err(e @ AcctError::NoRow(_)) => assert!(e.to_string().contains("23.11"), "{e}"),
+                    r => panic!("{r:?}"),
+                }
+                assert_eq!(*db.writes.borrow(), 0);
+                assert_eq!(rows[3].6, "site");
+            }
+        }
+        // Ids wrapped: 23.11+ would change the tasks with the lower ids too: refused.
+        let db = SlurmDb {
+            rows: RefCell::new(reused(true)),
+            newest_only: true,
+            writes: RefCell::new(0),
+        };
+        let mut d = delivery("n1", 1.0, &["n1"]);
+        (d.part.start, d.part.end) = (1001.0, 1019.0);
+        let p = policy(24, 11, EnergyTres::Off);
+        let result = deliver(&db, &d, &timing(), &p, &std::thread::sleep);
+        assert!(matches!(result, Err(AcctError::NoRow(_))), "{result:?}");
+        assert_eq!(*db.writes.borrow(), 0);
     }
 
     #[test]

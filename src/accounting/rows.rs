@@ -9,11 +9,15 @@
 //! when that row is the one sacctmgr addresses (the job's latest), into the latest run of
 //! the same job (as a segment of its own, `run=<start>`) when the job was requeued since
 //! (sacctmgr cannot address an earlier run's row), and nowhere when the id now names
-//! another job or the write would also change other jobs' rows.
+//! another job or the write would also change other jobs' rows: before Slurm 23.11, the
+//! tasks of an older array (or components of an older het job) whose id was N; on every
+//! release, such a task whose own id is below N (see
+//! [`Differences::jobid_newest_only`](crate::slurm::Differences)).
 
 use std::collections::BTreeMap;
 
 use super::{AcctError, ENDED};
+use crate::slurm::Differences;
 
 /// One row of `sacct -D -X`: one run of a job.
 #[derive(Debug, Clone, PartialEq)]
@@ -41,6 +45,10 @@ pub struct JobRows {
     /// Whether a plain `jobid=<id>` would also select rows of other jobs (tasks of an
     /// array, components of a het job, whose array or het id is this id).
     pub selects_others: bool,
+    /// Whether one of those other rows has an id below this one (ids wrapped at
+    /// MaxJobId): Slurm 23.11+ drops the others only after the newest row of this id, in
+    /// id order, so it still changes such a row.
+    pub others_below: bool,
 }
 
 impl JobRows {
@@ -152,16 +160,19 @@ pub fn parse(jobs: &[u32], stdout: &[u8], delim: &str) -> Result<Rows, AcctError
         if mine.is_empty() {
             continue;
         }
-        let selects_others = rows
+        let others: Vec<u32> = rows
             .iter()
-            .any(|(raw, r)| *raw != job && group_of(&r.id) == Some(job));
+            .filter(|(raw, r)| *raw != job && group_of(&r.id) == Some(job))
+            .map(|(raw, _)| *raw)
+            .collect();
         let mut runs = mine;
         runs.sort_by_key(|r| r.submit);
         out.insert(
             job,
             Ok(JobRows {
                 runs,
-                selects_others,
+                selects_others: !others.is_empty(),
+                others_below: others.iter().any(|&raw| raw < job),
             }),
         );
     }
@@ -180,10 +191,35 @@ pub enum Target {
     Refuse(String),
 }
 
+/// Why `sacctmgr modify job where jobid=<id>` (`id`: the latest row's JobID) would also
+/// change rows of other jobs, on the Slurm of `diffs`; `None` when it changes only the
+/// job's latest row. `jobid=N` selects every row whose id, array id or het id is N
+/// (Slurm's `_setup_job_cond_selected_steps`), keeps the newest per id and, from 23.11
+/// on, drops the rows of other arrays or het jobs that come after it in id order
+/// ([`Differences::jobid_newest_only`]). A form `N_T` / `N+O` selects its own row only.
+pub fn others_changed(rows: &JobRows, id: &str, diffs: &Differences) -> Option<String> {
+    if !rows.selects_others || id.contains(['_', '+']) {
+        return None;
+    }
+    if !diffs.jobid_newest_only {
+        return Some(format!(
+            "on Slurm {} (before 23.11) sacctmgr's jobid={id} would also change the rows of an older array's tasks (or an older het job's components) whose array id was {id} (ids restarted or wrapped); the record is kept",
+            diffs.version
+        ));
+    }
+    if rows.others_below {
+        return Some(format!(
+            "sacctmgr's jobid={id} would also change a task of an older array (or a component of an older het job) whose array id was {id} and whose own id is lower (ids wrapped at MaxJobId); the record is kept"
+        ));
+    }
+    None
+}
+
 /// The run a part measured in `[start, end]` (unix seconds, the node's clock) belongs to,
 /// and the row to merge it into. `system_field`: the field slurmctld's completion record
-/// never rewrites, so a later run's row may be written before that run ends.
-pub fn target(rows: &JobRows, start: f64, system_field: bool) -> Target {
+/// never rewrites, so a later run's row may be written before that run ends. `diffs`:
+/// which rows sacctmgr's `jobid=` changes ([`others_changed`]).
+pub fn target(rows: &JobRows, start: f64, system_field: bool, diffs: &Differences) -> Target {
     let Some(latest) = rows.latest() else {
         return Target::Wait("the job is not in accounting yet".into());
     };
@@ -212,11 +248,10 @@ pub fn target(rows: &JobRows, start: f64, system_field: bool) -> Target {
         ));
     }
     if std::ptr::eq(own, latest) {
-        if rows.selects_others && !latest.id.contains(['_', '+']) {
-            return Target::Refuse(format!(
-                "sacctmgr's jobid={} would also change other jobs' rows (tasks of an older array, or a het job, with that id); the record is kept",
-                latest.id
-            ));
+        // The run's own row is the newest with this id: sacctmgr's target, and on
+        // 23.11+ its only one unless an older array's task has a lower id.
+        if let Some(why) = others_changed(rows, &latest.id, diffs) {
+            return Target::Refuse(why);
         }
         return Target::Write {
             id: latest.id.clone(),
@@ -249,11 +284,8 @@ pub fn target(rows: &JobRows, start: f64, system_field: bool) -> Target {
             "the job was requeued: waiting for its latest run's completion record".into(),
         );
     }
-    if rows.selects_others && !latest.id.contains(['_', '+']) {
-        return Target::Refuse(format!(
-            "sacctmgr's jobid={} would also change other jobs' rows; the record is kept",
-            latest.id
-        ));
+    if let Some(why) = others_changed(rows, &latest.id, diffs) {
+        return Target::Refuse(why);
     }
     Target::Write {
         id: latest.id.clone(),
@@ -267,6 +299,14 @@ mod tests {
     use super::*;
 
     const D: &str = "@k3y";
+
+    fn release(major: u8, minor: u8) -> Differences {
+        Differences::for_version(crate::slurm::SlurmVersion::new(major, minor, 0))
+    }
+
+    fn v22() -> Differences {
+        release(22, 5)
+    }
 
     fn out(lines: &[&str]) -> Vec<u8> {
         let with: Vec<(&str, &str)> = lines.iter().map(|l| (*l, "")).collect();
@@ -361,7 +401,7 @@ mod tests {
     fn own_run_is_written_in_place() {
         let r = rows(5, &["5|5|COMPLETED|100|110|200|site"]);
         assert_eq!(
-            target(&r, 111.0, true),
+            target(&r, 111.0, true, &v22()),
             Target::Write {
                 id: "5".into(),
                 value: "site".into(),
@@ -369,7 +409,10 @@ mod tests {
             }
         );
         let running = rows(5, &["5|5|RUNNING|100|110|Unknown|"]);
-        assert!(matches!(target(&running, 111.0, true), Target::Wait(_)));
+        assert!(matches!(
+            target(&running, 111.0, true, &v22()),
+            Target::Wait(_)
+        ));
     }
 
     #[test]
@@ -383,7 +426,7 @@ mod tests {
         );
         // Run 1 (window from 111): into the pending run's row, bound to run 110.
         assert_eq!(
-            target(&r, 111.0, true),
+            target(&r, 111.0, true, &v22()),
             Target::Write {
                 id: "5".into(),
                 value: String::new(),
@@ -391,15 +434,15 @@ mod tests {
             }
         );
         // AdminComment/Comment: the completion record would rewrite it; wait.
-        assert!(matches!(target(&r, 111.0, false), Target::Wait(_)));
+        assert!(matches!(target(&r, 111.0, false, &v22()), Target::Wait(_)));
         // Run 2 measured from 300: its row has not started yet in accounting.
-        assert!(matches!(target(&r, 300.0, true), Target::Wait(_)));
+        assert!(matches!(target(&r, 300.0, true, &v22()), Target::Wait(_)));
         let r2 = rows(
             5,
             &["5|5|REQUEUED|100|110|200|", "5|5|COMPLETED|200|290|400|x"],
         );
         assert_eq!(
-            target(&r2, 291.0, true),
+            target(&r2, 291.0, true, &v22()),
             Target::Write {
                 id: "5".into(),
                 value: "x".into(),
@@ -419,35 +462,157 @@ mod tests {
                 "5|5|COMPLETED|9000|9010|9100|",
             ],
         );
-        assert!(matches!(target(&r, 111.0, true), Target::Refuse(_)));
+        assert!(matches!(target(&r, 111.0, true, &v22()), Target::Refuse(_)));
         // The new job's record goes to the new job's row.
         assert!(matches!(
-            target(&r, 9011.0, true),
+            target(&r, 9011.0, true, &v22()),
             Target::Write { run: 9010, .. }
         ));
         // A record from before any row of this id: wait (its run may not be in yet).
-        assert!(matches!(target(&r, 50.0, true), Target::Wait(_)));
+        assert!(matches!(target(&r, 50.0, true, &v22()), Target::Wait(_)));
+    }
+
+    /// Ids restarted: the old array 1 (its master row, JobIDRaw 1, is `1_2`; its tasks
+    /// 1_0 and 1_1 got ids 2 and 3) and the new plain job 1, as `sacct -D -X -j 1` shows
+    /// them.
+    fn reused_by_array() -> Vec<u8> {
+        out(&[
+            "1|1_2|COMPLETED|10|11|20|a",
+            "2|1_0|COMPLETED|10|11|20|b",
+            "3|1_1|COMPLETED|10|11|20|c",
+            "1|1|COMPLETED|900|910|990|",
+        ])
     }
 
     #[test]
-    fn a_plain_id_that_also_selects_array_tasks_is_refused() {
-        // Ids restarted: job 1 is new, and the old array 1 has tasks 1_0..1_2.
-        let text = out(&[
-            "2|1_0|COMPLETED|10|11|20|a",
-            "3|1_1|COMPLETED|10|11|20|b",
-            "1|1|COMPLETED|900|910|990|",
-        ]);
-        let all = parse(&[1], &text, D).unwrap();
+    fn a_plain_id_that_also_selects_an_older_arrays_tasks_is_refused_before_23_11() {
+        let all = parse(&[1], &reused_by_array(), D).unwrap();
         let r = all[&1].as_ref().unwrap();
-        assert!(r.selects_others);
-        assert!(matches!(target(r, 911.0, true), Target::Refuse(_)));
-        // An array task's own selector addresses it alone.
+        assert!(r.selects_others && !r.others_below);
+        for v in [v22(), release(23, 2)] {
+            match target(r, 911.0, true, &v) {
+                Target::Refuse(why) => assert!(why.contains("before 23.11"), "{why}"),
+                t => panic!("{t:?}"),
+            }
+        }
+        // An array task's own selector addresses it alone, on every release.
         let text = out(&["3|1_1|COMPLETED|10|11|20|b"]);
         let all = parse(&[3], &text, D).unwrap();
         assert!(matches!(
-            target(all[&3].as_ref().unwrap(), 12.0, true),
+            target(all[&3].as_ref().unwrap(), 12.0, true, &v22()),
             Target::Write { .. }
         ));
+    }
+
+    /// 23.11+: sacctmgr's `jobid=1` changes the newest row whose own id is 1 (the new
+    /// job's) and drops the older array's rows: the new job's record is written there.
+    #[test]
+    fn a_reused_id_is_written_where_jobid_selects_the_newest_row_only() {
+        let all = parse(&[1], &reused_by_array(), D).unwrap();
+        let r = all[&1].as_ref().unwrap();
+        for v in [release(23, 11), release(24, 11), release(26, 5)] {
+            assert_eq!(
+                target(r, 911.0, true, &v),
+                Target::Write {
+                    id: "1".into(),
+                    value: String::new(),
+                    run: 910
+                },
+                "{v:?}"
+            );
+            // AdminComment/Comment too, the run having ended.
+            assert!(matches!(
+                target(r, 911.0, false, &v),
+                Target::Write { run: 910, .. }
+            ));
+            // The old array's late parts: never into the new job's row.
+            assert!(matches!(target(r, 12.0, true, &v), Target::Refuse(_)));
+        }
+    }
+
+    /// The new job's own row is not in accounting yet: the newest row with id 1 is the
+    /// old array's, which sacctmgr would change; nothing is written, on any release.
+    #[test]
+    fn a_reused_id_waits_while_the_runs_own_row_is_absent() {
+        let v24 = release(24, 11);
+        let old = out(&["1|1_2|COMPLETED|10|11|20|a", "2|1_0|COMPLETED|10|11|20|b"]);
+        let all = parse(&[1], &old, D).unwrap();
+        assert!(matches!(
+            target(all[&1].as_ref().unwrap(), 911.0, true, &v24),
+            Target::Wait(_)
+        ));
+        // The old array's row never ended in accounting (lost controller state: a
+        // runaway job): still not this run's, still no write.
+        let runaway = out(&[
+            "1|1_2|RUNNING|10|11|Unknown|a",
+            "2|1_0|COMPLETED|10|11|20|b",
+        ]);
+        let all = parse(&[1], &runaway, D).unwrap();
+        assert!(matches!(
+            target(all[&1].as_ref().unwrap(), 911.0, true, &v24),
+            Target::Wait(_)
+        ));
+        // The new run's row is in but has not ended: wait for it.
+        let running = out(&[
+            "1|1_2|RUNNING|10|11|Unknown|a",
+            "2|1_0|COMPLETED|10|11|20|b",
+            "1|1|RUNNING|900|910|Unknown|",
+        ]);
+        let all = parse(&[1], &running, D).unwrap();
+        assert!(matches!(
+            target(all[&1].as_ref().unwrap(), 911.0, false, &v24),
+            Target::Wait(_)
+        ));
+    }
+
+    /// Ids wrapped at MaxJobId: the older array 4000000's tasks got ids 1 and 2. Slurm
+    /// 23.11+ drops another array's rows only after the newest row of the id, in id
+    /// order, so `jobid=4000000` would still change them: refused on every release.
+    #[test]
+    fn an_older_arrays_task_with_a_lower_id_is_refused_on_every_release() {
+        let text = out(&[
+            "1|4000000_0|COMPLETED|10|11|20|b",
+            "2|4000000_1|COMPLETED|10|11|20|c",
+            "4000000|4000000_2|COMPLETED|10|11|20|a",
+            "4000000|4000000|COMPLETED|900|910|990|",
+        ]);
+        let all = parse(&[4_000_000], &text, D).unwrap();
+        let r = all[&4_000_000].as_ref().unwrap();
+        assert!(r.selects_others && r.others_below);
+        for v in [v22(), release(24, 11), release(26, 5)] {
+            assert!(
+                matches!(target(r, 911.0, true, &v), Target::Refuse(_)),
+                "{v:?}"
+            );
+        }
+    }
+
+    /// A requeued job whose id an older array had: its runs' parts go to its latest row
+    /// on 23.11+, and are refused before.
+    #[test]
+    fn a_requeued_job_with_a_reused_id_follows_the_release() {
+        let text = out(&[
+            "1|1_2|COMPLETED|10|11|20|a",
+            "2|1_0|COMPLETED|10|11|20|b",
+            "1|1|REQUEUED|900|910|990|",
+            "1|1|COMPLETED|990|1000|1100|x",
+        ]);
+        let all = parse(&[1], &text, D).unwrap();
+        let r = all[&1].as_ref().unwrap();
+        assert_eq!(
+            target(r, 911.0, true, &release(24, 11)),
+            Target::Write {
+                id: "1".into(),
+                value: "x".into(),
+                run: 910
+            }
+        );
+        assert!(matches!(
+            target(r, 1001.0, true, &release(26, 5)),
+            Target::Write { run: 1000, .. }
+        ));
+        assert!(matches!(target(r, 911.0, true, &v22()), Target::Refuse(_)));
+        assert!(matches!(target(r, 1001.0, true, &v22()), Target::Refuse(_)));
     }
 
     #[test]
@@ -459,6 +624,6 @@ mod tests {
             assert!(!valid_job_selector(bad), "{bad}");
         }
         let r = rows(77, &["77|77_[1-5]|PENDING|1|Unknown|Unknown|"]);
-        assert!(matches!(target(&r, 1.0, true), Target::Wait(_)));
+        assert!(matches!(target(&r, 1.0, true, &v22()), Target::Wait(_)));
     }
 }

@@ -46,6 +46,7 @@ pub(super) fn rows(jobs: &[u32], value: Option<String>) -> Rows {
                         value: v,
                     }],
                     selects_others: false,
+                    others_below: false,
                 }),
             ))
         })

@@ -148,10 +148,11 @@ pub fn fix_args(id: &str, joules: u64, diffs: &Differences) -> Result<Vec<String
     ])
 }
 
-/// Whether `m` may be written by `jobid=<its id>`: sacctmgr changes the latest row of
-/// every job with that id, array id or het id, so the fresh read of the id must show this
-/// very row as the latest, and nothing else it would select.
-pub fn fixable(m: &Mismatch, rows: &JobRows) -> Result<(), String> {
+/// Whether `m` may be written by `jobid=<its id>` on the Slurm of `diffs`: sacctmgr
+/// changes the latest row with that id (and, before 23.11, of every job whose array id or
+/// het id it is), so the fresh read of the id must show this very row as the latest, and
+/// nothing else it would change ([`super::rows::others_changed`]).
+pub fn fixable(m: &Mismatch, rows: &JobRows, diffs: &Differences) -> Result<(), String> {
     let latest = rows
         .latest()
         .ok_or("the job is not in accounting any more")?;
@@ -161,13 +162,10 @@ pub fn fixable(m: &Mismatch, rows: &JobRows) -> Result<(), String> {
             m.id
         ));
     }
-    if rows.selects_others && !m.id.contains(['_', '+']) {
-        return Err(format!(
-            "sacctmgr's jobid={} would also change other jobs' rows",
-            m.id
-        ));
+    match super::rows::others_changed(rows, &m.id, diffs) {
+        Some(why) => Err(why),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// Writes `m`'s record energy into its energy TRES, after a fresh read of its job shows
@@ -178,7 +176,7 @@ pub fn fix(tools: &SlurmTools, m: &Mismatch, field: Field) -> Result<(), String>
         .read(&[m.raw], field)
         .map_err(|e| e.to_string())
         .and_then(|rows| match rows.get(&m.raw) {
-            Some(Ok(r)) => fixable(m, r),
+            Some(Ok(r)) => fixable(m, r, diffs),
             Some(Err(e)) => Err(e.clone()),
             None => Err("the job is not in accounting any more".into()),
         })
@@ -289,19 +287,31 @@ mod tests {
         let alone = JobRows {
             runs: vec![r("12", 900, 1000)],
             selects_others: false,
+            others_below: false,
         };
-        assert_eq!(fixable(&m, &alone), Ok(()));
+        let v26 = Differences::for_version(crate::slurm::SlurmVersion::new(26, 5, 0));
+        let v22 = Differences::for_version(crate::slurm::SlurmVersion::new(22, 5, 0));
+        assert_eq!(fixable(&m, &alone, &v26), Ok(()));
         let requeued = JobRows {
             runs: vec![r("12", 900, 1000), r("12", 1100, 1200)],
             selects_others: false,
+            others_below: false,
         };
-        assert!(fixable(&m, &requeued).is_err());
+        assert!(fixable(&m, &requeued, &v26).is_err());
         let array = JobRows {
             selects_others: true,
+            others_below: false,
             ..alone.clone()
         };
-        assert!(fixable(&m, &array).is_err());
-        assert!(fixable(&m, &JobRows::default()).is_err());
+        // An older array whose id was 12: only 22.05's sacctmgr would change its tasks.
+        assert_eq!(fixable(&m, &array, &v26), Ok(()));
+        assert!(fixable(&m, &array, &v22).is_err());
+        let wrapped = JobRows {
+            others_below: true,
+            ..array.clone()
+        };
+        assert!(fixable(&m, &wrapped, &v26).is_err());
+        assert!(fixable(&m, &JobRows::default(), &v26).is_err());
     }
 
     #[test]

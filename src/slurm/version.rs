@@ -101,6 +101,18 @@ pub struct Differences {
     /// 24.11+: slurmd reads the prolog/epilog's stdout and stderr to EOF, so no child
     /// they spawn may keep them open.
     pub stdout_read_to_eof: bool,
+    /// 23.11+: `sacctmgr modify job where jobid=N` changes only the most recently
+    /// submitted row whose own id is N (and, when that row is an array or het job, its
+    /// tasks or components). Before, it also changed the tasks of an older array, and the
+    /// components of an older het job, whose array or het id was N. Slurm's
+    /// as_mysql_jobacct_process.c `_cluster_get_jobs` (commit 3b6f268783, "Don't display
+    /// old job_arrays/het_jobs in sacct if Job ID was reused", first in 23.11.0): without
+    /// `--duplicates` and with a job id given, rows whose array or het id is not the kept
+    /// row's are dropped, and `as_mysql_modify_job` changes exactly the rows that query
+    /// keeps. The StartTime/EndTime of the WHERE select nothing once a jobid is given
+    /// (JOBCOND_FLAG_NO_DEFAULT_USAGE), on every release. The filter works on rows ordered
+    /// by id: a task whose own id is below N (ids wrapped at MaxJobId) is still changed.
+    pub jobid_newest_only: bool,
 }
 
 impl Differences {
@@ -115,6 +127,7 @@ impl Differences {
             run_in_job: v.at_least(24, 5),
             cgroup_disabled: v.at_least(24, 5),
             stdout_read_to_eof: v.at_least(24, 11),
+            jobid_newest_only: v.at_least(23, 11),
         }
     }
 
@@ -134,6 +147,10 @@ impl Differences {
         say(
             self.lowercases,
             "before 23.02: sacctmgr lower-cases values; a field with capitals is not rewritten (record kept pending)",
+        );
+        say(
+            self.jobid_newest_only,
+            "23.11+: sacctmgr's jobid=N changes only the newest job with id N: a job whose id an older array or het job had gets its record",
         );
         say(
             self.run_in_job,
@@ -273,14 +290,21 @@ mod tests {
     }
 
     #[test]
+    fn jobid_newest_only_from_23_11() {
+        boundary(|x| x.jobid_newest_only, (23, 2), (23, 11));
+        assert!(!d(23, 10).jobid_newest_only && d(24, 11).jobid_newest_only);
+    }
+
+    #[test]
     fn describe_lists_exactly_the_differences_in_force() {
         assert_eq!(d(22, 5).describe().len(), 1);
         assert!(d(22, 5).describe()[0].contains("lower-cases"));
         let on = d(26, 5).describe();
-        assert_eq!(on.len(), 7);
+        assert_eq!(on.len(), 8);
         assert!(on.iter().all(|l| !l.contains("lower-cases")));
         let mid = d(24, 11).describe();
-        assert_eq!(mid.len(), 3, "{mid:?}");
+        assert_eq!(mid.len(), 4, "{mid:?}");
+        assert!(mid.iter().any(|l| l.contains("jobid=N")));
         assert!(mid.iter().any(|l| l.contains("EOF")));
         assert!(!mid.iter().any(|l| l.contains("TRES")));
     }

@@ -1,7 +1,8 @@
 //! The checker: what must hold once every courier is done. Every part measured is in
-//! its run's record exactly once (the parts of an older job of a reused id refused),
-//! no row holds another job's or another node's part, and no write was issued from a
-//! read older than `settle / 2`.
+//! its run's record exactly once (the parts of an older job of a reused id refused, and
+//! those whose `jobid=` would change an older array's tasks on this release), no row
+//! holds another job's or another node's part, no row of an older job (an array's tasks
+//! included) was changed, and no write was issued from a read older than `settle / 2`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -49,13 +50,11 @@ pub fn check(seed: u64, sc_expect: &Expect, out: &Outcome, db: &Db) -> Result<()
     for (k, (d, must_refuse)) in &sc_expect.parts {
         if *must_refuse {
             if out.done.contains_key(k) {
-                return Err(format!(
-                    "{k:?}: an older job's part (reused id) was delivered"
-                ));
+                return Err(format!("{k:?}: a part to refuse (reused id) was delivered"));
             }
             if !out.refused.contains(k) {
                 return Err(format!(
-                    "{k:?}: an older job's part (reused id) was not refused"
+                    "{k:?}: a part to refuse (reused id) was not refused"
                 ));
             }
         } else {
@@ -131,6 +130,16 @@ pub fn check(seed: u64, sc_expect: &Expect, out: &Outcome, db: &Db) -> Result<()
             }
             if row.end_state == "COMPLETED" && row.submit < BASE_UNIX && !row.landings.is_empty() {
                 return Err(format!("job {job}: the older job's row was written"));
+            }
+        }
+    }
+    for (job, others) in &db.others {
+        for (raw, row) in others {
+            if !row.landings.is_empty() {
+                return Err(format!(
+                    "job {job}: the row of {} (id {raw}), a task of an older array, was written (Slurm {})",
+                    row.id, db.diffs.version
+                ));
             }
         }
     }

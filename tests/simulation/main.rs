@@ -82,13 +82,27 @@ fn timing(stagger_ms: u64) -> Timing {
     }
 }
 
-fn run_seed(seed: u64) -> Result<Outcome, String> {
+/// A seed's outcome, and how many of its jobs had an id an older array had: (their
+/// record written, refused).
+fn run_seed(seed: u64) -> Result<(Outcome, (usize, usize)), String> {
     let sc = scenario(seed, None);
     let expect = Expect {
         parts: sc.expect.parts.clone(),
     };
+    let mut arrays = (0, 0);
+    for job in sc.db.others.keys() {
+        let refused = expect
+            .parts
+            .iter()
+            .any(|(k, (_, refuse))| k.0 == *job && k.1 >= schedule::BASE_UNIX && *refuse);
+        if refused {
+            arrays.1 += 1;
+        } else {
+            arrays.0 += 1;
+        }
+    }
     let (out, db) = run_sim(sc, timing(400), seed);
-    check(seed, &expect, &out, &db).map(|()| out)
+    check(seed, &expect, &out, &db).map(|()| (out, arrays))
 }
 
 fn seeds() -> Vec<u64> {
@@ -107,13 +121,16 @@ fn sim_no_share_lost_or_counted_twice() {
     let mut failures = Vec::new();
     let mut total = Outcome::default();
     let (mut parts, mut refused, mut again) = (0, 0, 0);
+    let mut arrays = (0, 0);
     let list = seeds();
     for &seed in &list {
         let began = std::time::Instant::now();
         let result = run_seed(seed);
         trace(|| format!("seed {seed}: {} ms", began.elapsed().as_millis()));
         match result {
-            Ok(o) => {
+            Ok((o, a)) => {
+                arrays.0 += a.0;
+                arrays.1 += a.1;
                 total.crashes += o.crashes;
                 total.gave_up += o.gave_up;
                 total.reads += o.reads;
@@ -136,9 +153,14 @@ fn sim_no_share_lost_or_counted_twice() {
         total.reads,
         total.writes
     );
+    eprintln!(
+        "ids an older array had: {} records written (24.11), {} refused (22.05, or ids wrapped)",
+        arrays.0, arrays.1
+    );
     // The scenarios exercise what they claim to.
     if list.len() >= 50 {
         assert!(total.crashes > 0 && refused > 0 && again > 0 && parts > list.len());
+        assert!(arrays.0 > 0 && arrays.1 > 0, "{arrays:?}");
     }
     assert!(failures.is_empty(), "failing seeds: {failures:?}");
 }
@@ -259,10 +281,4 @@ fn bench() {
             ok.err().unwrap_or_default()
         );
     }
-}
-
-/// The merge protocol as on Slurm 22.05 (no energy TRES).
-fn policy_22() -> spank_carbon::accounting::Policy {
-    use spank_carbon::slurm::{Differences, SlurmVersion};
-    spank_carbon::accounting::Policy::new(Differences::for_version(SlurmVersion::new(22, 5, 8)))
 }

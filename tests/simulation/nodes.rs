@@ -8,13 +8,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use spank_carbon::accounting::{AcctError, Delivery, Timing};
+use spank_carbon::accounting::{AcctError, Delivery, Policy, Timing};
 use spank_carbon::node::courier::{Courier, Outbox, Wake};
 use spank_carbon::node::state::{JobKey, StateError};
 
 use crate::schedule::{Key, Rng, Scenario};
 use crate::slurmdbd::{Db, Node};
-use crate::{policy_22, secs, trace, T};
+use crate::{secs, trace, T};
 
 /// How long a courier waits to try a record again after giving up on it (`retry_s`).
 pub const RETRY: Duration = Duration::from_secs(60);
@@ -155,10 +155,13 @@ pub fn run_sim(mut sc: Scenario, timing: Timing, rng_seed: u64) -> (Outcome, Db)
     let mut rng = Rng(rng_seed ^ 0xc0ffee);
     let base = Instant::now();
     let faults = sc.db.faults;
+    let diffs = sc.db.diffs;
     let db = RefCell::new(std::mem::replace(
         &mut sc.db,
         Db {
             jobs: BTreeMap::new(),
+            others: BTreeMap::new(),
+            diffs,
             seq: 0,
             pauses: vec![],
             faults,
@@ -207,7 +210,7 @@ pub fn run_sim(mut sc: Scenario, timing: Timing, rng_seed: u64) -> (Outcome, Db)
             // Started by the epilog (or, after a crash, the next epilog or prolog).
             n.courier = Some(Courier::new(
                 timing,
-                policy_22(),
+                Policy::new(diffs),
                 RETRY,
                 None,
                 false,

@@ -8,6 +8,7 @@ use std::time::Duration;
 use spank_carbon::accounting::Delivery;
 use spank_carbon::core::config::Field;
 use spank_carbon::record::{Meta, Method, NodePart};
+use spank_carbon::slurm::{Differences, SlurmVersion};
 use spank_carbon::units::GramsPerKwh;
 
 use crate::slurmdbd::{Db, Faults, SimRow};
@@ -52,7 +53,9 @@ pub fn key(d: &Delivery, run: u64) -> Key {
 
 pub struct Expect {
     /// Every delivery, by the run it measured, with what must become of it.
-    pub parts: BTreeMap<Key, (Delivery, bool)>, // bool: must be refused (reused id)
+    /// bool: must be refused (an older job's part of a reused id, or a part whose
+    /// `jobid=` would also change an older array's tasks).
+    pub parts: BTreeMap<Key, (Delivery, bool)>,
 }
 
 pub struct Scenario {
@@ -87,8 +90,20 @@ pub fn scenario(seed: u64, sizes: Option<&[usize]>) -> Scenario {
     } else {
         Faults::random(&mut rng)
     };
+    // The release slurmdbd behaves as, from a generator of its own (the scenarios drawn
+    // from `rng` stay as they were): 22.05, where `jobid=N` also changes an older array's
+    // tasks, or 24.11, where it does not.
+    let mut own = Rng(seed ^ 0xa77a_11d5);
+    let release = if own.chance(0.5) {
+        SlurmVersion::new(24, 11, 5)
+    } else {
+        SlurmVersion::new(22, 5, 8)
+    };
+    let diffs = Differences::for_version(release);
     let mut db = Db {
         jobs: BTreeMap::new(),
+        others: BTreeMap::new(),
+        diffs,
         seq: 0,
         pauses: vec![],
         faults,
@@ -157,12 +172,43 @@ pub fn scenario(seed: u64, sizes: Option<&[usize]>) -> Scenario {
         } else {
             String::new()
         };
+        // Whether this job's parts must be refused: its id was an older array's, and
+        // sacctmgr's `jobid=` would change that array's tasks too.
+        let mut refuse_new = false;
         if kind == 9 {
             // Reused id: an older, unrelated job had this id; its late parts must be
-            // refused, and it must never get the new job's.
+            // refused, and it must never get the new job's. Half the time it was an array
+            // (its own row `N_T`, its other tasks with ids of their own, now and then
+            // below N: ids wrapped at MaxJobId), whose rows must never change.
             let old_submit = BASE_UNIX - 5_000_000;
+            let array = own.chance(0.5);
+            let mut old_id = job.to_string();
+            if array {
+                let tasks = 1 + own.below(3) as u32;
+                let wrapped = own.chance(0.25);
+                old_id = format!("{job}_{tasks}");
+                let others = (0..tasks)
+                    .map(|t| {
+                        let raw = if wrapped { 10 + t } else { job + 500 + t };
+                        let row = SimRow {
+                            id: format!("{job}_{t}"),
+                            submit: old_submit,
+                            start: old_submit + 10,
+                            end: old_submit + 900,
+                            end_state: "COMPLETED",
+                            created_at: T::ZERO,
+                            ended_at: T::ZERO,
+                            initial: format!("old-task-{t}"),
+                            landings: vec![],
+                        };
+                        (raw, row)
+                    })
+                    .collect();
+                db.others.insert(job, others);
+                refuse_new = !diffs.jobid_newest_only || wrapped;
+            }
             rows.push(SimRow {
-                id: job.to_string(),
+                id: old_id,
                 submit: old_submit,
                 start: old_submit + 10,
                 end: old_submit + 900,
@@ -271,7 +317,7 @@ pub fn scenario(seed: u64, sizes: Option<&[usize]>) -> Scenario {
                     let again = at + rng.between(secs(0), secs(120));
                     arrivals[i].push((again, d.clone(), rstart));
                 }
-                expect.parts.insert(key(&d, rstart), (d, old));
+                expect.parts.insert(key(&d, rstart), (d, old || refuse_new));
             }
         }
     }

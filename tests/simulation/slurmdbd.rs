@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use spank_carbon::accounting::{Accounting, AcctError, Clock, JobRows, Row, Rows, Timing};
 use spank_carbon::core::config::Field;
+use spank_carbon::slurm::Differences;
 
 use crate::schedule::Rng;
 use crate::{ms, secs, summary, trace, T};
@@ -88,6 +89,12 @@ impl Faults {
 
 pub struct Db {
     pub jobs: BTreeMap<u32, Vec<SimRow>>,
+    /// The rows of other jobs that sacctmgr's `jobid=N` may select, by N: the tasks of
+    /// an older array whose id was N (their own id, their row). Nothing may change them.
+    pub others: BTreeMap<u32, Vec<(u32, SimRow)>>,
+    /// The Slurm release it behaves as: which rows `jobid=N` changes
+    /// ([`Differences::jobid_newest_only`]).
+    pub diffs: Differences,
     pub seq: u64,
     /// slurmdbd paused (or restarting) from .0 until .1.
     pub pauses: Vec<(T, T)>,
@@ -111,16 +118,27 @@ impl Db {
     }
 
     /// A write of job `job` landing at `t`: slurmdbd applies it to the job's latest row
-    /// at that moment.
+    /// at that moment, and to the rows of other jobs that Slurm's `as_mysql_modify_job`
+    /// also picks: before 23.11 every task of an older array whose id was `job`; from
+    /// 23.11 on those whose own id is below `job` (they come before its newest row in id
+    /// order), or all when that newest row is the array's own.
     pub fn land(&mut self, job: u32, t: T, value: &str) {
         self.seq += 1;
         let seq = self.seq;
+        let mut newest_is_array = false;
         if let Some(row) = self.jobs.get_mut(&job).and_then(|rows| {
             rows.iter_mut()
                 .filter(|r| r.created_at <= t)
                 .max_by_key(|r| r.submit)
         }) {
+            newest_is_array = row.id.contains('_');
             row.landings.push((t, seq, value.to_string()));
+        }
+        let newest_only = self.diffs.jobid_newest_only;
+        for (raw, row) in self.others.get_mut(&job).into_iter().flatten() {
+            if row.created_at <= t && (!newest_only || *raw < job || newest_is_array) {
+                row.landings.push((t, seq, value.to_string()));
+            }
         }
     }
 
@@ -207,11 +225,21 @@ impl Accounting for Node<'_> {
                 continue;
             }
             runs.sort_by_key(|r| r.submit);
+            // `sacct -D -j N` shows the tasks of an older array whose id was N too.
+            let others: Vec<u32> = db
+                .others
+                .get(&job)
+                .into_iter()
+                .flatten()
+                .filter(|(_, r)| r.created_at <= t)
+                .map(|(raw, _)| *raw)
+                .collect();
             out.insert(
                 job,
                 Ok(JobRows {
                     runs,
-                    selects_others: false,
+                    selects_others: !others.is_empty(),
+                    others_below: others.iter().any(|&raw| raw < job),
                 }),
             );
         }
