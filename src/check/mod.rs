@@ -527,7 +527,73 @@ pub fn accounting(f: &Facts) -> Vec<Finding> {
         ),
     });
     out.push(field_finding(a));
+    out.push(gpu_tres_finding(&f.slurm_conf));
     out
+}
+
+/// slurm.conf's AccountingStorageTRES lists `gres/gpu` (not among Slurm's default TRES):
+/// without it sacct's AllocTRES holds no GPU, so `report` counts GPU-hours only for jobs
+/// with a record and the job-end mail cannot tell a GPU job whose record is late from a
+/// CPU job. Where GresTypes has shards or MPS, `gres/shard`/`gres/mps` likewise.
+/// (`gres/gpu:TYPE` alone does: Slurm then accounts every GPU job under one of the types.)
+pub fn gpu_tres_finding(conf: &Result<SlurmConf, String>) -> Finding {
+    const C: &str = "accounting TRES";
+    let conf = match conf {
+        Ok(c) => c,
+        Err(e) => return warning(
+            C,
+            format!("not checked: {e}"),
+            "make slurm.conf readable (or set SLURM_CONF) so AccountingStorageTRES can be checked",
+        ),
+    };
+    let value = conf.get("AccountingStorageTRES").unwrap_or("");
+    let tres: Vec<&str> = value
+        .split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .collect();
+    let has = |name: &str| {
+        tres.iter()
+            .map(|t| t.to_ascii_lowercase())
+            .any(|t| t == name || t.strip_prefix(name).is_some_and(|r| r.starts_with(':')))
+    };
+    let gres_types = conf.get("GresTypes").unwrap_or("").to_ascii_lowercase();
+    let mut missing: Vec<&str> = Vec::new();
+    if !has("gres/gpu") {
+        missing.push("gres/gpu");
+    }
+    for (gres, tres_name) in [("shard", "gres/shard"), ("mps", "gres/mps")] {
+        if gres_types.split(',').any(|g| g.trim() == gres) && !has(tres_name) {
+            missing.push(tres_name);
+        }
+    }
+    let shown = format!(
+        "AccountingStorageTRES={}",
+        if value.is_empty() { "(not set)" } else { value }
+    );
+    if missing.is_empty() {
+        return ok(
+            C,
+            format!("{shown} (sacct's AllocTRES shows each job's GPUs)"),
+        );
+    }
+    let mut want = tres.clone();
+    want.extend(missing.iter().copied());
+    warning(
+        C,
+        format!(
+            "{shown} lacks {}: Slurm tracks a GRES only when listed there, so sacct's AllocTRES \
+             shows no GPU; `spank-carbon report` then counts GPU-hours only for jobs with a \
+             record, and the job-end mail cannot tell a GPU job whose record is late from a CPU \
+             job (it adds nothing)",
+            missing.join(", ")
+        ),
+        format!(
+            "set AccountingStorageTRES={} in slurm.conf and restart slurmctld (jobs from then on \
+             are recorded with their GPUs)",
+            want.join(",")
+        ),
+    )
 }
 
 fn rights_finding(a: &AccountingFacts) -> Finding {

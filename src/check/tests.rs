@@ -132,7 +132,11 @@ fn facts() -> Facts {
         slurm_conf_path: conf.into(),
         slurm_conf: Ok(SlurmConf::from_pairs(
             conf,
-            &[("ClusterName", "c"), ("PrologFlags", "Alloc,Contain")],
+            &[
+                ("ClusterName", "c"),
+                ("PrologFlags", "Alloc,Contain"),
+                ("AccountingStorageTRES", "gres/gpu"),
+            ],
         )),
         plugstack_path: "/etc/slurm/plugstack.conf".into(),
         plugstack: Ok(Plugstack {
@@ -265,16 +269,20 @@ fn slurm_version_mismatch_is_an_error_missing_slurmd_a_warning() {
 fn prolog_flags_without_alloc_or_with_run_in_job_are_errors() {
     let conf = Path::new("/etc/slurm/slurm.conf");
     let mut f = facts();
-    f.slurm_conf = Ok(SlurmConf::from_pairs(conf, &[("PrologFlags", "Serial")]));
+    let tres = ("AccountingStorageTRES", "gres/gpu");
+    f.slurm_conf = Ok(SlurmConf::from_pairs(
+        conf,
+        &[("PrologFlags", "Serial"), tres],
+    ));
     let e = only_problem(&f, "PrologFlags", Status::Error);
     assert!(e.detail.contains("first step"), "{}", e.detail);
     assert!(e.fix.unwrap().contains("add Alloc"));
-    f.slurm_conf = Ok(SlurmConf::from_pairs(conf, &[]));
+    f.slurm_conf = Ok(SlurmConf::from_pairs(conf, &[tres]));
     let e = only_problem(&f, "PrologFlags", Status::Error);
     assert!(e.detail.contains("(not set)"), "{}", e.detail);
     f.slurm_conf = Ok(SlurmConf::from_pairs(
         conf,
-        &[("prologflags", "alloc,runinjob")],
+        &[("prologflags", "alloc,runinjob"), tres],
     ));
     let e = only_problem(&f, "PrologFlags", Status::Error);
     assert!(
@@ -949,6 +957,86 @@ fn accounting_rights_dbd_tools_and_field() {
     only_problem(&f, "field", Status::Warning);
 }
 
+/// AccountingStorageTRES without gres/gpu (Slurm's default): a warning that says what it
+/// costs (report's GPU-hours, the mail's GPU count) and the line to set.
+#[test]
+fn accounting_storage_tres_without_gres_gpu_is_a_warning() {
+    let conf = Path::new("/etc/slurm/slurm.conf");
+    let with = |pairs: &[(&str, &str)]| {
+        let mut f = facts();
+        let mut all = vec![("PrologFlags", "Alloc")];
+        all.extend_from_slice(pairs);
+        f.slurm_conf = Ok(SlurmConf::from_pairs(conf, &all));
+        f
+    };
+    // Not set: Slurm's defaults (billing, cpu, energy, mem, node, ...) hold no GRES.
+    let w = only_problem(&with(&[]), "accounting TRES", Status::Warning);
+    assert!(
+        w.detail.contains("(not set) lacks gres/gpu"),
+        "{}",
+        w.detail
+    );
+    assert!(
+        w.detail.contains("GPU-hours") && w.detail.contains("mail"),
+        "{}",
+        w.detail
+    );
+    let fix = w.fix.unwrap();
+    assert!(
+        fix.contains("AccountingStorageTRES=gres/gpu ") && fix.contains("restart slurmctld"),
+        "{fix}"
+    );
+    // Other GRES listed: kept in the fix; gpumem is not gpu.
+    let w = only_problem(
+        &with(&[("AccountingStorageTRES", "gres/gpumem,License/iop1")]),
+        "accounting TRES",
+        Status::Warning,
+    );
+    assert!(
+        w.fix
+            .unwrap()
+            .contains("AccountingStorageTRES=gres/gpumem,License/iop1,gres/gpu "),
+        "{}",
+        w.detail
+    );
+    // Shards configured but not tracked: named too.
+    let w = only_problem(
+        &with(&[
+            ("AccountingStorageTRES", "gres/gpu"),
+            ("GresTypes", "gpu,shard"),
+        ]),
+        "accounting TRES",
+        Status::Warning,
+    );
+    assert!(w.detail.contains("lacks gres/shard"), "{}", w.detail);
+    // Listed, in any case, plain or by type only (every GPU job is then accounted under
+    // one of the types): fine.
+    for v in [
+        "gres/gpu",
+        "cpu, GRES/GPU ,license/x",
+        "gres/gpu:a100,gres/gpu:h100",
+    ] {
+        let f = with(&[("AccountingStorageTRES", v), ("GresTypes", "gpu")]);
+        assert_eq!(
+            find(&diagnose(&f), "accounting TRES").status,
+            Status::Ok,
+            "{v}"
+        );
+    }
+    let f = with(&[
+        ("AccountingStorageTRES", "gres/gpu,gres/shard,gres/mps"),
+        ("GresTypes", "gpu,shard,mps"),
+    ]);
+    assert!(diagnose(&f).iter().all(|x| x.status == Status::Ok));
+    // slurm.conf unreadable: not checked, a warning.
+    let mut f = facts();
+    f.slurm_conf = Err("permission denied".into());
+    assert_eq!(
+        find(&diagnose(&f), "accounting TRES").status,
+        Status::Warning
+    );
+}
+
 #[test]
 fn slurmd_problems_are_the_ones_that_stop_measuring() {
     let conf = Path::new("/etc/slurm/slurm.conf");
@@ -979,7 +1067,10 @@ fn text_and_json_output() {
     let mut f = facts();
     f.slurm_conf = Ok(SlurmConf::from_pairs(
         Path::new("/etc/slurm/slurm.conf"),
-        &[("PrologFlags", "RunInJob")],
+        &[
+            ("PrologFlags", "RunInJob"),
+            ("AccountingStorageTRES", "gres/gpu"),
+        ],
     ));
     let d = diagnose(&f);
     assert!(failed(&d));

@@ -30,22 +30,31 @@
 //!   (<id>) Name=...` (its environment is the array's master record).
 //! - At most `MAX_MAIL_THREADS` = 64 MailProg run at once (`src/slurmctld/slurmctld.h`),
 //!   each also holding one of slurmctld's agent threads (`agent_thread_cnt`, shared with
-//!   the RPCs to slurmd) while it runs: the wait ends as soon as the record is whole and
-//!   is not made for jobs without GPUs, but keep `mail_wait_s` short on busy clusters.
+//!   the RPCs to slurmd) while it runs: so the wrapper waits only for a job that had GPUs
+//!   and whose row is in accounting without its whole record, ends the wait as soon as the
+//!   record is whole, and gives each sacct call at most `min(write_timeout_s, 10)` s. When
+//!   slurmdbd is down sacct fails (it exits 1, "Problem talking to the database"): the mail
+//!   goes out at once, unchanged. Keep `mail_wait_s` short on busy clusters.
+//! - No variable of that environment names the job's GRES (22.05, 24.11 and 26.05 alike;
+//!   `SLURM_JOB_COMMENT`, `SPANK_*` and the like belong to the job's owner), so "no GPUs"
+//!   is read from the job's row: no GPU in AllocTRES (`gres/gpu`, `gres/gpu:TYPE`,
+//!   `gres/shard`, `gres/mps`) and no record.
 //! - Slurm's own default MailProg is `/bin/mail`, else `/usr/bin/mail`
 //!   (`DEFAULT_MAIL_PROG`, `src/common/read_config.h`).
 //! - The end mail is queued when the job completes, before or while the epilogs run,
 //!   so the record usually lands a few seconds after the mail starts: hence the wait.
 //!
 //! What it does: finds the job id (`SLURM_JOB_ID`, else the subject, strictly); for mail
-//! types that end a run (Ended, Failed, Reached time limit, Requeued, StageOut) of a job
-//! with GPUs it polls sacct for the record for up to `mail_wait_s`, then runs
-//! `mail_prog` (absolute path, argv passed on unchanged, never a shell) with the
-//! original body (stdin) followed by a short footprint paragraph, or a line saying that
-//! the record is not there yet. Nothing is added to BEGIN, time-limit warnings, array
-//! summaries or jobs without GPUs. Any error of ours (configuration, sacct, even a
-//! panic) hands on the original mail unchanged and is logged to stderr.
-
+//! types that end a run (Ended, Failed, Reached time limit, Requeued, StageOut) it asks
+//! sacct for the run's row. No row yet, a row with no GPU and no record, or sacct failing
+//! (exit status, time limit, not runnable): the mail goes out at once, unchanged (the
+//! reason logged). A GPU run (whole GPUs, shards or MPS) whose record is missing or
+//! partial: polls for up to `mail_wait_s`. Then it runs `mail_prog` (absolute path, argv
+//! passed on unchanged, never a shell) with the original body (stdin) followed by a short
+//! footprint paragraph (GPUs as GPU-equivalents where boards were shared), or a line saying
+//! that the record is not there yet. Nothing is added to BEGIN, time-limit warnings or
+//! array summaries. Any error of ours (configuration, sacct, even a panic) hands on the
+//! original mail unchanged and is logged to stderr.
 use std::io::{IsTerminal, Read, Seek, Write};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -54,8 +63,8 @@ use std::time::{Duration, Instant};
 
 use spank_carbon::core::config::Config;
 use spank_carbon::core::mail::{
-    compose, footprint, job_of, kind, lookup, mail_prog_line, subject_of, wait_for, Kind, Lookup,
-    POLL,
+    compose, footprint, job_of, kind, lookup, mail_prog_line, sacct_timeout, subject_of, wait_for,
+    Kind, Lookup, POLL,
 };
 use spank_carbon::core::report::{self, JobRow};
 use spank_carbon::slurm::sacct_rows::{self, SacctCall};
@@ -140,19 +149,28 @@ fn added_text(config: &Config, args: &[String]) -> Result<Option<String>, String
     };
     let wait = Duration::from_secs(config.mail_wait_s);
     let start = Instant::now();
-    let per_call = Duration::from_secs(config.write_timeout_s);
     let found = wait_for(
         wait,
         POLL,
-        |left| match sacct_rows(config, job, per_call.min(left).max(Duration::from_secs(2))) {
+        |left| match sacct_rows(config, job, sacct_timeout(config.write_timeout_s, left)) {
             Ok(rows) => lookup(job, &rows),
-            Err(e) => Lookup::NotYet(Some(e)),
+            Err(e) => Lookup::Failed(e),
         },
         || start.elapsed(),
         std::thread::sleep,
     );
-    if let Lookup::NotYet(Some(why)) = &found {
-        log::warn!("mail for job {job}: no record yet; last sacct error: {why}");
+    match &found {
+        Lookup::Failed(why) => {
+            log::warn!("mail for job {job}: sacct failed ({why}); the mail goes out unchanged")
+        }
+        Lookup::NoRow => log::info!(
+            "mail for job {job}: accounting has no row of the job yet; the mail goes out unchanged"
+        ),
+        Lookup::NotYet => log::warn!(
+            "mail for job {job}: no record after {} s; the mail says so",
+            config.mail_wait_s
+        ),
+        _ => {}
     }
     let imperial = report::imperial_locale(|k| std::env::var(k).ok());
     Ok(footprint(

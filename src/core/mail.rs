@@ -91,15 +91,39 @@ pub fn job_of(env_job: Option<&str>, subject: &str) -> Option<u32> {
     tail.starts_with("Name=").then(|| job_id(id)).flatten()
 }
 
+/// How long one sacct call of the mail may take: `write_timeout_s`, but never more than
+/// this (slurmctld's agent thread waits on the mail; a slurmdbd that hangs must not hold it).
+pub const SACCT_TIMEOUT_MAX: Duration = Duration::from_secs(10);
+
+/// The time limit of each sacct call: `write_timeout_s` up to [`SACCT_TIMEOUT_MAX`], and
+/// no more than the wait left (but at least 2 s, or the limit if shorter).
+pub fn sacct_timeout(write_timeout_s: u64, left: Duration) -> Duration {
+    let per_call = Duration::from_secs(write_timeout_s.max(1)).min(SACCT_TIMEOUT_MAX);
+    per_call.min(left.max(Duration::from_secs(2)))
+}
+
 /// What accounting says about the job so far.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Lookup {
-    /// The run allocated no GPU: nothing to add, nothing to wait for.
+    /// sacct answered without a started row of the job (slurmdbd does not have its start
+    /// yet): nothing is known to say, nothing to wait for.
+    NoRow,
+    /// The run's row has no GPU in AllocTRES (whole, shard or MPS) and no record: nothing
+    /// to add, nothing to wait for. (slurmctld's environment for MailProg, agent.c
+    /// `_build_mail_env` in 22.05 to 26.05, names no GRES: the row decides.)
     NoGpus,
-    /// The run's record; `complete` when every node of the job has reported.
-    Record { seg: Segment, complete: bool },
-    /// Not there yet (or sacct failed: the reason).
-    NotYet(Option<String>),
+    /// The run's record; `complete` when every node of the job has reported; `shared`
+    /// when AllocTRES holds only shards or MPS shares (no whole GPU).
+    Record {
+        seg: Segment,
+        complete: bool,
+        shared: bool,
+    },
+    /// The run had GPUs and its record is not there yet.
+    NotYet,
+    /// sacct failed (exit status, time limit, could not run): why. The mail goes out at
+    /// once, without a footprint.
+    Failed(String),
 }
 
 /// The row of the run a mail is about: the job's latest row that has started (a
@@ -110,23 +134,30 @@ pub fn lookup(job: u32, rows: &[JobRow]) -> Lookup {
         .rev()
         .find(|r| r.job == job && !r.state.starts_with("PENDING"))
     else {
-        return Lookup::NotYet(None);
+        return Lookup::NoRow;
     };
-    if row.gpus == 0 {
-        return Lookup::NoGpus;
-    }
     match report::job_record(&[row]) {
         Some(seg) => {
             let complete = seg.parts.len() as u64 >= u64::from(seg.meta.expected_nodes);
-            Lookup::Record { seg, complete }
+            Lookup::Record {
+                seg,
+                complete,
+                shared: row.tres.shared_only(),
+            }
         }
-        None => Lookup::NotYet(None),
+        // A site whose AccountingStorageTRES lacks the GPU GRES has none in AllocTRES:
+        // then the record's presence is all there is, and a GPU job whose record is late
+        // gets no footprint (`spank-carbon check` warns about that configuration).
+        None if row.tres.any() => Lookup::NotYet,
+        None => Lookup::NoGpus,
     }
 }
 
-/// Asks `fetch` (given the time left) until it has a complete record, knows there are
-/// no GPUs, or `wait` has passed; then the best answer seen (a partial record rather
-/// than none). `elapsed` and `sleep` are the clock (a fake one in tests).
+/// Asks `fetch` (given the time left) until it has a complete record, knows there is
+/// nothing to say (no row, no GPUs, sacct failed: at once), or `wait` has passed; then
+/// the best answer seen (a partial record rather than none). Only a GPU run whose record
+/// is missing or partial is waited for. `elapsed` and `sleep` are the clock (a fake one in
+/// tests).
 pub fn wait_for(
     wait: Duration,
     every: Duration,
@@ -134,37 +165,63 @@ pub fn wait_for(
     mut elapsed: impl FnMut() -> Duration,
     mut sleep: impl FnMut(Duration),
 ) -> Lookup {
-    let mut best = Lookup::NotYet(None);
+    let mut best: Option<Lookup> = None;
     loop {
         let left = wait.saturating_sub(elapsed());
         match fetch(left) {
-            done @ (Lookup::NoGpus | Lookup::Record { complete: true, .. }) => return done,
-            partial @ Lookup::Record { .. } => best = partial,
-            Lookup::NotYet(why) => {
-                if let Lookup::NotYet(_) = best {
-                    best = Lookup::NotYet(why);
+            done @ Lookup::Record { complete: true, .. } => return done,
+            partial @ Lookup::Record { .. } => best = Some(partial),
+            Lookup::NotYet => {
+                best.get_or_insert(Lookup::NotYet);
+            }
+            // Nothing more will come now: a partial record already read still stands.
+            end @ (Lookup::NoRow | Lookup::NoGpus | Lookup::Failed(_)) => {
+                return match best {
+                    Some(partial @ Lookup::Record { .. }) => partial,
+                    _ => end,
                 }
             }
         }
         if left.is_zero() {
-            return best;
+            return best.unwrap_or(Lookup::NotYet);
         }
         sleep(every.min(left));
     }
+}
+
+/// The GPUs a record was measured on, for the footprint: whole GPUs, or the
+/// GPU-equivalents charged where boards were shared (the record's `sh:` rule: shards over
+/// the board's, MPS, MIG); where AllocTRES says the job held only shards or MPS shares but
+/// the record gives no share, "shared GPU(s)" rather than a number of boards.
+pub fn gpus_text(seg: &Segment, shared: bool) -> String {
+    if seg.parts.values().any(|p| p.share.is_some()) {
+        return format!(
+            "{} GPU-equivalent(s) of shared GPUs",
+            num(report::gpu_equivalents(seg), 4)
+        );
+    }
+    if shared {
+        return "shared GPU(s)".into();
+    }
+    format!("{} GPU(s)", seg.gpus())
 }
 
 /// The paragraph added to the mail; `None` when nothing is to be added.
 pub fn footprint(job: u32, found: &Lookup, waited_s: u64, imperial: bool) -> Option<String> {
     let mut out = String::from("-- \nGPU footprint (spank-carbon)\n");
     match found {
-        Lookup::NoGpus => return None,
-        Lookup::NotYet(_) => {
+        Lookup::NoRow | Lookup::NoGpus | Lookup::Failed(_) => return None,
+        Lookup::NotYet => {
             out.push_str(&format!(
                 "Not recorded yet (waited {waited_s} s for job {job}'s record). \
                  `spank-carbon report -j {job}` shows it once it is there.\n"
             ));
         }
-        Lookup::Record { seg, complete } => {
+        Lookup::Record {
+            seg,
+            complete,
+            shared,
+        } => {
             let how = match seg.method() {
                 Some(Method::Counter) => "GPU energy counters (NVML)",
                 Some(Method::Sampled) => "sampled GPU power (NVML)",
@@ -182,9 +239,9 @@ pub fn footprint(job: u32, found: &Lookup, waited_s: u64, imperial: bool) -> Opt
                 out.push_str(&format!("That is {first}.\n"));
             }
             out.push_str(&format!(
-                "Measured from {how} on {} node(s), {} GPU(s); CPU, memory and network not included.\n",
+                "Measured from {how} on {} node(s), {}; CPU, memory and network not included.\n",
                 seg.parts.len(),
-                seg.gpus()
+                gpus_text(seg, *shared)
             ));
             if !complete {
                 out.push_str(&format!(
@@ -322,18 +379,11 @@ mod tests {
         }
     }
 
-    fn row(job: u32, state: &str, gpus: u32, field: &str) -> JobRow {
-        JobRow {
-            job,
-            user: "u".into(),
-            account: "a".into(),
-            partition: "p".into(),
-            state: state.into(),
-            elapsed_s: 10,
-            gpus,
-            nodelist: "n1".into(),
-            field: field.into(),
-        }
+    /// A row as sacct prints it: `tres` is its AllocTRES.
+    fn row(job: u32, state: &str, tres: &str, field: &str) -> JobRow {
+        let d = "|";
+        let line = format!("{job}{d}u{d}a{d}p{d}{state}{d}10{d}{tres}{d}n1{d}{field}\n");
+        report::rows(line.as_bytes(), d).unwrap().remove(0)
     }
 
     fn segment(wh: f64, co2e_g: f64, nodes: u32, parts: u32) -> Segment {
@@ -359,29 +409,96 @@ mod tests {
         seg
     }
 
+    fn field_of(seg: &Segment) -> String {
+        let mut field = String::new();
+        for p in seg.parts.values() {
+            field = crate::record::merge(&field, p, &seg.meta, None);
+        }
+        field
+    }
+
     #[test]
     fn lookup_takes_the_run_that_ended() {
         let seg = segment(1.5, 1.125, 1, 1);
-        let field = crate::record::merge("", seg.parts.values().next().unwrap(), &seg.meta, None);
-        assert_eq!(lookup(5, &[]), Lookup::NotYet(None));
-        assert_eq!(lookup(5, &[row(5, "COMPLETED", 0, "")]), Lookup::NoGpus);
+        let field = field_of(&seg);
+        assert_eq!(lookup(5, &[]), Lookup::NoRow);
         assert_eq!(
-            lookup(5, &[row(5, "COMPLETED", 2, "")]),
-            Lookup::NotYet(None)
+            lookup(5, &[row(5, "COMPLETED", "cpu=1", "")]),
+            Lookup::NoGpus
         );
-        let Lookup::Record { seg: got, complete } = lookup(
+        assert_eq!(
+            lookup(5, &[row(5, "COMPLETED", "gres/gpu=2", "")]),
+            Lookup::NotYet
+        );
+        let Lookup::Record {
+            seg: got,
+            complete,
+            shared,
+        } = lookup(
             5,
-            &[row(5, "REQUEUED", 2, &field), row(5, "PENDING", 2, "")],
-        ) else {
+            &[
+                row(5, "REQUEUED", "gres/gpu=2", &field),
+                row(5, "PENDING", "gres/gpu=2", ""),
+            ],
+        )
+        else {
             panic!("the requeued run's record");
         };
-        assert!(complete);
+        assert!(complete && !shared);
         assert_eq!(got.gpu_wh(), 1.5);
         // Another job's row is not this job's.
         assert_eq!(
-            lookup(6, &[row(5, "COMPLETED", 2, &field)]),
-            Lookup::NotYet(None)
+            lookup(6, &[row(5, "COMPLETED", "gres/gpu=2", &field)]),
+            Lookup::NoRow
         );
+        // Only a started row counts: a pending one is not the run that ended.
+        assert_eq!(
+            lookup(5, &[row(5, "PENDING", "gres/gpu=2", "")]),
+            Lookup::NoRow
+        );
+    }
+
+    #[test]
+    fn gpu_jobs_are_known_by_any_gpu_tres_or_by_their_record() {
+        // Shards or MPS shares alone, or GPUs of a type only: a GPU job, its record is
+        // waited for.
+        for tres in [
+            "cpu=1,gres/shard=2,node=1",
+            "cpu=1,gres/mps=30,node=1",
+            "cpu=1,gres/gpu:a100=1,node=1",
+            "cpu=1,gres/shard:a100=1,node=1",
+        ] {
+            assert_eq!(
+                lookup(5, &[row(5, "COMPLETED", tres, "")]),
+                Lookup::NotYet,
+                "{tres}"
+            );
+        }
+        // gpumem and gpuutil are not GPUs; a 0 is none.
+        for tres in ["cpu=1,gres/gpumem=8G", "gres/gpuutil=5,cpu=1", "gres/gpu=0"] {
+            assert_eq!(
+                lookup(5, &[row(5, "COMPLETED", tres, "")]),
+                Lookup::NoGpus,
+                "{tres}"
+            );
+        }
+        // No GPU in AllocTRES (AccountingStorageTRES without gres/gpu), but a record: the
+        // record says the job had GPUs.
+        let seg = segment(1.5, 1.125, 1, 1);
+        let Lookup::Record { seg: got, .. } =
+            lookup(5, &[row(5, "COMPLETED", "cpu=2,node=1", &field_of(&seg))])
+        else {
+            panic!("the record");
+        };
+        assert_eq!(got.gpus(), 2);
+        // Shards alone: the record is marked shared.
+        let Lookup::Record { shared, .. } = lookup(
+            5,
+            &[row(5, "COMPLETED", "cpu=2,gres/shard=2", &field_of(&seg))],
+        ) else {
+            panic!("the record");
+        };
+        assert!(shared);
     }
 
     /// A fake clock: each sleep moves it on.
@@ -394,7 +511,7 @@ mod tests {
             |_| {
                 let i = calls.get() as usize;
                 calls.set(calls.get() + 1);
-                answers.get(i).cloned().unwrap_or(Lookup::NotYet(None))
+                answers.get(i).cloned().unwrap_or(Lookup::NotYet)
             },
             || now.get(),
             |d| now.set(now.get() + d),
@@ -402,47 +519,73 @@ mod tests {
         (got, calls.get(), now.get())
     }
 
+    fn record(nodes: u32, parts: u32) -> Lookup {
+        Lookup::Record {
+            seg: segment(1.0, 1.0, nodes, parts),
+            complete: parts >= nodes,
+            shared: false,
+        }
+    }
+
     #[test]
     fn the_wait_is_bounded_and_ends_early() {
-        // Nothing ever: asked at 0, 2, ..., 10 s, then gives up at 10 s.
+        // A GPU job's record that never comes: asked at 0, 2, ..., 10 s, then gives up at 10 s.
         let (got, calls, spent) = run_wait(10, vec![]);
-        assert_eq!(got, Lookup::NotYet(None));
+        assert_eq!(got, Lookup::NotYet);
         assert_eq!((calls, spent), (6, Duration::from_secs(10)));
         // A wait that is not a multiple of the poll: the last sleep is shorter.
         let (_, calls, spent) = run_wait(5, vec![]);
         assert_eq!((calls, spent), (4, Duration::from_secs(5)));
-        // No GPUs: at once.
-        let (got, calls, _) = run_wait(10, vec![Lookup::NoGpus]);
-        assert_eq!((got, calls), (Lookup::NoGpus, 1));
         // A complete record on the third ask stops the wait there.
-        let whole = Lookup::Record {
-            seg: segment(1.0, 1.0, 1, 1),
-            complete: true,
-        };
-        let (got, calls, spent) = run_wait(
-            30,
-            vec![Lookup::NotYet(None), Lookup::NotYet(None), whole.clone()],
-        );
+        let whole = record(1, 1);
+        let (got, calls, spent) = run_wait(30, vec![Lookup::NotYet, Lookup::NotYet, whole.clone()]);
         assert_eq!((got, calls, spent), (whole, 3, Duration::from_secs(4)));
         // A partial record is kept to the end and given if nothing better comes.
-        let partial = Lookup::Record {
-            seg: segment(1.0, 1.0, 2, 1),
-            complete: false,
-        };
-        let (got, _, spent) = run_wait(
-            4,
-            vec![partial.clone(), Lookup::NotYet(Some("sacct".into()))],
-        );
-        assert_eq!((got, spent), (partial, Duration::from_secs(4)));
+        let partial = record(2, 1);
+        let (got, _, spent) = run_wait(4, vec![partial.clone(), Lookup::NotYet]);
+        assert_eq!((got, spent), (partial.clone(), Duration::from_secs(4)));
         // Zero wait: one look.
         let (_, calls, spent) = run_wait(0, vec![]);
         assert_eq!((calls, spent), (1, Duration::ZERO));
     }
 
     #[test]
+    fn nothing_to_wait_for_ends_the_wait_at_once() {
+        for end in [
+            Lookup::NoGpus,
+            Lookup::NoRow,
+            Lookup::Failed("sacct: exit status 1".into()),
+        ] {
+            // At the first answer: no sleep at all.
+            let (got, calls, spent) = run_wait(90, vec![end.clone()]);
+            assert_eq!((got, calls, spent), (end.clone(), 1, Duration::ZERO));
+            // After a wait for a GPU job's record: at once too.
+            let (got, calls, spent) = run_wait(90, vec![Lookup::NotYet, end.clone()]);
+            assert_eq!((got, calls, spent), (end.clone(), 2, POLL));
+            // A partial record read before still stands.
+            let partial = record(2, 1);
+            let (got, calls, _) = run_wait(90, vec![partial.clone(), end.clone()]);
+            assert_eq!((got, calls), (partial, 2));
+        }
+        assert_eq!(footprint(4, &Lookup::NoRow, 0, false), None);
+        assert_eq!(footprint(4, &Lookup::Failed("x".into()), 0, false), None);
+    }
+
+    #[test]
+    fn sacct_calls_are_short() {
+        let s = Duration::from_secs;
+        assert_eq!(sacct_timeout(15, s(30)), s(10));
+        assert_eq!(sacct_timeout(3, s(30)), s(3));
+        assert_eq!(sacct_timeout(600, s(5)), s(5));
+        assert_eq!(sacct_timeout(15, s(0)), s(2));
+        assert_eq!(sacct_timeout(1, s(0)), s(1));
+        assert_eq!(sacct_timeout(0, s(30)), s(1));
+    }
+
+    #[test]
     fn footprint_text() {
         assert_eq!(footprint(4, &Lookup::NoGpus, 0, false), None);
-        let not_yet = footprint(4, &Lookup::NotYet(None), 30, false).unwrap();
+        let not_yet = footprint(4, &Lookup::NotYet, 30, false).unwrap();
         assert!(
             not_yet.contains("Not recorded yet (waited 30 s for job 4's record)"),
             "{not_yet}"
@@ -454,6 +597,7 @@ mod tests {
             &Lookup::Record {
                 seg,
                 complete: true,
+                shared: false,
             },
             3,
             false,
@@ -480,6 +624,7 @@ mod tests {
             &Lookup::Record {
                 seg: segment(1.0, 1.0, 3, 1),
                 complete: false,
+                shared: false,
             },
             30,
             true,
@@ -490,6 +635,51 @@ mod tests {
             "{partial}"
         );
         assert!(partial.contains(" lbs "), "imperial: {partial}");
+    }
+
+    #[test]
+    fn shared_gpus_count_as_gpu_equivalents() {
+        use crate::record::ShareRule;
+        // Two nodes: one with a quarter of a board (2 of its 8 shards), one with a whole
+        // board and 30% of another (MPS).
+        let mut seg = segment(1.0, 1.0, 2, 2);
+        let mut parts = seg.parts.values_mut();
+        let a = parts.next().unwrap();
+        a.gpus = 1;
+        a.share = Some(ShareRule {
+            rule: "shard".into(),
+            gpus: 0.25,
+        });
+        let b = parts.next().unwrap();
+        b.share = Some(ShareRule {
+            rule: "mps".into(),
+            gpus: 1.3,
+        });
+        assert_eq!(
+            gpus_text(&seg, true),
+            "1.55 GPU-equivalent(s) of shared GPUs"
+        );
+        let text = footprint(
+            9,
+            &Lookup::Record {
+                seg: seg.clone(),
+                complete: true,
+                shared: true,
+            },
+            0,
+            false,
+        )
+        .unwrap();
+        assert!(
+            text.contains("on 2 node(s), 1.55 GPU-equivalent(s) of shared GPUs;"),
+            "{text}"
+        );
+        // Shards in AllocTRES but no share in the record: no number of boards.
+        for p in seg.parts.values_mut() {
+            p.share = None;
+        }
+        assert_eq!(gpus_text(&seg, true), "shared GPU(s)");
+        assert_eq!(gpus_text(&seg, false), "3 GPU(s)");
     }
 
     #[test]

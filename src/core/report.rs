@@ -25,9 +25,20 @@ pub struct JobRow {
     pub partition: String,
     pub state: String,
     pub elapsed_s: u64,
+    /// GPUs allocated, from where [`JobRow::gpus_from`] says.
     pub gpus: u32,
     pub nodelist: String,
     pub field: String,
+    /// What AllocTRES says about GPUs, whole and shared.
+    #[serde(skip)]
+    pub tres: GpuTres,
+    /// Where `gpus` (and the count in [`JobRow::gpu_hours`]) comes from.
+    #[serde(skip)]
+    pub gpus_from: GpusFrom,
+    /// The GPU count GPU-hours are made of: `gpus`, but GPU-equivalents where the count
+    /// comes from a record whose boards were shared (MPS, shards, MIG).
+    #[serde(skip)]
+    pub gpu_equiv: f64,
 }
 
 impl JobRow {
@@ -39,17 +50,121 @@ impl JobRow {
         self.state.starts_with("REQUEUED")
     }
     pub fn gpu_hours(&self) -> f64 {
-        self.gpus as f64 * self.elapsed_s as f64 / 3600.0
+        self.gpu_equiv * self.elapsed_s as f64 / 3600.0
     }
 }
 
-fn gpus_of(alloc_tres: &str) -> u32 {
-    alloc_tres
-        .split(',')
-        .filter_map(|t| t.split_once('='))
-        .find(|(k, _)| *k == "gres/gpu")
-        .and_then(|(_, v)| v.parse().ok())
-        .unwrap_or(0)
+/// Where a row's GPU count comes from. AllocTRES holds GPUs only for the GRES that
+/// slurm.conf's `AccountingStorageTRES` lists (`gres/gpu` is not among Slurm's defaults;
+/// `spank-carbon check` warns), so the row's record stands in where it has none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub enum GpusFrom {
+    /// `gres/gpu=N` in AllocTRES (the count every report showed before).
+    #[default]
+    Tres,
+    /// No `gres/gpu` in AllocTRES: the sum of its `gres/gpu:TYPE=N` (a site that tracks
+    /// GPU types only; Slurm then accounts each GPU job under one of the types).
+    TypedTres,
+    /// No GPU in AllocTRES: the row's record, its newest run's GPUs (`gpus=`, the sum of
+    /// its parts'; a row may also hold an older run's parts, never a newer one's).
+    Record,
+    /// None anywhere: 0.
+    Nothing,
+}
+
+/// What AllocTRES says about GPUs: `gres/gpu`, the sum of `gres/gpu:TYPE`, and the shared
+/// GRES (`gres/shard`, `gres/mps`, each plain or else the sum of its types). Only what
+/// `AccountingStorageTRES` lists is there; `gres/gpumem` and `gres/gpuutil` are not GPUs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct GpuTres {
+    pub gpu: Option<u64>,
+    pub gpu_typed: u64,
+    pub shard: u64,
+    pub mps: u64,
+}
+
+impl GpuTres {
+    pub fn parse(alloc_tres: &str) -> GpuTres {
+        let mut t = GpuTres::default();
+        // (plain, typed sum) per shared GRES.
+        let (mut shard, mut mps) = ((None, 0u64), (None, 0u64));
+        for (k, v) in alloc_tres.split(',').filter_map(|t| t.split_once('=')) {
+            if k == "gres/gpu" {
+                // The first one, a u32 or 0: what the report always read.
+                t.gpu
+                    .get_or_insert(u64::from(v.parse::<u32>().unwrap_or(0)));
+                continue;
+            }
+            let Ok(n) = v.parse::<u64>() else { continue };
+            let (name, typed) = match k.split_once(':') {
+                Some((name, _)) => (name, true),
+                None => (k, false),
+            };
+            let slot = match name {
+                "gres/gpu" => {
+                    t.gpu_typed = t.gpu_typed.saturating_add(n);
+                    continue;
+                }
+                "gres/shard" => &mut shard,
+                "gres/mps" => &mut mps,
+                _ => continue,
+            };
+            if typed {
+                slot.1 = slot.1.saturating_add(n);
+            } else {
+                slot.0 = Some(n);
+            }
+        }
+        t.shard = shard.0.unwrap_or(shard.1);
+        t.mps = mps.0.unwrap_or(mps.1);
+        t
+    }
+    /// Whole GPUs: `gres/gpu`, else the sum of its types; `None` when neither is there
+    /// (or both are 0).
+    pub fn whole(&self) -> Option<u64> {
+        self.gpu
+            .filter(|&n| n > 0)
+            .or((self.gpu_typed > 0).then_some(self.gpu_typed))
+    }
+    /// Shards or MPS shares and no whole GPU.
+    pub fn shared_only(&self) -> bool {
+        self.whole().is_none() && (self.shard > 0 || self.mps > 0)
+    }
+    /// Any GPU, whole or shared.
+    pub fn any(&self) -> bool {
+        self.whole().is_some() || self.shard > 0 || self.mps > 0
+    }
+}
+
+/// GPU-equivalents of a record: shared boards count their share, others whole.
+pub fn gpu_equivalents(seg: &Segment) -> f64 {
+    seg.parts
+        .values()
+        .map(|p| p.share.as_ref().map_or(f64::from(p.gpus), |s| s.gpus))
+        .sum()
+}
+
+/// The row's GPU count, where it comes from, and the count for GPU-hours (see
+/// [`GpusFrom`]).
+fn gpus_of(tres: &GpuTres, field: &str) -> (u32, GpusFrom, f64) {
+    // As always where `gres/gpu` is there: its first value, 0 if not a u32.
+    if let Some(n) = tres.gpu {
+        let n = u32::try_from(n).unwrap_or(0);
+        return (n, GpusFrom::Tres, f64::from(n));
+    }
+    if tres.gpu_typed > 0 {
+        let n = u32::try_from(tres.gpu_typed).unwrap_or(u32::MAX);
+        return (n, GpusFrom::TypedTres, f64::from(n));
+    }
+    let newest = record::parse_all(field)
+        .into_iter()
+        .max_by_key(|(run, _)| *run)
+        .map(|(_, seg)| seg)
+        .filter(|seg| seg.gpus() > 0);
+    match newest {
+        Some(seg) => (seg.gpus(), GpusFrom::Record, gpu_equivalents(&seg)),
+        None => (0, GpusFrom::Nothing, 0.0),
+    }
 }
 
 /// Columns of a row: [`FIELDS`] and the comment field.
@@ -62,6 +177,8 @@ pub fn parse_row(cols: &[&str]) -> Result<JobRow, String> {
         return Err(format!("{} columns, not {NCOLS}", cols.len()));
     };
     let short = |s: &str| s.chars().take(40).collect::<String>();
+    let gpu_tres = GpuTres::parse(tres);
+    let (gpus, gpus_from, gpu_equiv) = gpus_of(&gpu_tres, field);
     Ok(JobRow {
         job: job
             .parse()
@@ -73,9 +190,12 @@ pub fn parse_row(cols: &[&str]) -> Result<JobRow, String> {
         elapsed_s: elapsed
             .parse()
             .map_err(|_| format!("ElapsedRaw `{}` is not a number", short(elapsed)))?,
-        gpus: gpus_of(tres),
+        gpus,
         nodelist: nodelist.to_string(),
         field: field.to_string(),
+        tres: gpu_tres,
+        gpus_from,
+        gpu_equiv,
     })
 }
 
@@ -413,6 +533,51 @@ line two spank-carbon/1 gpu_wh=1000 co2e_g=750 intensity=475 pue=1.58 gpus=4 nod
         assert_eq!(e.to_string(), "sacct row 1: JobIDRaw `x` is not a job id");
         let e = totals("1|u|a|p|S|-1|t|n|c\n".as_bytes(), "|", GroupBy::User).unwrap_err();
         assert!(e.to_string().contains("ElapsedRaw `-1`"), "{e}");
+    }
+
+    /// A site without `gres/gpu` in AccountingStorageTRES: AllocTRES has no GPU, and the
+    /// row's record gives the count (GPU-equivalents where boards were shared); with
+    /// `gres/gpu` there, the TRES count as always, whatever the record says.
+    #[test]
+    fn gpu_count_from_the_record_where_alloc_tres_has_none() {
+        let rec = "spank-carbon/1 gpu_wh=3 co2e_g=2 intensity=475 pue=1.58 gpus=3 nodes=2 of=2 \
+                   method=counter node.n1=wh:1,gpus:1,co2e:1,m:counter,t:1-3601 \
+                   node.n2=wh:2,gpus:2,co2e:1,m:counter,t:1-3601";
+        let shared = "spank-carbon/1 gpu_wh=1 co2e_g=1 intensity=475 pue=1.58 gpus=1 nodes=1 of=1 \
+                      method=counter node.n1=wh:1,gpus:1,co2e:1,m:counter,t:1-3601,sh:shard_0.25";
+        let text = format!(
+            "1|u|a|p|COMPLETED|3600|cpu=2,gres/gpu=4,node=2|n[1-2]|{rec}\n\
+             2|u|a|p|COMPLETED|3600|cpu=2,node=2|n[1-2]|{rec}\n\
+             3|u|a|p|COMPLETED|3600|cpu=2,node=1|n1|\n\
+             4|u|a|p|COMPLETED|3600|cpu=2,gres/gpu:a100=2,gres/gpu:h100=1,gres/gpumem=80G|n1|{rec}\n\
+             5|u|a|p|COMPLETED|3600|cpu=2,gres/shard=2,node=1|n1|{shared}\n\
+             6|u|a|p|COMPLETED|3600|gres/gpu=0|n1|{rec}\n"
+        );
+        let rows = rows(text.as_bytes(), "|").unwrap();
+        let got: Vec<(u32, GpusFrom, f64)> = rows
+            .iter()
+            .map(|r| (r.gpus, r.gpus_from, r.gpu_hours()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (4, GpusFrom::Tres, 4.0),
+                (3, GpusFrom::Record, 3.0),
+                (0, GpusFrom::Nothing, 0.0),
+                (3, GpusFrom::TypedTres, 3.0),
+                (1, GpusFrom::Record, 0.25),
+                (0, GpusFrom::Tres, 0.0),
+            ]
+        );
+        assert!(rows[4].tres.shared_only() && rows[4].tres.any());
+        assert!(!rows[1].tres.any() && !rows[5].tres.any());
+        // The totals count them: 4 + 3 + 0 + 3 + 0.25 + 0 GPU-hours.
+        let t = totals(text.as_bytes(), "|", GroupBy::User).unwrap();
+        assert_eq!(t[0].gpu_hours, 10.25);
+        // A requeued job's latest row holding both runs: its own (newest) run's GPUs.
+        let both = REQUEUED.lines().nth(1).unwrap().replace("gres/gpu=1,", "");
+        let row = &super::rows(format!("{both}\n").as_bytes(), "|").unwrap()[0];
+        assert_eq!((row.gpus, row.gpus_from), (1, GpusFrom::Record));
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 use std::thread::sleep;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::common::*;
 
@@ -35,13 +35,10 @@ fn captured(dir: &std::path::Path, job: u32, kind: &str) -> Option<(Vec<String>,
     ))
 }
 
-/// slurmctld runs MailProg (as SlurmUser) for BEGIN and END; the wrapper hands both to the
-/// site's mail program with slurmctld's arguments unchanged, the END one with the job's
-/// footprint read back from accounting; a job without GPUs gets its mail untouched.
-#[test]
-#[ignore = "needs the local Slurm cluster: run scripts/test.sh"]
-fn end_mail_sent_by_slurmctld_carries_the_footprint() {
-    let dir = dir("mail");
+/// The cluster with `MailProg` set to the wrapper (`mail_wait_s` = 45), whose mail program
+/// captures each mail into the returned directory (`<job>.<type>.argv` and `.stdin`).
+fn mail_scene(name: &'static str) -> (Scene, std::path::PathBuf) {
+    let dir = dir(name);
     let _ = fs::remove_dir_all(&dir);
     fs::create_dir_all(dir.join("out")).unwrap();
     fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
@@ -77,7 +74,17 @@ fn end_mail_sent_by_slurmctld_carries_the_footprint() {
         ),
     );
     let mail_prog = format!("MailProg={}", mailprog.display());
-    let _scene = Scene::new("mail", &[("SC_SLURM_EXTRA", &mail_prog)], None);
+    let scene = Scene::new(name, &[("SC_SLURM_EXTRA", &mail_prog)], None);
+    (scene, out)
+}
+
+/// slurmctld runs MailProg (as SlurmUser) for BEGIN and END; the wrapper hands both to the
+/// site's mail program with slurmctld's arguments unchanged, the END one with the job's
+/// footprint read back from accounting; a job without GPUs gets its mail untouched.
+#[test]
+#[ignore = "needs the local Slurm cluster: run scripts/test.sh"]
+fn end_mail_sent_by_slurmctld_carries_the_footprint() {
+    let (_scene, out) = mail_scene("mail");
 
     let gpu = submit(
         &[
@@ -121,6 +128,101 @@ fn end_mail_sent_by_slurmctld_carries_the_footprint() {
     let (argv, body) = captured(&out, cpu, "Ended").expect("the CPU job's END mail");
     assert_eq!(argv[2], "bob");
     assert_eq!(body, "", "no GPU, no footprint, the mail untouched");
+    assert_no_node_drained();
+}
+
+/// slurmctld's own view of the job's state (`scontrol show job`: it works without
+/// slurmdbd), empty once it has forgotten the job.
+fn ctld_state(job: u32) -> String {
+    try_run("/usr/bin/scontrol", &["show", "job", &job.to_string()])
+        .and_then(|t| {
+            t.split_whitespace()
+                .find_map(|w| w.strip_prefix("JobState=").map(str::to_string))
+        })
+        .unwrap_or_default()
+}
+
+/// Starts slurmdbd again when dropped, also when the test fails.
+struct DbdBack;
+
+impl Drop for DbdBack {
+    fn drop(&mut self) {
+        let out = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/cluster.sh"))
+            .arg("start-dbd")
+            .output();
+        if !out.as_ref().is_ok_and(|o| o.status.success()) {
+            eprintln!("starting slurmdbd again failed: {out:?}");
+        }
+    }
+}
+
+/// slurmdbd down (issue 17): sacct fails, so the wrapper hands the END mail of a GPU job
+/// and of a CPU-only job on at once, unchanged, instead of polling for `mail_wait_s` (45 s
+/// here) while holding one of slurmctld's agent threads. Each reaches the mail program
+/// within 5 s of the job's end as slurmctld shows it; the GPU job's record arrives once
+/// slurmdbd is back.
+#[test]
+#[ignore = "needs the local Slurm cluster: run scripts/test.sh"]
+fn end_mail_goes_out_at_once_and_unchanged_while_slurmdbd_is_down() {
+    let (_scene, out) = mail_scene("mail-dbd-down");
+    cluster(&["stop-dbd"], &[]);
+    let dbd_back = DbdBack;
+
+    let gpu = submit(
+        &[
+            "-N1",
+            "--gres=gpu:2",
+            "--mail-type=END",
+            "--mail-user=alice",
+        ],
+        2.0,
+    );
+    let cpu = submit(&["-N1", "--mail-type=END", "--mail-user=bob"], 1.0);
+    // When each job ended, as slurmctld says (sacct cannot: slurmdbd is down); seen at
+    // most one poll after the fact, so the 5 s below are never shorter than the truth.
+    let mut ended: std::collections::BTreeMap<u32, SystemTime> = Default::default();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while ended.len() < 2 {
+        for job in [gpu, cpu] {
+            let state = ctld_state(job);
+            if !ended.contains_key(&job)
+                && !state.is_empty()
+                && !["PENDING", "CONFIGURING", "RUNNING"].contains(&state.as_str())
+            {
+                ended.insert(job, SystemTime::now());
+            }
+        }
+        assert!(Instant::now() < deadline, "the jobs did not end: {ended:?}");
+        sleep(Duration::from_millis(100));
+    }
+    for (job, user) in [(gpu, "alice"), (cpu, "bob")] {
+        let (argv, body) =
+            captured(&out, job, "Ended").unwrap_or_else(|| panic!("job {job}: no END mail"));
+        assert_eq!(argv.len(), 3, "{argv:?}");
+        assert_eq!(argv[0], "-s");
+        assert!(
+            argv[1].starts_with(&format!("Slurm Job_id={job} ")) && argv[1].contains("Ended"),
+            "slurmctld's subject, unchanged: {argv:?}"
+        );
+        assert_eq!(argv[2], user);
+        assert_eq!(
+            body, "",
+            "job {job}: the mail unchanged while slurmdbd is down"
+        );
+        let at = fs::metadata(out.join(format!("{job}.Ended.stdin")))
+            .unwrap()
+            .modified()
+            .unwrap();
+        let late = at.duration_since(ended[&job]).unwrap_or_default();
+        assert!(
+            late <= Duration::from_secs(5),
+            "job {job}: the END mail came {late:?} after the job ended"
+        );
+    }
+    drop(dbd_back);
+    let text = wait_delivered(gpu, "SystemComment", Duration::from_secs(120));
+    parse_rec(&text)
+        .unwrap_or_else(|| panic!("job {gpu}: no record once slurmdbd is back: {text:?}"));
     assert_no_node_drained();
 }
 

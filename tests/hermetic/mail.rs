@@ -22,9 +22,16 @@ fn write_exec(path: &Path, text: &str) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
 
+/// A record of one node's quarter of a board (2 of its 8 shards).
+const SHARD_RECORD: &str = "spank-carbon/1 run=1796123091 gpu_wh=0.3867 co2e_g=0.2902 intensity=475 pue=1.58 gpus=1 nodes=1 of=1 method=counter node.node1=wh:0.3867,gpus:1,co2e:0.2902,m:counter,t:1796123091.285-1796123101.319,cov:1,f:estimate+shared,sh:shard_0.25";
+
 /// A fake sacct printing, from its `record_from`-th call on, a row of job 4696 with
 /// `tres` and the record (before that, the row without it); each call is counted.
 fn setup(tag: &str, tres: &str, record_from: u32, extra_config: &str) -> Setup {
+    setup_with(tag, tres, RECORD, record_from, extra_config)
+}
+
+fn setup_with(tag: &str, tres: &str, record: &str, record_from: u32, extra_config: &str) -> Setup {
     let dir = std::env::temp_dir().join(format!("sc-mail-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -37,7 +44,7 @@ for a in "$@"; do case $a in --delimiter=*) D=${{a#--delimiter=}};; esac; done
 echo "$@" >> {d}/sacct.calls
 n=$(wc -l < {d}/sacct.calls)
 F=""
-if [ "$n" -ge {record_from} ]; then F="{RECORD}"; fi
+if [ "$n" -ge {record_from} ]; then F="{record}"; fi
 printf '%s\n' "4696${{D}}alice${{D}}research${{D}}gpu${{D}}COMPLETED${{D}}10${{D}}{tres}${{D}}node[1-2]${{D}}$F"
 "#
         ),
@@ -158,7 +165,12 @@ fn begin_mail_and_jobs_without_gpus_are_unchanged() {
     );
     assert_eq!(stdin, "orig");
     assert_eq!(s.sacct_calls(), 0, "no sacct for a BEGIN mail");
-    let s = setup("nogpu", "billing=1,cpu=1,node=1", 1, "");
+    let s = setup(
+        "nogpu",
+        "billing=1,cpu=1,node=1",
+        1000,
+        "mail_wait_s = 30\n",
+    );
     let t = Instant::now();
     let (_, stdin) = s.run(SUBJECT, "Ended", "");
     assert_eq!(stdin, "");
@@ -207,12 +219,136 @@ fn our_errors_never_lose_the_mail() {
     let (argv, stdin) = s.run(SUBJECT, "Ended", "orig\n");
     assert_eq!(argv, ["-s", SUBJECT, "alice@example.org"]);
     assert_eq!(stdin, "orig\n");
-    // sacct broken: the mail says it is not recorded, and goes.
-    let s = setup("nosacct", "gres/gpu=4", 1, "mail_wait_s = 0\n");
-    write_exec(&s.dir.join("sacct"), "#!/bin/sh\nexit 1\n");
-    let (_, stdin) = s.run(SUBJECT, "Ended", "orig\n");
+}
+
+/// Runs the wrapper for the END mail; (argv, stdin, how long it took).
+fn timed(s: &Setup, body: &str) -> (Vec<String>, String, Duration) {
+    let t = Instant::now();
+    let (argv, stdin) = s.run(SUBJECT, "Ended", body);
+    (argv, stdin, t.elapsed())
+}
+
+/// slurmdbd down: sacct exits 1 ("Problem talking to the database"). The mail goes out at
+/// once, unchanged: no footprint, no "not recorded yet", no wait of `mail_wait_s`.
+#[test]
+fn sacct_failing_sends_the_mail_at_once_unchanged() {
+    let s = setup("sacctfails", "gres/gpu=4", 1, "mail_wait_s = 30\n");
+    write_exec(
+        &s.dir.join("sacct"),
+        &format!(
+            "#!/bin/sh\necho x >> {}/sacct.calls\n\
+             echo 'sacct: error: Problem talking to the database: Connection refused' >&2\nexit 1\n",
+            s.dir.display()
+        ),
+    );
+    let (argv, stdin, took) = timed(&s, "orig\n");
+    assert_eq!(argv, ["-s", SUBJECT, "alice@example.org"]);
+    assert_eq!(stdin, "orig\n", "the body unchanged");
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    assert_eq!(s.sacct_calls(), 1, "asked once, not polled");
+    // sacct that cannot be run at all: the same.
+    let s = setup("nosacct", "gres/gpu=4", 1, "mail_wait_s = 30\n");
+    std::fs::remove_file(s.dir.join("sacct")).unwrap();
+    let (argv, stdin, took) = timed(&s, "");
+    assert_eq!(argv, ["-s", SUBJECT, "alice@example.org"]);
+    assert_eq!(stdin, "");
+    assert!(took < Duration::from_secs(5), "{took:?}");
+}
+
+/// slurmdbd that hangs: sacct never answers. Each sacct call of the mail is limited to
+/// min(write_timeout_s, 10) s; the first that runs out sends the mail, unchanged, so it
+/// goes within write_timeout_s + 5 s (not after `mail_wait_s`).
+#[test]
+fn sacct_hanging_sends_the_mail_unchanged_after_one_time_limit() {
+    let s = setup(
+        "sacctghangs",
+        "gres/gpu=4",
+        1,
+        "mail_wait_s = 30\nwrite_timeout_s = 2\n",
+    );
+    write_exec(
+        &s.dir.join("sacct"),
+        &format!(
+            "#!/bin/sh\necho x >> {}/sacct.calls\nexec sleep 60\n",
+            s.dir.display()
+        ),
+    );
+    let (argv, stdin, took) = timed(&s, "orig\n");
+    assert_eq!(argv, ["-s", SUBJECT, "alice@example.org"]);
+    assert_eq!(stdin, "orig\n", "the body unchanged");
     assert!(
-        stdin.starts_with("orig\n\n") && stdin.contains("Not recorded yet"),
+        took >= Duration::from_secs(2) && took < Duration::from_secs(2 + 5),
+        "{took:?}"
+    );
+    assert_eq!(s.sacct_calls(), 1);
+}
+
+/// The job's row is not in accounting (its start has not reached slurmdbd): sacct answers
+/// with nothing. A CPU-only job (or any) then gets its mail at once, unchanged.
+#[test]
+fn a_job_accounting_does_not_have_yet_gets_its_mail_at_once_unchanged() {
+    let s = setup(
+        "norow",
+        "billing=1,cpu=1,node=1",
+        1000,
+        "mail_wait_s = 30\n",
+    );
+    write_exec(
+        &s.dir.join("sacct"),
+        &format!(
+            "#!/bin/sh\necho x >> {}/sacct.calls\nexit 0\n",
+            s.dir.display()
+        ),
+    );
+    let (argv, stdin, took) = timed(&s, "orig\n");
+    assert_eq!(argv, ["-s", SUBJECT, "alice@example.org"]);
+    assert_eq!(stdin, "orig\n");
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    assert_eq!(s.sacct_calls(), 1);
+}
+
+/// A job that held only shards (AllocTRES `gres/shard=2`, no `gres/gpu`) is a GPU job: its
+/// record is waited for and the footprint counts its GPU-equivalents (the record's share:
+/// its shards over the board's), not whole boards.
+#[test]
+fn a_shard_only_job_gets_a_footprint_in_gpu_equivalents() {
+    let s = setup_with(
+        "shard",
+        "billing=1,cpu=1,gres/shard=2,node=1",
+        SHARD_RECORD,
+        2,
+        "mail_wait_s = 30\n",
+    );
+    let (argv, stdin, took) = timed(&s, "");
+    assert_eq!(argv, ["-s", SUBJECT, "alice@example.org"]);
+    assert!(stdin.contains("GPU energy: 0.3867 Wh"), "{stdin}");
+    assert!(
+        stdin.contains("on 1 node(s), 0.25 GPU-equivalent(s) of shared GPUs;"),
         "{stdin}"
     );
+    assert_eq!(s.sacct_calls(), 2, "waited for the record");
+    assert!(took < Duration::from_secs(10), "{took:?}");
+    // MPS alone: the same.
+    let mps = SHARD_RECORD.replace("sh:shard_0.25", "sh:mps_0.3");
+    let s = setup_with("mps", "cpu=1,gres/mps=30,node=1", &mps, 1, "");
+    let (_, stdin, _) = timed(&s, "");
+    assert!(
+        stdin.contains("0.3 GPU-equivalent(s) of shared GPUs"),
+        "{stdin}"
+    );
+}
+
+/// A site whose AccountingStorageTRES lacks gres/gpu: AllocTRES has no GPU, the record
+/// says the job had some, and the footprint is there.
+#[test]
+fn without_gres_gpu_in_accounting_the_record_gives_the_footprint() {
+    let s = setup(
+        "nogrestres",
+        "billing=2,cpu=2,node=2",
+        1,
+        "mail_wait_s = 30\n",
+    );
+    let (_, stdin, took) = timed(&s, "");
+    assert!(stdin.contains("on 2 node(s), 4 GPU(s)"), "{stdin}");
+    assert!(took < Duration::from_secs(5), "{took:?}");
 }
