@@ -25,18 +25,24 @@
 //!   environment, gres_shard.c:145), so the prolog cannot tell a shard job from a
 //!   whole-GPU job on a board that has shards.
 //! - gres/mps (gres_mps.c:329) sets the same two, then
-//!   `CUDA_MPS_ACTIVE_THREAD_PERCENTAGE` = job's MPS count on the node x 100 / the
-//!   first allocated device's MPS count (at least 1). It is set whenever the job has
-//!   MPS on the node, so its absence means a whole-GPU job.
+//!   `CUDA_MPS_ACTIVE_THREAD_PERCENTAGE` = MAX(job's MPS count on the node x 100 / the
+//!   first allocated device's MPS count, 1), in integers: `mps:1` of 1000 says 1 (for
+//!   0.1%), `mps:1` of 3 says 33. It is set whenever the job has MPS on the node, so its
+//!   presence marks an MPS job (its absence, a whole-GPU job), but its value is not the
+//!   share: the job's count comes from slurmctld ([`Ask`]), the board's from slurmctld
+//!   (24.05+) or gres.conf as slurmd shares it out.
 //! - With several gres entries (typed requests `gpu:a100:1,gpu:h100:1`, or a typed node
 //!   whose allocation slurmctld split by type) each overwrites `SLURM_JOB_GPUS`: the
 //!   prolog sees only the last one's indices (read in the source; untested on a
 //!   cluster). Where the UUIDs in `CUDA_VISIBLE_DEVICES` name the boards they are used
 //!   (they too would be the last entry's only, so the record can miss GPUs, never name
 //!   another job's); without them, the sampler asks slurmctld ([`Ask`]).
-//! - On these two kinds of node only (gres/shard, several GPU types) the prolog passes an
-//!   [`Ask`] and the sampler reads the node's allocation in `scontrol show job -d`; no
-//!   other node costs slurmctld a call.
+//! - For these (gres/mps jobs, nodes with gres/shard or several GPU types) only, the
+//!   prolog passes an [`Ask`] and the sampler reads the node's allocation in slurmctld's
+//!   JSON (`scontrol --json show job`, 22.05 `squeue --json`), never in the text of
+//!   `scontrol show job -d`, where the owner's job name, comment, directories print raw
+//!   (newlines kept: tried on 22.05) and can forge `JobId=`/`Nodes=`/`GRES=` lines; no
+//!   other job costs slurmctld a call.
 //!
 //! # How slurmd numbers a node's GPUs
 //!
