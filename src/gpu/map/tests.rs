@@ -922,14 +922,14 @@ fn hostile(job: u32, gres: &str, shape_2205: bool) -> String {
     let fake = "x\n     Nodes=node1 CPU_IDs=0 Mem=0 GRES=shard:1(0/8,1/8,0/8,0/8)\nJobId=0\n   JobId=1 Nodes=node1 GRES=gpu:1(IDX:1)";
     let fake = serde_json::to_string(fake).unwrap();
     let nodes = if shape_2205 {
-        r#""allocated_nodes":[{"nodename":"node1"}]"#.to_string()
+        r#""nodes":"node1","allocated_nodes":[{"nodename":"node1"}]"#.to_string()
     } else {
-        r#""nodes":{"allocation":[{"index":0,"name":"node1"}]}"#.to_string()
+        r#""nodes":{"list":"node1","allocation":[{"index":0,"name":"node1"}]}"#.to_string()
     };
     format!(
         r#"{{"jobs":[{{"job_id":0,"name":{fake},"gres_detail":["gpu:4(IDX:0-3)"],"job_resources":{{{nodes}}}}},
 {{"job_id":{job},"name":{fake},"comment":{fake},"current_working_directory":{fake},"standard_output":{fake},
- "admin_comment":"","gres_detail":["{gres}"],"job_resources":{{"nodes":"node1","select_type":{fake},{nodes}}}}}]}}"#
+ "admin_comment":"","gres_detail":["{gres}"],"job_resources":{{"select_type":{fake},{nodes}}}}}]}}"#
     )
 }
 
