@@ -81,7 +81,7 @@ pub struct GpuMapping {
     pub index: Option<usize>,
     /// `gpu`, `mps`, `shard`.
     pub job: &'static str,
-    /// The job's MPS percentage or shard count.
+    /// The job's MPS count or shard count.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub job_share: Option<u64>,
     pub files: Vec<String>,

@@ -1,6 +1,8 @@
 //! The node's GPUs as the plugin maps them: for each gres index, a job holding it alone
 //! (`SLURM_JOB_GPUS=i`, and where the node has gres/mps or gres/shard, a job with one
 //! MPS unit or one shard of it) is put through the prolog's own [`gpu_map::select`]
+//! (an MPS job: [`gpu_map::choose`] and the sampler's [`gpu_map::from_slurmctld`] on the
+//! answer slurmctld gives, `mps:1(IDX:i)`)
 //! (done by [`super::gather`], which reads gres.conf, slurm.conf and /proc) and the
 //! sampler's own [`gpu_map::resolve`] against the boards NVML lists (done here, pure).
 //! No second implementation: what the check prints is what the plugin would do, a
@@ -51,8 +53,8 @@ pub enum JobKind {
     /// A job given the whole GPU (what slurmd gives a gpu job; a shard job looks the same
     /// to the prolog).
     Gpu,
-    /// A gres/mps job with this CUDA_MPS_ACTIVE_THREAD_PERCENTAGE.
-    Mps(u32),
+    /// A gres/mps job holding this many MPS of the board (slurmctld's count).
+    Mps(u64),
     /// A gres/shard job holding this many shards, were the count given to the prolog.
     Shard(u64),
 }
@@ -61,7 +63,7 @@ impl JobKind {
     pub fn describe(self) -> String {
         match self {
             JobKind::Gpu => "gpu job".into(),
-            JobKind::Mps(p) => format!("mps job at {p}%"),
+            JobKind::Mps(n) => format!("mps job holding {n} MPS"),
             JobKind::Shard(n) => format!("shard job, {n} shard(s) known to the prolog"),
         }
     }
@@ -436,7 +438,7 @@ fn job_finding(
     const C: &str = "gpu";
     let (job, job_share) = match j.kind {
         JobKind::Gpu => ("gpu", None),
-        JobKind::Mps(p) => ("mps", Some(u64::from(p))),
+        JobKind::Mps(n) => ("mps", Some(n)),
         JobKind::Shard(n) => ("shard", Some(n)),
     };
     let mut mapping = GpuMapping {
@@ -650,10 +652,6 @@ pub fn simulate(
             ..gpu_map::JobGpus::default()
         };
         let gpu = gpu_map::select(&job, node);
-        let minor = gpu.as_ref().ok().and_then(|s| match s.first()?.key {
-            Key::Minor(m) | Key::Mig { minor: m, .. } => Some(m),
-            _ => None,
-        });
         jobs.push(SimJob {
             index: Some(index),
             kind: JobKind::Gpu,
@@ -661,18 +659,29 @@ pub fn simulate(
             selection: gpu,
         });
         if has("mps") {
-            // One MPS unit: Slurm's percentage is the job's count x 100 / the board's.
-            let count = minor.and_then(|m| mps.as_ref().ok()?.get(&m).copied());
-            let p = count.map_or(100, |c| u32::try_from((100 / c.max(1)).max(1)).unwrap_or(1));
+            // One MPS unit: the prolog asks slurmctld (the environment's percentage is
+            // rounded), and the sampler decides on what slurmctld answers, here the form
+            // of every release, `mps:1(IDX:i)`, whose board count is gres.conf's.
             let mps_job = gpu_map::JobGpus {
-                mps_percentage: Some(p.to_string()),
+                mps_percentage: Some("1".into()),
                 ..job.clone()
+            };
+            let answer = gpu_map::GresEntry {
+                name: "mps".into(),
+                kind: None,
+                count: 1,
+                alloc: gpu_map::GresAlloc::Indices(vec![index]),
+            };
+            let selection = match gpu_map::choose(&mps_job, node) {
+                Ok(gpu_map::Selection::Ask(a)) => gpu_map::from_slurmctld(&a, &[answer]),
+                Ok(gpu_map::Selection::Known(s)) => Ok(s),
+                Err(r) => Err(r),
             };
             jobs.push(SimJob {
                 index: Some(index),
-                kind: JobKind::Mps(p),
+                kind: JobKind::Mps(1),
                 files: files.clone(),
-                selection: gpu_map::select(&mps_job, node),
+                selection,
             });
         }
         if has("shard") {

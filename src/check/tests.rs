@@ -685,9 +685,16 @@ fn shared(name: &str, count: u64) -> NodeConf {
     }
 }
 
+/// One MPS unit of a board of 3 and of 1000: charged exactly 1/count, not Slurm's
+/// rounded percentage (33%, 1%).
 #[test]
-fn mps_jobs_are_charged_their_percentage() {
-    let per_board = 4;
+fn mps_jobs_are_charged_their_count_of_the_board() {
+    for per_board in [3u64, 1000] {
+        mps_job_of_one_unit(per_board);
+    }
+}
+
+fn mps_job_of_one_unit(per_board: u64) {
     let mut f = facts();
     f.gpus.map = Ok(node_map(
         &[&["/dev/nvidia0"], &["/dev/nvidia1"]],
@@ -707,12 +714,22 @@ fn mps_jobs_are_charged_their_percentage() {
     let whole = lines[0].gpu.as_ref().unwrap();
     assert_eq!((whole.job, whole.boards[0].rule), ("gpu", "whole"));
     let mps = lines[1].gpu.as_ref().unwrap();
-    let pct = 100 / per_board;
-    assert_eq!((mps.job, mps.job_share), ("mps", Some(pct)));
-    assert_eq!(mps.key, Some(format!("m0~mps{pct}")));
+    assert_eq!((mps.job, mps.job_share), ("mps", Some(1)));
+    assert_eq!(mps.key, Some(format!("m0~mps1/{per_board}")));
     let b = &mps.boards[0];
     assert_eq!((b.rule, b.board_mps), ("mps", Some(per_board)));
-    assert!((b.share - pct as f64 / 100.0).abs() < 1e-9);
+    assert!(
+        (b.share - 1.0 / per_board as f64).abs() < 1e-12,
+        "{}",
+        b.share
+    );
+    assert!(
+        lines[1]
+            .detail
+            .contains(&format!("mps {:.1}%", 100.0 / per_board as f64)),
+        "{}",
+        lines[1].detail
+    );
     assert!(lines[1]
         .detail
         .contains(&format!("the board has {per_board} MPS")));

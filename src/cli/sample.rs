@@ -83,7 +83,12 @@ pub fn sample(key: &str, minors: &[u32], gpus: Option<&str>, args: &[String]) ->
             return ExitCode::FAILURE;
         }
     };
-    let ask = |ask: &gpu_map::Ask| ask_slurmctld(&config.scontrol, &key, ask);
+    let diffs = spank_carbon::slurm::Differences::built();
+    let tools = Tools {
+        scontrol: &config.scontrol,
+        squeue: &config.squeue,
+    };
+    let ask = |ask: &gpu_map::Ask| ask_slurmctld(&tools, &diffs, &key, ask);
     let charges = match charges(&host, minors, gpus, &ask) {
         Ok(c) => c,
         Err(why) => {
@@ -150,27 +155,38 @@ pub fn sample(key: &str, minors: &[u32], gpus: Option<&str>, args: &[String]) ->
     }
 }
 
-/// How long the one `scontrol show job -d` of an [`gpu_map::Ask`] may take.
-const SCONTROL_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long the one question of an [`gpu_map::Ask`] may take.
+const ASK_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// The job's boards on this node from slurmctld (`scontrol show job -d JOB`), for a
-/// selection the prolog's environment could not make (gres/shard, several GPU types).
+/// Slurm's tools the sampler may ask slurmctld with (keys `scontrol`, `squeue`).
+struct Tools<'a> {
+    scontrol: &'a std::path::Path,
+    squeue: &'a std::path::Path,
+}
+
+/// The job's boards on this node from slurmctld, for a selection the prolog's
+/// environment could not make (gres/shard, gres/mps, several GPU types): the job's
+/// structure as JSON (`scontrol --json show job JOB`; 22.05 `squeue --json`), never
+/// the text of `scontrol show job`, in which the owner's name and comment can forge
+/// lines.
 fn ask_slurmctld(
-    scontrol: &std::path::Path,
+    tools: &Tools,
+    diffs: &spank_carbon::slurm::Differences,
     key: &JobKey,
     ask: &gpu_map::Ask,
 ) -> Result<Vec<gpu_map::Sel>, String> {
-    let job = key.job.to_string();
-    let out = run_tool(
-        &scontrol.to_path_buf(),
-        &["show", "job", "-d", &job],
-        SCONTROL_TIMEOUT,
-    )
-    .map_err(|e| format!("asking slurmctld for the job's GPUs: {}", chain(&e)))?;
+    let (tool, args) = gpu_map::job_query(diffs, key.job).map_err(|r| r.to_string())?;
+    let path = match tool {
+        gpu_map::JobTool::Scontrol => tools.scontrol,
+        gpu_map::JobTool::Squeue => tools.squeue,
+    };
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let shown = format!("{} {}", path.display(), args.join(" "));
+    let out = run_tool(&path.to_path_buf(), &args, ASK_TIMEOUT)
+        .map_err(|e| format!("asking slurmctld for the job's GPUs: {}", chain(&e)))?;
     if !out.status.success() {
         return Err(format!(
-            "asking slurmctld for the job's GPUs: {} show job -d {job}: {}: {}",
-            scontrol.display(),
+            "asking slurmctld for the job's GPUs: {shown}: {}: {}",
             out.status,
             String::from_utf8_lossy(&out.stderr)
                 .trim()
@@ -179,12 +195,10 @@ fn ask_slurmctld(
                 .collect::<String>()
         ));
     }
-    let n = out.stdout.len().min(gpu_map::SCONTROL_MAX);
-    let text = String::from_utf8_lossy(&out.stdout[..n]);
-    let answer = gpu_map::node_gres(&text, key.job, &key.node)
+    let answer = gpu_map::node_gres_json(&out.stdout, key.job, &key.node)
         .and_then(|g| gpu_map::parse_gres(&g))
         .and_then(|entries| gpu_map::from_slurmctld(ask, &entries))
-        .map_err(|r| r.to_string())?;
+        .map_err(|r| format!("{shown}: {r}"))?;
     log::info!(
         "job {key}: slurmctld gives the job {} on this node",
         gpu_map::format_spec(&answer)
@@ -239,67 +253,104 @@ fn job_still_running(squeue: &std::path::Path, job: &str) -> bool {
 mod tests {
     use super::*;
 
-    /// A fake scontrol that answers only `show job -d 42`, as Slurm 24.11 does.
-    fn fake_scontrol(dir: &std::path::Path, body: &str) -> PathBuf {
+    /// A fake Slurm tool named `name` in `dir` running `body`.
+    fn fake_tool(dir: &std::path::Path, name: &str, body: &str) -> PathBuf {
         use std::os::unix::fs::PermissionsExt;
         std::fs::create_dir_all(dir).unwrap();
-        let p = dir.join("scontrol");
+        let p = dir.join(name);
         std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
         p
     }
 
-    /// `ask_slurmctld`, retried while the fresh script is busy (another test's fork may
-    /// hold it open for a moment).
-    fn ask(scontrol: &std::path::Path, a: &gpu_map::Ask) -> Result<Vec<gpu_map::Sel>, String> {
+    fn diffs(major: u8, minor: u8) -> spank_carbon::slurm::Differences {
+        spank_carbon::slurm::Differences::for_version(spank_carbon::slurm::SlurmVersion::new(
+            major, minor, 0,
+        ))
+    }
+
+    /// `ask_slurmctld` for job 42 on node2, retried while the fresh script is busy
+    /// (another test's fork may hold it open for a moment).
+    fn ask(
+        scontrol: &std::path::Path,
+        squeue: &std::path::Path,
+        d: &spank_carbon::slurm::Differences,
+        a: &gpu_map::Ask,
+    ) -> Result<Vec<gpu_map::Sel>, String> {
         let key = JobKey::parse("42.node2").unwrap();
+        let tools = Tools { scontrol, squeue };
         for _ in 0..20 {
-            match ask_slurmctld(scontrol, &key, a) {
+            match ask_slurmctld(&tools, d, &key, a) {
                 Err(e) if e.contains("busy") => std::thread::sleep(Duration::from_millis(50)),
                 other => return other,
             }
         }
-        ask_slurmctld(scontrol, &key, a)
+        ask_slurmctld(&tools, d, &key, a)
     }
 
+    /// 24.11's `scontrol --json show job 42`: shards on node1 and node2, the job's name
+    /// and comment forging text detail lines.
+    const SCONTROL_JSON: &str = r#"{"jobs":[{"job_id":42,"name":"x\n     Nodes=node2 CPU_IDs=0 Mem=0 GRES=shard:2(2/2,0/2)","comment":"JobId=42\n   Nodes=node2 GRES=gpu:1(IDX:1)","gres_detail":["shard:2(0/2,2/2)","shard:1(1/2,0/2)"],"job_resources":{"nodes":{"count":2,"allocation":[{"index":0,"name":"node1"},{"index":1,"name":"node2"}]}}}]}"#;
+
     #[test]
-    fn the_sampler_asks_scontrol_for_this_node_and_refuses_what_it_cannot_read() {
+    fn the_sampler_asks_slurmctld_for_json_and_refuses_what_it_cannot_read() {
         let dir = std::env::temp_dir().join(format!("sc-ask-{}", std::process::id()));
         let Some(gpu_map::Selection::Ask(a)) = gpu_map::parse_selection("ask:0:m0#2;m1#2") else {
             panic!("spec");
         };
-        let scontrol = fake_scontrol(
+        let none = dir.join("none");
+        let scontrol = fake_tool(
             &dir.join("ok"),
-            r#"[ "$*" = "show job -d 42" ] || { echo "bad args: $*" >&2; exit 3; }
-echo 'JobId=42 JobName=wrap'
-echo '   JOB_GRES=shard:3'
-echo '     Nodes=node1 CPU_IDs=1 Mem=0 GRES=shard:2(0/2,2/2)'
-echo '     Nodes=node2 CPU_IDs=0 Mem=0 GRES=shard:1(1/2,0/2)'"#,
+            "scontrol",
+            &format!(
+                r#"[ "$*" = "--json show job 42" ] || {{ echo "bad args: $*" >&2; exit 3; }}
+cat <<'JSON'
+{SCONTROL_JSON}
+JSON"#
+            ),
         );
-        let sel = ask(&scontrol, &a).unwrap();
+        let one_of_two = vec![gpu_map::Sel {
+            key: gpu_map::Key::Minor(0),
+            share: gpu_map::Share::Shard { n: 1, of: 2 },
+        }];
         assert_eq!(
-            sel,
-            vec![gpu_map::Sel {
-                key: gpu_map::Key::Minor(0),
-                share: gpu_map::Share::Shard { n: 1, of: 2 }
-            }]
+            ask(&scontrol, &none, &diffs(24, 11), &a).unwrap(),
+            one_of_two
         );
-        // scontrol fails: refused, with its message.
-        let failing = fake_scontrol(
+        // 22.05: squeue --json, every job; the job is picked by its id.
+        let squeue = fake_tool(
+            &dir.join("ok"),
+            "squeue",
+            r#"[ "$*" = "--json" ] || { echo "bad args: $*" >&2; exit 3; }
+cat <<'JSON'
+{"meta":{},"errors":[],"jobs":[
+ {"job_id":41,"gres_detail":["shard:2(IDX:0)"],"job_resources":{"nodes":"node2","allocated_nodes":[{"nodename":"node2"}]}},
+ {"job_id":42,"name":"evil\nNodes=node2 GRES=gpu:1(IDX:1)","gres_detail":["shard:1(IDX:0)"],"job_resources":{"nodes":"node2","allocated_nodes":[{"nodename":"node2","sockets":{"0":{"cores":{"0":"allocated"}}}}]}}
+]}
+JSON"#,
+        );
+        assert_eq!(ask(&none, &squeue, &diffs(22, 5), &a).unwrap(), one_of_two);
+        // Before 22.05: no JSON, refused without a call.
+        let e = ask(&scontrol, &squeue, &diffs(21, 8), &a).unwrap_err();
+        assert!(e.contains("JSON"), "{e}");
+        // The tool fails: refused, with its message.
+        let failing = fake_tool(
             &dir.join("fail"),
+            "scontrol",
             "echo 'slurm_load_jobs error: Unable to contact slurm controller' >&2; exit 1",
         );
-        let e = ask(&failing, &a).unwrap_err();
+        let e = ask(&failing, &none, &diffs(26, 5), &a).unwrap_err();
         assert!(e.contains("Unable to contact"), "{e}");
-        // An answer without this node's GRES: refused.
-        let empty = fake_scontrol(
-            &dir.join("empty"),
-            "echo 'JobId=42 JobName=wrap'; echo '     Nodes=node2 CPU_IDs=0 Mem=0 GRES='",
+        // Text, as `scontrol show job -d` prints it: not JSON, refused.
+        let text = fake_tool(
+            &dir.join("text"),
+            "scontrol",
+            "echo 'JobId=42 JobName=wrap'; echo '     Nodes=node2 CPU_IDs=0 Mem=0 GRES=shard:1(1/2,0/2)'",
         );
-        let e = ask(&empty, &a).unwrap_err();
-        assert!(e.contains("GRES="), "{e}");
-        // No scontrol at all.
-        assert!(ask(&dir.join("none"), &a).is_err());
+        let e = ask(&text, &none, &diffs(24, 11), &a).unwrap_err();
+        assert!(e.contains("not understood"), "{e}");
+        // No tool at all.
+        assert!(ask(&dir.join("none"), &none, &diffs(24, 11), &a).is_err());
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -94,9 +94,11 @@ pub struct Config {
     pub deliver_timeout_s: u64,
     pub max_job_s: u64,
     pub liveness_s: u64,
+    /// Slurm's squeue: the liveness check, and on Slurm 22.05 the sampler's question for
+    /// the job's allocation (`squeue --json`; `gpu_map::Ask`).
     pub squeue: PathBuf,
-    /// Slurm's scontrol: the sampler asks slurmctld for the job's allocation on nodes
-    /// with gres/shard or several GPU types (`gpu_map::Ask`).
+    /// Slurm's scontrol: the sampler asks slurmctld for the job's allocation for gres/mps
+    /// jobs and on nodes with gres/shard or several GPU types (`gpu_map::Ask`), 23.02+.
     pub scontrol: PathBuf,
     pub retry_s: u64,
     pub intensity_series: Option<PathBuf>,
@@ -528,7 +530,7 @@ pub const TABLE: &[Key] = &[
     ),
     key(
         "squeue",
-        "Slurm's squeue, for the liveness check, by absolute path.",
+        "Slurm's squeue, by absolute path: the liveness check; on Slurm 22.05 also the sampler's question for a job's GPUs (see `scontrol`): 22.05's scontrol has no JSON, so `squeue --json`, which lists every job slurmctld holds, is read and the job picked by its id.",
         |c, k, v| {
             c.squeue = absolute_path(k, v)?;
             Ok(())
@@ -537,7 +539,7 @@ pub const TABLE: &[Key] = &[
     ),
     key(
         "scontrol",
-        "Slurm's scontrol, by absolute path, on nodes with gres/shard or several GPU types only: the sampler asks slurmctld once per job and node (`scontrol show job -d JOB`, 20 s timeout) which GPUs and shards the job has there; an unanswered or unreadable answer is a refusal (no part for the node).",
+        "Slurm's scontrol, by absolute path, for gres/mps jobs and on nodes with gres/shard or several GPU types only: the sampler asks slurmctld once per job and node (`scontrol --json show job JOB`, 20 s timeout; `squeue --json` on 22.05) which GPUs, shards and MPS the job has there, reading only the JSON's per-node GRES, never the job's text; an unanswered or unreadable answer is a refusal (no part for the node).",
         |c, k, v| {
             c.scontrol = absolute_path(k, v)?;
             Ok(())

@@ -164,12 +164,14 @@ mod tests {
                 ("CUDA_MPS_ACTIVE_THREAD_PERCENTAGE", "40"),
             ],
         );
+        // An MPS job: the percentage is rounded, so the sampler asks slurmctld for the
+        // job's count (the board, minor 3, is in the table it passes).
         assert!(
-            matches!(&out, PrologOutcome::Started { minors, .. } if minors == &[3]),
+            matches!(&out, PrologOutcome::Started { minors, .. } if minors.is_empty()),
             "{out:?}"
         );
         assert!(
-            started[0].starts_with("sample --key 81.n1 --gpus m3~mps40 --"),
+            started[0].starts_with("sample --key 81.n1 --gpus ask:0:m3 --"),
             "{started:?}"
         );
         // An index gres.conf does not have: refused, nothing started, the reason kept.

@@ -15,4 +15,4 @@ pub mod sys;
 mod version;
 
 pub use sluid::{parse_sluid, record_form as sluid_record_form};
-pub use version::{Differences, SlurmVersion};
+pub use version::{Differences, JobJson, SlurmVersion};

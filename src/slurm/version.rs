@@ -113,6 +113,21 @@ pub struct Differences {
     /// (JOBCOND_FLAG_NO_DEFAULT_USAGE), on every release. The filter works on rows ordered
     /// by id: a task whose own id is below N (ids wrapped at MaxJobId) is still changed.
     pub jobid_newest_only: bool,
+    /// How slurmctld's job structure (per-node GRES) is read as JSON: 23.02+ `scontrol
+    /// --json show job JOB`; 22.05 has no `scontrol --json`, only `squeue --json`, which
+    /// dumps every job (it ignores `-j`); before 22.05 none is read (a refusal).
+    pub job_json: JobJson,
+}
+
+/// The tool that gives slurmctld's job structure as JSON ([`Differences::job_json`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobJson {
+    /// No JSON this plugin reads.
+    None,
+    /// `squeue --json`: every job slurmctld holds (22.05, openapi v0.0.38).
+    SqueueAll,
+    /// `scontrol --json show job JOB` (23.02+).
+    Scontrol,
 }
 
 impl Differences {
@@ -128,6 +143,13 @@ impl Differences {
             cgroup_disabled: v.at_least(24, 5),
             stdout_read_to_eof: v.at_least(24, 11),
             jobid_newest_only: v.at_least(23, 11),
+            job_json: if v.at_least(23, 2) {
+                JobJson::Scontrol
+            } else if v.at_least(22, 5) {
+                JobJson::SqueueAll
+            } else {
+                JobJson::None
+            },
         }
     }
 
@@ -147,6 +169,10 @@ impl Differences {
         say(
             self.lowercases,
             "before 23.02: sacctmgr lower-cases values; a field with capitals is not rewritten (record kept pending)",
+        );
+        say(
+            self.job_json == JobJson::SqueueAll,
+            "before 23.02: scontrol has no --json; on gres/shard, gres/mps and several-type GPU nodes the sampler reads the job's GRES from `squeue --json` (every job: it ignores -j)",
         );
         say(
             self.jobid_newest_only,
@@ -296,9 +322,20 @@ mod tests {
     }
 
     #[test]
+    fn job_json_from_scontrol_from_23_02_and_squeue_on_22_05() {
+        assert_eq!(d(22, 5).job_json, JobJson::SqueueAll);
+        assert_eq!(d(23, 1).job_json, JobJson::SqueueAll);
+        assert_eq!(d(23, 2).job_json, JobJson::Scontrol);
+        assert_eq!(d(24, 11).job_json, JobJson::Scontrol);
+        assert_eq!(d(26, 5).job_json, JobJson::Scontrol);
+        assert_eq!(d(21, 8).job_json, JobJson::None);
+    }
+
+    #[test]
     fn describe_lists_exactly_the_differences_in_force() {
-        assert_eq!(d(22, 5).describe().len(), 1);
+        assert_eq!(d(22, 5).describe().len(), 2);
         assert!(d(22, 5).describe()[0].contains("lower-cases"));
+        assert!(d(22, 5).describe()[1].contains("squeue --json"));
         let on = d(26, 5).describe();
         assert_eq!(on.len(), 8);
         assert!(on.iter().all(|l| !l.contains("lower-cases")));

@@ -498,7 +498,7 @@ proptest! {
                 };
                 let share = match x % 3 {
                     0 => Share::Whole,
-                    1 => Share::Mps(1 + x % 100),
+                    1 => Share::Mps { n: 1 + u64::from(x % 100), of: 100 + u64::from(x) },
                     _ => Share::Shard { n: 1, of: 1 + u64::from(x) },
                 };
                 Sel { key, share }

@@ -25,18 +25,24 @@
 //!   environment, gres_shard.c:145), so the prolog cannot tell a shard job from a
 //!   whole-GPU job on a board that has shards.
 //! - gres/mps (gres_mps.c:329) sets the same two, then
-//!   `CUDA_MPS_ACTIVE_THREAD_PERCENTAGE` = job's MPS count on the node x 100 / the
-//!   first allocated device's MPS count (at least 1). It is set whenever the job has
-//!   MPS on the node, so its absence means a whole-GPU job.
+//!   `CUDA_MPS_ACTIVE_THREAD_PERCENTAGE` = MAX(job's MPS count on the node x 100 / the
+//!   first allocated device's MPS count, 1), in integers: `mps:1` of 1000 says 1 (for
+//!   0.1%), `mps:1` of 3 says 33. It is set whenever the job has MPS on the node, so its
+//!   presence marks an MPS job (its absence, a whole-GPU job), but its value is not the
+//!   share: the job's count comes from slurmctld ([`Ask`]), the board's from slurmctld
+//!   (24.05+) or gres.conf as slurmd shares it out.
 //! - With several gres entries (typed requests `gpu:a100:1,gpu:h100:1`, or a typed node
 //!   whose allocation slurmctld split by type) each overwrites `SLURM_JOB_GPUS`: the
 //!   prolog sees only the last one's indices (read in the source; untested on a
 //!   cluster). Where the UUIDs in `CUDA_VISIBLE_DEVICES` name the boards they are used
 //!   (they too would be the last entry's only, so the record can miss GPUs, never name
 //!   another job's); without them, the sampler asks slurmctld ([`Ask`]).
-//! - On these two kinds of node only (gres/shard, several GPU types) the prolog passes an
-//!   [`Ask`] and the sampler reads the node's allocation in `scontrol show job -d`; no
-//!   other node costs slurmctld a call.
+//! - For these (gres/mps jobs, nodes with gres/shard or several GPU types) only, the
+//!   prolog passes an [`Ask`] and the sampler reads the node's allocation in slurmctld's
+//!   JSON (`scontrol --json show job`, 22.05 `squeue --json`), never in the text of
+//!   `scontrol show job -d`, where the owner's job name, comment, directories print raw
+//!   (newlines kept: tried on 22.05) and can forge `JobId=`/`Nodes=`/`GRES=` lines; no
+//!   other job costs slurmctld a call.
 //!
 //! # How slurmd numbers a node's GPUs
 //!
@@ -89,8 +95,11 @@ pub enum Key {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Share {
     Whole,
-    /// CUDA_MPS_ACTIVE_THREAD_PERCENTAGE.
-    Mps(u32),
+    /// The job's MPS on the board, of the board's (slurmctld's counts, exact).
+    Mps {
+        n: u64,
+        of: u64,
+    },
     /// The job's shards on the board, of the board's.
     Shard {
         n: u64,
@@ -133,14 +142,16 @@ fn valid_uuid(u: &str) -> bool {
 }
 
 /// The sampler's `--gpus` argument: entries `m3`, `u:GPU-...`, `g3.1.0`/`g3.1`,
-/// `n2/4`, `e2/4`, each optionally followed by `~mps25` or `~sh2/8`, comma-separated.
+/// `n2/4`, `e2/4`, each optionally followed by `~mps1/1000` (MPS) or `~sh2/8` (shards),
+/// comma-separated. (`~mps25`, a percentage, is what an older prolog passed: read as
+/// 25/100.)
 pub fn format_spec(sel: &[Sel]) -> String {
     sel.iter()
         .map(|s| {
             let mut out = key_token(&s.key);
             match s.share {
                 Share::Whole => {}
-                Share::Mps(p) => out.push_str(&format!("~mps{p}")),
+                Share::Mps { n, of } => out.push_str(&format!("~mps{n}/{of}")),
                 Share::Shard { n, of } => out.push_str(&format!("~sh{n}/{of}")),
             }
             out
@@ -210,13 +221,23 @@ pub fn parse_spec(spec: &str) -> Option<Vec<Sel>> {
         let share = match share {
             None => Share::Whole,
             Some(s) => {
-                if let Some(p) = s.strip_prefix("mps") {
-                    let p: u32 = p.parse().ok()?;
-                    (1..=100).contains(&p).then_some(Share::Mps(p))?
-                } else if let Some(sh) = s.strip_prefix("sh") {
-                    let (n, of) = sh.split_once('/')?;
+                let fraction = |t: &str| -> Option<(u64, u64)> {
+                    let (n, of) = t.split_once('/')?;
                     let (n, of): (u64, u64) = (n.parse().ok()?, of.parse().ok()?);
-                    (n >= 1 && n <= of).then_some(Share::Shard { n, of })?
+                    (n >= 1 && n <= of).then_some((n, of))
+                };
+                if let Some(p) = s.strip_prefix("mps") {
+                    let (n, of) = if p.contains('/') {
+                        fraction(p)?
+                    } else {
+                        // An older prolog's CUDA_MPS_ACTIVE_THREAD_PERCENTAGE.
+                        let p: u64 = p.parse().ok()?;
+                        (1..=100).contains(&p).then_some((p, 100))?
+                    };
+                    Share::Mps { n, of }
+                } else if let Some(sh) = s.strip_prefix("sh") {
+                    let (n, of) = fraction(sh)?;
+                    Share::Shard { n, of }
                 } else {
                     return None;
                 }
@@ -231,21 +252,45 @@ pub fn parse_spec(spec: &str) -> Option<Vec<Sel>> {
 pub const ASK: &str = "ask:";
 
 /// A selection the prolog's environment cannot make, on a node with gres/shard (a shard
-/// job gets the same `SLURM_JOB_GPUS` as a whole-GPU job, and no shard count) or with
-/// several GPU types (each typed entry overwrites `SLURM_JOB_GPUS`): the sampler asks
-/// slurmctld once (`scontrol show job -d JOB`) for this node's allocation
-/// ([`node_gres`], [`parse_gres`]) and decides with [`from_slurmctld`].
+/// job gets the same `SLURM_JOB_GPUS` as a whole-GPU job, and no shard count), for a
+/// gres/mps job (the environment has only an integer percentage, not the job's MPS
+/// count) or on a node with several GPU types (each typed entry overwrites
+/// `SLURM_JOB_GPUS`): the sampler asks slurmctld once for the job's structure as JSON
+/// ([`job_query`]), takes this node's GRES string from it ([`node_gres_json`],
+/// [`parse_gres`]) and decides with [`from_slurmctld`]. No text the job's owner writes
+/// (name, comment, directories) is read.
 ///
 /// As a `--gpus` argument: `ask:J:T`, J the indices of `SLURM_JOB_GPUS` joined by `.`,
 /// T the node's gres indices 0, 1, ... in order, joined by `;`, each its board's key as
-/// in [`format_spec`] followed by `#N` where gres.conf gives that board N shards, e.g.
-/// `ask:1:m0#4;m1#4;m2`.
+/// in [`format_spec`] followed by `#N` where gres.conf gives that board N shards and
+/// `%M` where it gives it M MPS, e.g. `ask:1:m0#4;m1#4;m2%1000`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ask {
     /// `SLURM_JOB_GPUS` as the prolog saw it.
     pub job_indices: Vec<usize>,
-    /// Per gres index of the node: its board, and the board's shards in gres.conf.
-    pub table: Vec<(Key, Option<u64>)>,
+    /// Per gres index of the node: its board, and the board's shards and MPS in gres.conf.
+    pub table: Vec<Slot>,
+}
+
+/// One gres index of the node in an [`Ask`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Slot {
+    pub key: Key,
+    /// The board's shards in gres.conf (`None`: none, or not known).
+    pub shards: Option<u64>,
+    /// The board's MPS count in gres.conf (`None`: none, or not known).
+    pub mps: Option<u64>,
+}
+
+impl Slot {
+    /// A board with no shared gres in gres.conf.
+    pub fn plain(key: Key) -> Slot {
+        Slot {
+            key,
+            shards: None,
+            mps: None,
+        }
+    }
 }
 
 /// What the prolog hands the sampler.
@@ -268,9 +313,15 @@ pub fn format_selection(sel: &Selection) -> String {
                 .join("."),
             a.table
                 .iter()
-                .map(|(k, n)| match n {
-                    Some(n) => format!("{}#{n}", key_token(k)),
-                    None => key_token(k),
+                .map(|slot| {
+                    let mut t = key_token(&slot.key);
+                    if let Some(n) = slot.shards {
+                        t.push_str(&format!("#{n}"));
+                    }
+                    if let Some(m) = slot.mps {
+                        t.push_str(&format!("%{m}"));
+                    }
+                    t
                 })
                 .collect::<Vec<_>>()
                 .join(";")
@@ -294,11 +345,20 @@ pub fn parse_selection(spec: &str) -> Option<Selection> {
     let table = table
         .split(';')
         .map(|e| {
-            let (k, n) = match e.split_once('#') {
-                Some((k, n)) => (k, Some(n.parse::<u64>().ok().filter(|&n| n > 0)?)),
+            let count = |n: &str| n.parse::<u64>().ok().filter(|&n| n > 0);
+            let (e, mps) = match e.split_once('%') {
+                Some((e, m)) => (e, Some(count(m)?)),
                 None => (e, None),
             };
-            Some((parse_key(k)?, n))
+            let (k, shards) = match e.split_once('#') {
+                Some((k, n)) => (k, Some(count(n)?)),
+                None => (e, None),
+            };
+            Some(Slot {
+                key: parse_key(k)?,
+                shards,
+                mps,
+            })
         })
         .collect::<Option<Vec<_>>>()?;
     if job_indices.iter().any(|&i| i >= table.len()) {
@@ -307,66 +367,192 @@ pub fn parse_selection(spec: &str) -> Option<Selection> {
     Some(Selection::Ask(Ask { job_indices, table }))
 }
 
-/// How many text bytes of `scontrol show job -d` are read at most.
-pub const SCONTROL_MAX: usize = 1 << 20;
+/// How many bytes of slurmctld's JSON answer are read at most (22.05's `squeue --json`
+/// dumps every job slurmctld holds); a longer answer is a refusal.
+pub const JOB_JSON_MAX: usize = 256 << 20;
 
-/// This node's `GRES=` value in `scontrol show job -d JOB`'s text: from the record of
-/// `JobId=job`, the one detail line `Nodes=LIST ... GRES=...` whose host list holds
-/// `node`.
-pub fn node_gres(text: &str, job: u32, node: &str) -> Result<String, Refusal> {
-    let not_understood = |why: &str| Refusal(format!("scontrol show job -d {job}: {why}"));
-    let want = format!("JobId={job}");
-    let mut records = 0;
-    let mut in_job = false;
-    let mut found: Vec<String> = Vec::new();
-    for line in text.lines() {
-        let mut tokens = line.split_whitespace();
-        let Some(first) = tokens.next() else {
-            continue;
-        };
-        if first.starts_with("JobId=") {
-            in_job = first == want;
-            records += usize::from(in_job);
-            continue;
-        }
-        if !in_job {
-            continue;
-        }
-        let Some(list) = first.strip_prefix("Nodes=") else {
-            continue;
-        };
-        let names = crate::slurm::hostlist::expand_max(list, 100_000)
-            .map_err(|_| not_understood(&format!("host list `{list}` not understood")))?;
-        if !names.iter().any(|n| n == node) {
-            continue;
-        }
-        let gres = std::iter::once(first)
-            .chain(tokens)
-            .find_map(|t| t.strip_prefix("GRES="));
-        match gres {
-            Some(g) => found.push(g.to_string()),
-            None => return Err(not_understood(&format!("no GRES= for node {node}"))),
-        }
+/// The Slurm tool that gives the job's structure as JSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobTool {
+    Scontrol,
+    Squeue,
+}
+
+/// The tool and arguments that give slurmctld's structure of job `job` as JSON on the
+/// release `diffs` describes: 23.02+ `scontrol --json show job JOB` (SHOW_DETAIL is
+/// forced with `--json`), 22.05 `squeue --json` (every job: 22.05's squeue applies no
+/// filter in JSON mode, so the job is picked by `job_id` in [`node_gres_json`]). Before
+/// 22.05 none: a refusal, never the text of `scontrol show job`, which prints the
+/// owner's name, comment and directories raw, newlines and all.
+pub fn job_query(
+    diffs: &crate::slurm::Differences,
+    job: u32,
+) -> Result<(JobTool, Vec<String>), Refusal> {
+    use crate::slurm::JobJson;
+    match diffs.job_json {
+        JobJson::Scontrol => Ok((
+            JobTool::Scontrol,
+            vec!["--json".into(), "show".into(), "job".into(), job.to_string()],
+        )),
+        JobJson::SqueueAll => Ok((JobTool::Squeue, vec!["--json".into()])),
+        JobJson::None => refuse(format!(
+            "Slurm {} gives the job's GRES per node as JSON neither in scontrol nor in squeue; its text (which prints the owner's job name and comment raw) is not read",
+            diffs.version
+        )),
     }
-    match (records, found.len()) {
-        (0, _) => Err(not_understood("no record of the job")),
-        (1, 1) => Ok(found.remove(0)),
-        (1, 0) => Err(not_understood(&format!(
-            "no Nodes= detail line names node {node}"
-        ))),
-        (1, n) => Err(not_understood(&format!(
-            "{n} Nodes= detail lines name node {node}"
-        ))),
-        (n, _) => Err(not_understood(&format!("{n} records of the job"))),
+}
+
+/// A job of slurmctld's JSON, each field kept as JSON until the job is picked: another
+/// job's odd shape cannot fail the answer.
+#[derive(serde::Deserialize)]
+struct JsonJob {
+    #[serde(default)]
+    job_id: Option<serde_json::Value>,
+    #[serde(default)]
+    gres_detail: Option<serde_json::Value>,
+    #[serde(default)]
+    job_resources: Option<serde_json::Value>,
+}
+
+#[derive(serde::Deserialize)]
+struct JsonJobs {
+    jobs: Vec<JsonJob>,
+}
+
+/// `job_resources`: 22.05-23.11 list the nodes in `allocated_nodes[].nodename`, 24.05+
+/// in `nodes.allocation[].name` (with `index`); `nodes` was the host list string before.
+#[derive(serde::Deserialize)]
+struct JsonResources {
+    #[serde(default)]
+    allocated_nodes: Option<Vec<JsonNodeOld>>,
+    #[serde(default)]
+    nodes: Option<JsonNodes>,
+}
+
+#[derive(serde::Deserialize)]
+struct JsonNodeOld {
+    nodename: Option<String>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum JsonNodes {
+    Obj {
+        allocation: Option<Vec<JsonNodeNew>>,
+    },
+    Other(serde::de::IgnoredAny),
+}
+
+#[derive(serde::Deserialize)]
+struct JsonNodeNew {
+    index: Option<u64>,
+    name: Option<String>,
+}
+
+/// This node's GRES string in slurmctld's JSON answer (`scontrol --json show job` or
+/// 22.05's `squeue --json`): the one job whose `job_id` is `job`, its `gres_detail`
+/// entry at the position of `node` among the job's nodes (`job_resources`' per-node list,
+/// which is slurmctld's node order, the order of `gres_detail`; never the sorted `nodes`
+/// string). Only `job_id`, `gres_detail` and `job_resources` are read: the owner's job
+/// name, comment, directories and other text are skipped unread. Bytes that are not
+/// UTF-8 (Slurm prints an owner's name as given) are replaced before parsing, so they
+/// cannot make the answer unreadable.
+pub fn node_gres_json(json: &[u8], job: u32, node: &str) -> Result<String, Refusal> {
+    let not_understood = |why: String| Refusal(format!("slurmctld's JSON for job {job}: {why}"));
+    if json.len() > JOB_JSON_MAX {
+        return Err(not_understood(format!(
+            "{} bytes, more than the {JOB_JSON_MAX} read",
+            json.len()
+        )));
+    }
+    let text = String::from_utf8_lossy(json);
+    let all: JsonJobs =
+        serde_json::from_str(&text).map_err(|e| not_understood(format!("not understood: {e}")))?;
+    let mut mine: Vec<JsonJob> = all
+        .jobs
+        .into_iter()
+        .filter(|j| j.job_id.as_ref().and_then(|v| v.as_u64()) == Some(u64::from(job)))
+        .collect();
+    let record = match mine.len() {
+        1 => mine.remove(0),
+        0 => return Err(not_understood("no record of the job".into())),
+        n => return Err(not_understood(format!("{n} records of the job"))),
+    };
+    let detail: Vec<Option<String>> = match record.gres_detail {
+        None | Some(serde_json::Value::Null) => Vec::new(),
+        Some(v) => serde_json::from_value(v)
+            .map_err(|e| not_understood(format!("gres_detail not understood: {e}")))?,
+    };
+    let resources: JsonResources = match record.job_resources {
+        None | Some(serde_json::Value::Null) => {
+            return Err(not_understood("no job_resources (no allocation)".into()))
+        }
+        Some(v) => serde_json::from_value(v)
+            .map_err(|e| not_understood(format!("job_resources not understood: {e}")))?,
+    };
+    let names: Vec<Option<String>> = match (resources.allocated_nodes, resources.nodes) {
+        (Some(old), _) if !old.is_empty() => old.into_iter().map(|n| n.nodename).collect(),
+        (
+            _,
+            Some(JsonNodes::Obj {
+                allocation: Some(list),
+            }),
+        ) => {
+            let mut names = Vec::with_capacity(list.len());
+            for (i, n) in list.into_iter().enumerate() {
+                if n.index.is_some_and(|x| x != i as u64) {
+                    return Err(not_understood(format!(
+                        "job_resources node {i} has index {:?}",
+                        n.index
+                    )));
+                }
+                names.push(n.name);
+            }
+            names
+        }
+        _ => Vec::new(),
+    };
+    if names.is_empty() {
+        return Err(not_understood(
+            "job_resources lists no nodes of the job".into(),
+        ));
+    }
+    if detail.len() != names.len() {
+        return Err(not_understood(format!(
+            "gres_detail has {} entries for the job's {} nodes",
+            detail.len(),
+            names.len()
+        )));
+    }
+    let at: Vec<usize> = names
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| n.as_deref() == Some(node))
+        .map(|(i, _)| i)
+        .collect();
+    let i = match at.as_slice() {
+        [i] => *i,
+        [] => return Err(not_understood(format!("node {node} is not the job's"))),
+        more => {
+            return Err(not_understood(format!(
+                "node {node} is listed {} times",
+                more.len()
+            )))
+        }
+    };
+    match detail[i].as_deref() {
+        Some(g) if !g.is_empty() => Ok(g.to_string()),
+        _ => Err(not_understood(format!("no GRES for node {node}"))),
     }
 }
 
 /// How slurmctld gives one gres entry's devices on a node.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GresAlloc {
-    /// `(IDX:0-1,3)`: the gres indices (gpu; shard on 22.05).
+    /// `(IDX:0-1,3)`: the gres indices (gpu; shard and mps before 24.05).
     Indices(Vec<usize>),
-    /// `(1/2,0/2)`: per gres index of the node, allocated / the board's (shard, 24.11+).
+    /// `(1/2,0/2)`: per gres index of the node, allocated / the board's (shard and mps,
+    /// 24.05+).
     PerIndex(Vec<(u64, u64)>),
 }
 
@@ -466,11 +652,11 @@ pub fn parse_gres(value: &str) -> Result<Vec<GresEntry>, Refusal> {
 }
 
 /// The job's boards on the node from slurmctld's allocation (`entries`, this node's) and
-/// the prolog's [`Ask`]: gpu entries' indices are whole boards, shard entries the job's
-/// shards of each board (`a/t` per index, 24.11+; on 22.05 the entry's count on its one
-/// index, of the board's shards in gres.conf). `SLURM_JOB_GPUS` must be what slurmctld
-/// allocated (one entry) or a part of it (several entries: it is the last one's), else
-/// a refusal.
+/// the prolog's [`Ask`]: gpu entries' indices are whole boards; shard and mps entries
+/// the job's shards or MPS of each board (`a/t` per index, 24.05+; before, the entry's
+/// count on its one index, of the board's count in gres.conf). `SLURM_JOB_GPUS` must be
+/// what slurmctld allocated (one entry) or a part of it (several entries: it is the last
+/// one's), else a refusal.
 pub fn from_slurmctld(ask: &Ask, entries: &[GresEntry]) -> Result<Vec<Sel>, Refusal> {
     let n = ask.table.len();
     let mut by_index: BTreeMap<usize, Share> = BTreeMap::new();
@@ -483,14 +669,26 @@ pub fn from_slurmctld(ask: &Ask, entries: &[GresEntry]) -> Result<Vec<Sel>, Refu
         }
         if by_index.insert(i, share).is_some() {
             return refuse(format!(
-                "slurmctld gives gres index {i} in two entries (gpu and shard)"
+                "slurmctld gives gres index {i} in two entries (gpu, shard or mps)"
             ));
         }
         Ok(())
     };
+    // A shared gres's share of a board, and the board's count in gres.conf.
+    let shared = |name: &str, a: u64, of: u64| match name {
+        "mps" => Share::Mps { n: a, of },
+        _ => Share::Shard { n: a, of },
+    };
+    let conf_count = |name: &str, i: usize| {
+        ask.table.get(i).and_then(|slot| match name {
+            "mps" => slot.mps,
+            _ => slot.shards,
+        })
+    };
     let mut used = 0;
     for e in entries {
-        match (e.name.as_str(), &e.alloc) {
+        let name = e.name.as_str();
+        match (name, &e.alloc) {
             ("gpu", GresAlloc::Indices(idx)) => {
                 if idx.len() as u64 != e.count {
                     return refuse(format!(
@@ -503,16 +701,16 @@ pub fn from_slurmctld(ask: &Ask, entries: &[GresEntry]) -> Result<Vec<Sel>, Refu
                     add(i, Share::Whole, e)?;
                 }
             }
-            ("shard", GresAlloc::PerIndex(per)) => {
+            ("shard" | "mps", GresAlloc::PerIndex(per)) => {
                 if per.len() != n {
                     return refuse(format!(
-                        "slurmctld lists shards of {} gres indices, the prolog's gres.conf {n}",
+                        "slurmctld lists {name} of {} gres indices, the prolog's gres.conf {n}",
                         per.len()
                     ));
                 }
                 if per.iter().map(|(a, _)| a).sum::<u64>() != e.count {
                     return refuse(format!(
-                        "slurmctld's shards per index do not add up to shard:{}",
+                        "slurmctld's {name} per index do not add up to {name}:{}",
                         e.count
                     ));
                 }
@@ -521,45 +719,44 @@ pub fn from_slurmctld(ask: &Ask, entries: &[GresEntry]) -> Result<Vec<Sel>, Refu
                         continue;
                     }
                     if a > of {
-                        return refuse(format!("slurmctld gives gres index {i} {a}/{of} shards"));
+                        return refuse(format!("slurmctld gives gres index {i} {a}/{of} {name}"));
                     }
-                    if let Some(conf) = ask.table[i].1.filter(|&c| c != of) {
+                    if let Some(conf) = conf_count(name, i).filter(|&c| c != of) {
                         return refuse(format!(
-                            "slurmctld gives gres index {i} {of} shards, gres.conf {conf}"
+                            "slurmctld gives gres index {i} {of} {name}, gres.conf {conf}"
                         ));
                     }
-                    add(i, Share::Shard { n: a, of }, e)?;
+                    add(i, shared(name, a, of), e)?;
                 }
             }
-            ("shard", GresAlloc::Indices(idx)) => {
+            ("shard" | "mps", GresAlloc::Indices(idx)) => {
                 let &[i] = idx.as_slice() else {
                     return refuse(format!(
-                        "slurmctld gives shard:{} on {} gres indices without a count per index (Slurm 22.05): the job's share of each board is unknown",
+                        "slurmctld gives {name}:{} on {} gres indices without a count per index (Slurm before 24.05): the job's share of each board is unknown",
                         e.count,
                         idx.len()
                     ));
                 };
-                let Some(of) = ask.table.get(i).and_then(|t| t.1) else {
+                let Some(of) = conf_count(name, i) else {
                     return refuse(format!(
-                        "slurmctld gives shards on gres index {i}, gres.conf gives its board no shard count"
+                        "slurmctld gives {name} on gres index {i}, gres.conf gives its board no {name} count"
                     ));
                 };
                 if e.count == 0 || e.count > of {
                     return refuse(format!(
-                        "slurmctld gives shard:{} on gres index {i}, its board has {of}",
+                        "slurmctld gives {name}:{} on gres index {i}, its board has {of}",
                         e.count
                     ));
                 }
-                add(i, Share::Shard { n: e.count, of }, e)?;
+                add(i, shared(name, e.count, of), e)?;
             }
             ("gpu", _) => return refuse(format!("slurmctld's {} entry not understood", e.name)),
-            ("mps", _) => return refuse("slurmctld gives gres/mps beside gpu or shard: not read"),
             _ => continue,
         }
         used += 1;
     }
     if by_index.is_empty() {
-        return refuse("slurmctld gives the job no gpu or shard on this node");
+        return refuse("slurmctld gives the job no gpu, shard or mps on this node");
     }
     let prolog: std::collections::BTreeSet<usize> = ask.job_indices.iter().copied().collect();
     let missing: Vec<usize> = prolog
@@ -581,7 +778,7 @@ pub fn from_slurmctld(ask: &Ask, entries: &[GresEntry]) -> Result<Vec<Sel>, Refu
     }
     let mut out: Vec<Sel> = Vec::new();
     for (i, share) in by_index {
-        let key = ask.table[i].0.clone();
+        let key = ask.table[i].key.clone();
         match out.iter().find(|s| s.key == key) {
             Some(s) if s.share == Share::Whole && share == Share::Whole => {}
             Some(_) => {
@@ -790,38 +987,73 @@ fn device_key(files: &[PathBuf], node: &NodeGres) -> Result<Key, Refusal> {
     }
 }
 
-/// Per board minor, its shard and MPS counts from gres.conf.
+/// Per board minor, its shard or MPS count from gres.conf, as slurmd shares a `Name=`
+/// `name` count out over the GPUs (gres_c_s.c `_build_shared_list`, `_merge_lists`,
+/// `_distribute_count`, the same in 22.05-26.05):
+/// - one record without `File=`: over the node's GPU files in order, each taking what
+///   is left over the GPUs left (`Count=100` over 3: 33, 33, 34);
+/// - records with `File=`: each file `Count / files` (the remainder is lost); a board
+///   named twice keeps its first count; records with and without `File=` together (or
+///   two without) are a fatal error for slurmd, refused here.
+///
+/// A board with no count (or 0) is not in the map.
 fn shared_counts(
     node: &NodeGres,
     board_files: &[PathBuf],
     name: &str,
 ) -> Result<BTreeMap<u32, u64>, Refusal> {
+    let records: Vec<_> = node.conf.shared.iter().filter(|r| r.name == name).collect();
     let mut out = BTreeMap::new();
-    for r in node.conf.shared.iter().filter(|r| r.name == name) {
+    let minor_of = |f: &Path| -> Result<u32, Refusal> {
+        match (node.stat)(f) {
+            Some((_, minor)) => Ok(minor),
+            None => refuse(format!(
+                "gres.conf: Name={name} file {}: not a character device",
+                f.display()
+            )),
+        }
+    };
+    let without_file = records.iter().filter(|r| r.files.is_empty()).count();
+    if without_file > 0 {
+        if records.len() > 1 {
+            return refuse(format!(
+                "gres.conf: several Name={name} records, one without File= (slurmd refuses this)"
+            ));
+        }
+        let Some(mut left) = records[0].count else {
+            return refuse(format!(
+                "gres.conf: Name={name} record without a valid Count="
+            ));
+        };
+        if board_files.is_empty() {
+            return refuse(format!(
+                "gres.conf: Name={name} Count={left} without File=, and no GPU files to share it over"
+            ));
+        }
+        let mut gpus_left = board_files.len() as u64;
+        for f in board_files {
+            let c = left / gpus_left;
+            left -= c;
+            gpus_left -= 1;
+            let minor = minor_of(f)?;
+            if c > 0 {
+                out.entry(minor).or_insert(c);
+            }
+        }
+        return Ok(out);
+    }
+    for r in records {
         let Some(count) = r.count else {
             return refuse(format!(
                 "gres.conf: Name={name} record without a valid Count="
             ));
         };
-        let files: Vec<PathBuf> = if r.files.is_empty() {
-            board_files.to_vec()
-        } else {
-            r.files.iter().map(PathBuf::from).collect()
-        };
-        if files.is_empty() || count % files.len() as u64 != 0 {
-            return refuse(format!(
-                "gres.conf: Name={name} Count={count} does not spread evenly over {} GPU(s)",
-                files.len()
-            ));
-        }
-        for f in &files {
-            let Some((_, minor)) = (node.stat)(f) else {
-                return refuse(format!(
-                    "gres.conf: Name={name} file {}: not a character device",
-                    f.display()
-                ));
-            };
-            *out.entry(minor).or_insert(0) += count / files.len() as u64;
+        let per_file = count / r.files.len() as u64;
+        for f in &r.files {
+            let minor = minor_of(Path::new(f))?;
+            if per_file > 0 {
+                out.entry(minor).or_insert(per_file);
+            }
         }
     }
     Ok(out)
@@ -829,8 +1061,8 @@ fn shared_counts(
 
 /// The prolog's selection: each allocated GPU by the most direct key Slurm gives, with
 /// the job's share of it; a refusal whenever that cannot be known for certain.
-/// Where the environment cannot tell (gres/shard, several GPU types) this is a refusal;
-/// [`choose`] asks slurmctld there instead.
+/// Where the environment cannot tell (gres/shard, gres/mps, several GPU types) this is a
+/// refusal; [`choose`] asks slurmctld there instead.
 pub fn select(job: &JobGpus, node: &NodeGres) -> Result<Vec<Sel>, Refusal> {
     match select_or_ask(job, node, false)? {
         Selection::Known(sel) => Ok(sel),
@@ -838,13 +1070,14 @@ pub fn select(job: &JobGpus, node: &NodeGres) -> Result<Vec<Sel>, Refusal> {
     }
 }
 
-/// The prolog's choice: [`select`], or, on a node with gres/shard or several GPU types
-/// where the environment cannot tell, an [`Ask`] for the sampler.
+/// The prolog's choice: [`select`], or, for a gres/mps job and on a node with gres/shard
+/// or several GPU types where the environment cannot tell, an [`Ask`] for the sampler.
 pub fn choose(job: &JobGpus, node: &NodeGres) -> Result<Selection, Refusal> {
     select_or_ask(job, node, true)
 }
 
-/// Each of the node's gres indices' board, and its shards in gres.conf.
+/// Each of the node's gres indices' board, and its shards and MPS in gres.conf (the MPS
+/// count only where gres.conf gives it: slurmctld 24.05+ gives it per board itself).
 fn ask_table(job: &JobGpus, node: &NodeGres, why: &str) -> Result<Selection, Refusal> {
     let context = |r: Refusal| Refusal(format!("{why}; the node's GPUs cannot be listed: {}", r.0));
     let n = match node.conf.autodetect.as_deref().unwrap_or("off") {
@@ -856,14 +1089,15 @@ fn ask_table(job: &JobGpus, node: &NodeGres, why: &str) -> Result<Selection, Ref
     }
     let board_files: Vec<PathBuf> = node.files.iter().flatten().cloned().collect();
     let shards = shared_counts(node, &board_files, "shard").map_err(context)?;
+    let mps = shared_counts(node, &board_files, "mps").unwrap_or_default();
     let mut table = Vec::with_capacity(n);
     for i in 0..n {
         let key = keys_from_indices(&[i], node).map_err(context)?.remove(0);
-        let count = match &key {
-            Key::Minor(m) => shards.get(m).copied(),
-            _ => None,
+        let (shards, mps) = match &key {
+            Key::Minor(m) => (shards.get(m).copied(), mps.get(m).copied()),
+            _ => (None, None),
         };
-        table.push((key, count));
+        table.push(Slot { key, shards, mps });
     }
     if let Some(&i) = job.indices.iter().find(|&&i| i >= n) {
         return refuse(format!(
@@ -918,32 +1152,18 @@ fn select_or_ask(job: &JobGpus, node: &NodeGres, ask: bool) -> Result<Selection,
             keys_from_indices(&job.indices, node)?
         }
     };
-    // The job's share of each board.
-    let mps = match job.mps_percentage.as_deref() {
-        None => None,
-        Some(p) => match p.trim().parse::<u32>() {
-            Ok(p) if (1..=100).contains(&p) => Some(p),
-            _ => {
-                return refuse(format!(
-                    "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE `{p}` is not 1-100"
-                ))
-            }
-        },
-    };
+    // The job's share of each board. An MPS job: the environment has only
+    // CUDA_MPS_ACTIVE_THREAD_PERCENTAGE, MAX(count x 100 / the board's count, 1) in
+    // integers (gres_mps.c), not the job's count: slurmctld gives it.
+    if job.mps_percentage.is_some() {
+        let why = "a gres/mps job: Slurm gives the prolog only CUDA_MPS_ACTIVE_THREAD_PERCENTAGE, an integer percentage of at least 1, not the job's MPS count";
+        if ask {
+            return ask_table(job, node, why);
+        }
+        return refuse(why);
+    }
     let board_files: Vec<PathBuf> = node.files.iter().flatten().cloned().collect();
     let shards = shared_counts(node, &board_files, "shard")?;
-    if let Some(p) = mps {
-        if keys.len() != 1 {
-            return refuse(format!(
-                "an MPS job with {} GPU indices: Slurm gives MPS one GPU per node",
-                keys.len()
-            ));
-        }
-        return Ok(Selection::Known(vec![Sel {
-            key: keys.remove(0),
-            share: Share::Mps(p),
-        }]));
-    }
     let shared_board = |k: &Key| match k {
         Key::Minor(m) | Key::Mig { minor: m, .. } => shards.contains_key(m),
         _ => true,
@@ -1181,7 +1401,7 @@ pub fn resolve(sel: &[Sel], boards: &[BoardInfo]) -> Result<Vec<Charge>, Refusal
         let (share, rule) = match (instance_share, s.share) {
             (Some(f), Share::Whole) => (f, "mig-sm"),
             (None, Share::Whole) => (1.0, "whole"),
-            (None, Share::Mps(p)) => (f64::from(p) / 100.0, "mps"),
+            (None, Share::Mps { n, of }) => (n as f64 / of as f64, "mps"),
             (None, Share::Shard { n, of }) => (n as f64 / of as f64, "shard"),
             (Some(_), _) => return refuse("MPS or shards on a MIG instance"),
         };

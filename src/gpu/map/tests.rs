@@ -407,7 +407,7 @@ fn uuids_from_env_uuid_are_used_and_checked() {
 }
 
 #[test]
-fn mps_shares_by_percentage_and_whole_gpus_beside_mps() {
+fn mps_jobs_ask_slurmctld_and_whole_gpus_beside_mps_do_not() {
     let proc = proc_with("mps", &[]);
     let stat = stat_table(&[]);
     let node = NodeGres {
@@ -426,25 +426,36 @@ fn mps_shares_by_percentage_and_whole_gpus_beside_mps() {
     };
     let mut j = job(&[1]);
     j.mps_percentage = Some("25".into());
-    let sel = select(&j, &node).unwrap();
+    let a = asked(choose(&j, &node).unwrap());
+    assert_eq!(
+        format_selection(&Selection::Ask(a.clone())),
+        "ask:1:m0%100;m1%100"
+    );
+    let sel = sampler_side(&a, &json_job(3, "n", "mps:25(IDX:1)"), 3, "n").unwrap();
     assert_eq!(
         sel,
         vec![Sel {
             key: Key::Minor(1),
-            share: Share::Mps(25)
+            share: Share::Mps { n: 25, of: 100 }
         }]
     );
     let c = resolve(&sel, &[board(0, 0), board(1, 1)]).unwrap();
     assert_eq!((c[0].minor, c[0].share, c[0].rule), (1, 0.25, "mps"));
-    // No percentage: the job has the GPU itself.
-    assert_eq!(select(&job(&[0]), &node).unwrap(), whole(&[Key::Minor(0)]));
-    for bad in ["0", "101", "x"] {
-        j.mps_percentage = Some(bad.into());
-        assert!(select(&j, &node).is_err(), "{bad}");
-    }
+    // No percentage: the job has the GPU itself, no question.
+    assert_eq!(
+        choose(&job(&[0]), &node).unwrap(),
+        Selection::Known(whole(&[Key::Minor(0)]))
+    );
+    // Two indices: slurmctld's one entry must name both.
     let mut two = job(&[0, 1]);
     two.mps_percentage = Some("50".into());
-    assert!(select(&two, &node).is_err());
+    let a = asked(choose(&two, &node).unwrap());
+    assert!(sampler_side(&a, &json_job(3, "n", "mps:50(IDX:1)"), 3, "n").is_err());
+    // An older prolog's percentage is still read by the sampler (25/100).
+    assert_eq!(
+        parse_spec("m1~mps25").unwrap()[0].share,
+        Share::Mps { n: 25, of: 100 }
+    );
 }
 
 #[test]
@@ -477,7 +488,8 @@ fn shards_are_refused_without_a_count_and_shared_with_one() {
     assert_eq!((c[0].minor, c[0].share, c[0].rule), (1, 0.25, "shard"));
     j.shards_on_node = Some("9".into());
     assert!(select(&j, &node).is_err());
-    // A count that does not divide over its files is refused.
+    // A count that does not divide over its files: each file Count / files, as slurmd
+    // (gres_c_s.c _build_shared_list), the remainder lost.
     let uneven = NodeGres {
         conf: NodeConf {
             shared: vec![SharedRecord {
@@ -489,7 +501,14 @@ fn shards_are_refused_without_a_count_and_shared_with_one() {
         },
         ..node
     };
-    assert!(select(&job(&[2]), &uneven).is_err());
+    assert_eq!(
+        board_counts(&uneven, "shard").unwrap(),
+        [(0, 2), (1, 2)].into()
+    );
+    assert_eq!(
+        select(&job(&[2]), &uneven).unwrap(),
+        whole(&[Key::Minor(2)])
+    );
 }
 
 #[test]
@@ -573,7 +592,7 @@ fn specs_round_trip_and_reject_garbage() {
     let sel = vec![
         Sel {
             key: Key::Minor(3),
-            share: Share::Mps(25),
+            share: Share::Mps { n: 1, of: 1000 },
         },
         Sel {
             key: Key::Uuid("GPU-abc-1".into()),
@@ -605,10 +624,22 @@ fn specs_round_trip_and_reject_garbage() {
         },
     ];
     let spec = format_spec(&sel);
-    assert_eq!(spec, "m3~mps25,u:GPU-abc-1,g0.1.0,g0.2,n1/4~sh2/8,e0/1");
+    assert_eq!(spec, "m3~mps1/1000,u:GPU-abc-1,g0.1.0,g0.2,n1/4~sh2/8,e0/1");
     assert_eq!(parse_spec(&spec).unwrap(), sel);
     for bad in [
-        "x1", "m", "m-1", "n4/4", "u:foo", "g1", "g1.2.3.4", "m1~mps0", "m1~sh3/2", "m1~zz",
+        "x1",
+        "m",
+        "m-1",
+        "n4/4",
+        "u:foo",
+        "g1",
+        "g1.2.3.4",
+        "m1~mps0",
+        "m1~mps101",
+        "m1~mps0/3",
+        "m1~mps4/3",
+        "m1~sh3/2",
+        "m1~zz",
     ] {
         assert!(parse_spec(bad).is_none(), "{bad}");
     }
@@ -636,36 +667,37 @@ fn proc_files_parse_as_the_driver_writes_them() {
     assert_eq!(proc_with("empty", &[]).caps_major(), None);
 }
 
-/// `scontrol show job -d` as Slurm 24.11 and 26.05 printed it on the test clusters
-/// (other jobs' records around it, abridged).
-const SCONTROL_2411: &str = "JobId=41 JobName=other
-   UserId=u(1000) GroupId=u(1000) MCS_label=N/A
-   JOB_GRES=gpu:1
-     Nodes=node1 CPU_IDs=2 Mem=0 GRES=gpu:1(IDX:2)
+/// `scontrol --json show job` as Slurm 24.11-26.05 print it (data_parser v0.0.42-45:
+/// `job_resources.nodes.allocation[]`, abridged), several jobs as for an array's id.
+const JSON_2411: &str = r#"{"meta":{"plugin":{"data_parser":"data_parser/v0.0.42"}},"errors":[],"warnings":[],"jobs":[
+ {"job_id":41,"name":"other","comment":"","gres_detail":["gpu:1(IDX:2)"],
+  "job_resources":{"select_type":["CORE"],"nodes":{"count":1,"select_type":["AVAILABLE"],"list":"node1","whole":false,
+   "allocation":[{"index":0,"name":"node1","cpus":{"count":1,"used":0},"memory":{"used":0,"allocated":0},
+    "sockets":[{"index":0,"cores":[{"index":2,"status":["ALLOCATED"]}]}]}]},"cpus":1,"threads_per_core":{"set":true,"infinite":false,"number":1}}},
+ {"job_id":42,"name":"wrap","gres_detail":["shard:2(0/2,2/2,0/2,0/2)","shard:2(2/2,0/2,0/2,0/2)"],
+  "job_resources":{"nodes":{"count":2,"list":"node[1-2]","allocation":[{"index":0,"name":"node1"},{"index":1,"name":"node2"}]}}},
+ {"job_id":43,"name":"wrap","gres_detail":["shard:1(1/2,0/2,0/2,0/2)","shard:1(1/2,0/2,0/2,0/2)","shard:1(1/2,0/2,0/2,0/2)"],
+  "job_resources":{"nodes":{"count":3,"list":"node[1-3]","allocation":[{"index":0,"name":"node1"},{"index":1,"name":"node2"},{"index":2,"name":"node3"}]}}}
+]}"#;
 
-JobId=42 JobName=wrap
-   UserId=u(1000) GroupId=u(1000) MCS_label=N/A
-   JobState=RUNNING Reason=None Dependency=(null)
-   NodeList=node[1-2]
-   JOB_GRES=shard:4
-     Nodes=node1 CPU_IDs=1 Mem=0 GRES=shard:2(0/2,2/2,0/2,0/2)
-     Nodes=node2 CPU_IDs=0 Mem=0 GRES=shard:2(2/2,0/2,0/2,0/2)
-   TresPerNode=gres/shard:1
+/// Slurm 22.05's `squeue --json` (openapi v0.0.38: `job_resources.allocated_nodes[]`,
+/// every job): shards by index only.
+const JSON_2205: &str = r#"{"meta":{"plugin":{"type":"openapi/v0.0.38"}},"errors":[],"jobs":[
+ {"job_id":7,"name":"wrap","gres_detail":["shard:1(IDX:0)"],"nodes":"node1",
+  "job_resources":{"nodes":"node1","allocated_cores":1,"allocated_hosts":1,
+   "allocated_nodes":[{"sockets":{"0":{"cores":{"0":"allocated"}}},"nodename":"node1","cpus_used":0,"memory_used":0,"memory_allocated":0}]}},
+ {"job_id":8,"name":"wrap","gres_detail":["gpu:1(IDX:0)"],
+  "job_resources":{"nodes":"node1","allocated_nodes":[{"nodename":"node1"}]}},
+ {"job_id":null,"gres_detail":[],"job_resources":null},
+ {"job_id":9,"name":"pending"}
+]}"#;
 
-JobId=43 JobName=wrap
-   JOB_GRES=shard:1
-     Nodes=node[1-3] CPU_IDs=0 Mem=0 GRES=shard:1(1/2,0/2,0/2,0/2)
-   TresPerNode=gres/shard:1
-";
-
-/// Slurm 22.05: shards by index only.
-const SCONTROL_2205: &str = "JobId=7 JobName=wrap
-   NodeList=node1
-     Nodes=node1 CPU_IDs=0 Mem=0 GRES=shard:1(IDX:0)
-   TresPerNode=gres:shard:1
-JobId=8 JobName=wrap
-     Nodes=node1 CPU_IDs=1 Mem=0 GRES=gpu:1(IDX:0)
-";
+/// A job of one node and one GRES string, in the 24.11+ shape.
+fn json_job(job: u32, node: &str, gres: &str) -> String {
+    format!(
+        r#"{{"jobs":[{{"job_id":{job},"gres_detail":["{gres}"],"job_resources":{{"nodes":{{"allocation":[{{"index":0,"name":"{node}"}}]}}}}}}]}}"#
+    )
+}
 
 /// A node of four boards, /dev/nvidia0-3 in gres.conf, each with `per` shards (none: no
 /// shard record).
@@ -702,9 +734,22 @@ fn asked(sel: Selection) -> Ask {
     }
 }
 
-/// The sampler's side: this node's entries in `text`, decided against `ask`.
-fn sampler_side(ask: &Ask, text: &str, job: u32, node: &str) -> Result<Vec<Sel>, Refusal> {
-    from_slurmctld(ask, &parse_gres(&node_gres(text, job, node)?)?)
+/// The sampler's side: this node's entry in slurmctld's JSON, decided against `ask`.
+fn sampler_side(ask: &Ask, json: &str, job: u32, node: &str) -> Result<Vec<Sel>, Refusal> {
+    from_slurmctld(
+        ask,
+        &parse_gres(&node_gres_json(json.as_bytes(), job, node)?)?,
+    )
+}
+
+fn slots(list: &[(u32, Option<u64>)]) -> Vec<Slot> {
+    list.iter()
+        .map(|&(m, shards)| Slot {
+            key: Key::Minor(m),
+            shards,
+            mps: None,
+        })
+        .collect()
 }
 
 #[test]
@@ -716,7 +761,7 @@ fn shard_nodes_ask_slurmctld_and_ordinary_nodes_never_do() {
     assert_eq!(a.job_indices, vec![1]);
     assert_eq!(
         a.table,
-        (0..4).map(|m| (Key::Minor(m), Some(2))).collect::<Vec<_>>()
+        slots(&[(0, Some(2)), (1, Some(2)), (2, Some(2)), (3, Some(2))])
     );
     // select() alone still refuses: the environment does not tell.
     assert!(select(&job(&[1]), &shards).is_err());
@@ -748,7 +793,7 @@ fn shard_nodes_ask_slurmctld_and_ordinary_nodes_never_do() {
         Some(vec![(Some("aa".into()), 2), (Some("zz".into()), 2)]),
     );
     let a = asked(choose(&job(&[2]), &typed).unwrap());
-    assert!(a.table.iter().all(|(_, n)| n.is_none()), "{a:?}");
+    assert!(a.table.iter().all(|s| s.shards.is_none()), "{a:?}");
     assert_eq!(format_selection(&Selection::Ask(a)), "ask:2:m0;m1;m2;m3");
     // An index past the node's GPUs is still refused in the prolog.
     let r = choose(&job(&[4]), &typed).unwrap_err();
@@ -763,7 +808,7 @@ fn shards_from_slurm_2411_and_2605_are_shared_per_board() {
     let boards: Vec<BoardInfo> = (0..4).map(|i| board(i, i)).collect();
     // Job 42 on node1: both shards of board 1, i.e. the whole board, as shards.
     let a = asked(choose(&job(&[1]), &node).unwrap());
-    let sel = sampler_side(&a, SCONTROL_2411, 42, "node1").unwrap();
+    let sel = sampler_side(&a, JSON_2411, 42, "node1").unwrap();
     assert_eq!(
         sel,
         vec![Sel {
@@ -775,26 +820,26 @@ fn shards_from_slurm_2411_and_2605_are_shared_per_board() {
     assert_eq!((c[0].minor, c[0].share, c[0].rule), (1, 1.0, "shard"));
     // On node2 the same job holds board 0: the prolog there saw index 0.
     let a0 = asked(choose(&job(&[0]), &node).unwrap());
-    let sel = sampler_side(&a0, SCONTROL_2411, 42, "node2").unwrap();
+    let sel = sampler_side(&a0, JSON_2411, 42, "node2").unwrap();
     assert_eq!(sel[0].key, Key::Minor(0));
     // SLURM_JOB_GPUS and slurmctld disagree: refused.
-    let r = sampler_side(&a, SCONTROL_2411, 42, "node2").unwrap_err();
+    let r = sampler_side(&a, JSON_2411, 42, "node2").unwrap_err();
     assert!(r.0.contains("did not allocate"), "{r}");
-    // Job 43, a host list of three nodes: one shard of two on board 0 of node2.
-    let sel = sampler_side(&a0, SCONTROL_2411, 43, "node2").unwrap();
+    // Job 43, three nodes: one shard of two on board 0 of node2.
+    let sel = sampler_side(&a0, JSON_2411, 43, "node2").unwrap();
     let c = resolve(&sel, &boards).unwrap();
     assert_eq!((c[0].minor, c[0].share, c[0].rule), (0, 0.5, "shard"));
-    // A node the job has no line for, a job with no record.
+    // A node the job does not have, a job with no record.
     for (job, host) in [(43, "node4"), (44, "node1")] {
-        assert!(sampler_side(&a0, SCONTROL_2411, job, host).is_err());
+        assert!(sampler_side(&a0, JSON_2411, job, host).is_err());
     }
     // A whole GPU on a shard node (job 41): whole.
     let a2 = asked(choose(&job(&[2]), &node).unwrap());
-    let sel = sampler_side(&a2, SCONTROL_2411, 41, "node1").unwrap();
+    let sel = sampler_side(&a2, JSON_2411, 41, "node1").unwrap();
     assert_eq!(sel, whole(&[Key::Minor(2)]));
     // gres.conf and slurmctld differ on the board's shards: refused.
     let four = asked(choose(&job(&[0]), &four_boards(&proc, &stat, Some(4), None)).unwrap());
-    let r = sampler_side(&four, SCONTROL_2411, 43, "node1").unwrap_err();
+    let r = sampler_side(&four, JSON_2411, 43, "node1").unwrap_err();
     assert!(r.0.contains("gres.conf 4"), "{r}");
 }
 
@@ -804,21 +849,22 @@ fn shards_from_slurm_2205_need_one_index_and_gres_conf_count() {
     let stat = stat_table(&[]);
     let node = four_boards(&proc, &stat, Some(4), None);
     let a = asked(choose(&job(&[0]), &node).unwrap());
-    let sel = sampler_side(&a, SCONTROL_2205, 7, "node1").unwrap();
+    // squeue --json lists every job: job 7 is picked by its id.
+    let sel = sampler_side(&a, JSON_2205, 7, "node1").unwrap();
     assert_eq!(sel[0].share, Share::Shard { n: 1, of: 4 });
     let c = resolve(&sel, &[board(0, 0), board(1, 1), board(2, 2), board(3, 3)]).unwrap();
     assert_eq!((c[0].share, c[0].rule), (0.25, "shard"));
     // A whole GPU on 22.05.
-    let sel = sampler_side(&a, SCONTROL_2205, 8, "node1").unwrap();
+    let sel = sampler_side(&a, JSON_2205, 8, "node1").unwrap();
     assert_eq!(sel, whole(&[Key::Minor(0)]));
+    // A pending job has no allocation: refused.
+    assert!(sampler_side(&a, JSON_2205, 9, "node1").is_err());
     // Shards over two indices: the count per board is unknown.
-    let two = "JobId=9\n     Nodes=node1 CPU_IDs=0 Mem=0 GRES=shard:3(IDX:0-1)\n";
     let a01 = asked(choose(&job(&[0, 1]), &node).unwrap());
-    let r = sampler_side(&a01, two, 9, "node1").unwrap_err();
-    assert!(r.0.contains("22.05"), "{r}");
+    let r = sampler_side(&a01, &json_job(9, "node1", "shard:3(IDX:0-1)"), 9, "node1").unwrap_err();
+    assert!(r.0.contains("24.05"), "{r}");
     // More shards than the board has.
-    let many = "JobId=9\n     Nodes=node1 CPU_IDs=0 Mem=0 GRES=shard:5(IDX:0)\n";
-    assert!(sampler_side(&a, many, 9, "node1").is_err());
+    assert!(sampler_side(&a, &json_job(9, "node1", "shard:5(IDX:0)"), 9, "node1").is_err());
 }
 
 #[test]
@@ -827,26 +873,26 @@ fn typed_gpus_come_from_slurmctld_and_must_cover_slurm_job_gpus() {
     let stat = stat_table(&[]);
     let typed = Some(vec![(Some("aa".into()), 2), (Some("zz".into()), 2)]);
     let node = four_boards(&proc, &stat, None, typed.clone());
-    let text = "JobId=50 JobName=t\n   JOB_GRES=gpu:aa:1,gpu:zz:1\n     Nodes=node[1-2] CPU_IDs=0-1 Mem=0 GRES=gpu:aa:1(IDX:0),gpu:zz:1(IDX:2)\n";
+    let two = r#"{"jobs":[{"job_id":50,"gres_detail":["gpu:aa:1(IDX:0),gpu:zz:1(IDX:2)","gpu:aa:1(IDX:0),gpu:zz:1(IDX:2)"],"job_resources":{"allocated_nodes":[{"nodename":"node1"},{"nodename":"node2"}]}}]}"#;
     // The prolog saw only the last type's index.
     let a = asked(choose(&job(&[2]), &node).unwrap());
-    let sel = sampler_side(&a, text, 50, "node2").unwrap();
+    let sel = sampler_side(&a, two, 50, "node2").unwrap();
     assert_eq!(sel, whole(&[Key::Minor(0), Key::Minor(2)]));
     // An index slurmctld did not give: refused.
     let a1 = asked(choose(&job(&[1]), &node).unwrap());
-    assert!(sampler_side(&a1, text, 50, "node1").is_err());
+    assert!(sampler_side(&a1, two, 50, "node1").is_err());
     // Ranges and lists of indices.
-    let ranges = "JobId=51\n     Nodes=node1 GRES=gpu:aa:2(IDX:0-1),gpu:zz:1(IDX:3)\n";
+    let ranges = json_job(51, "node1", "gpu:aa:2(IDX:0-1),gpu:zz:1(IDX:3)");
     let a3 = asked(choose(&job(&[3]), &node).unwrap());
     assert_eq!(
-        sampler_side(&a3, ranges, 51, "node1").unwrap(),
+        sampler_side(&a3, &ranges, 51, "node1").unwrap(),
         whole(&[Key::Minor(0), Key::Minor(1), Key::Minor(3)])
     );
     // gpu and shard entries together, on a typed node with shards.
     let both = four_boards(&proc, &stat, Some(2), typed);
-    let mixed = "JobId=52\n     Nodes=node1 GRES=gpu:aa:1(IDX:0),shard:zz:1(0/2,0/2,1/2,0/2)\n";
+    let mixed = json_job(52, "node1", "gpu:aa:1(IDX:0),shard:zz:1(0/2,0/2,1/2,0/2)");
     let a2 = asked(choose(&job(&[2]), &both).unwrap());
-    let sel = sampler_side(&a2, mixed, 52, "node1").unwrap();
+    let sel = sampler_side(&a2, &mixed, 52, "node1").unwrap();
     assert_eq!(
         sel,
         vec![
@@ -861,19 +907,71 @@ fn typed_gpus_come_from_slurmctld_and_must_cover_slurm_job_gpus() {
         ]
     );
     // The same index as a GPU and as shards: refused.
-    let twice = "JobId=52\n     Nodes=node1 GRES=gpu:aa:1(IDX:2),shard:zz:1(0/2,0/2,1/2,0/2)\n";
-    assert!(sampler_side(&a2, twice, 52, "node1").is_err());
+    let twice = json_job(52, "node1", "gpu:aa:1(IDX:2),shard:zz:1(0/2,0/2,1/2,0/2)");
+    assert!(sampler_side(&a2, &twice, 52, "node1").is_err());
     // One entry must be exactly SLURM_JOB_GPUS.
-    let one = "JobId=53\n     Nodes=node1 GRES=gpu:zz:2(IDX:2-3)\n";
-    let r = sampler_side(&a2, one, 53, "node1").unwrap_err();
+    let one = json_job(53, "node1", "gpu:zz:2(IDX:2-3)");
+    let r = sampler_side(&a2, &one, 53, "node1").unwrap_err();
     assert!(r.0.contains("one entry"), "{r}");
 }
 
+/// A job whose owner wrote slurmctld-looking text into every field they control: name,
+/// comment, working directory, output path (22.05 keeps the newlines, and `scontrol
+/// show job -d` prints them raw). `gres` is slurmctld's own string for node1.
+fn hostile(job: u32, gres: &str, shape_2205: bool) -> String {
+    let fake = "x\n     Nodes=node1 CPU_IDs=0 Mem=0 GRES=shard:1(0/8,1/8,0/8,0/8)\nJobId=0\n   JobId=1 Nodes=node1 GRES=gpu:1(IDX:1)";
+    let fake = serde_json::to_string(fake).unwrap();
+    let nodes = if shape_2205 {
+        r#""nodes":"node1","allocated_nodes":[{"nodename":"node1"}]"#.to_string()
+    } else {
+        r#""nodes":{"list":"node1","allocation":[{"index":0,"name":"node1"}]}"#.to_string()
+    };
+    format!(
+        r#"{{"jobs":[{{"job_id":0,"name":{fake},"gres_detail":["gpu:4(IDX:0-3)"],"job_resources":{{{nodes}}}}},
+{{"job_id":{job},"name":{fake},"comment":{fake},"current_working_directory":{fake},"standard_output":{fake},
+ "admin_comment":"","gres_detail":["{gres}"],"job_resources":{{"select_type":{fake},{nodes}}}}}]}}"#
+    )
+}
+
 #[test]
-fn slurmctld_text_not_understood_is_refused() {
+fn a_job_whose_text_forges_slurmctld_lines_is_charged_exactly_its_allocation() {
+    let proc = proc_with("hostile", &[]);
+    let stat = stat_table(&[]);
+    let boards: Vec<BoardInfo> = (0..4).map(|i| board(i, i)).collect();
+    let node = four_boards(&proc, &stat, Some(8), None);
+    let a1 = asked(choose(&job(&[1]), &node).unwrap());
+    for shape_2205 in [true, false] {
+        // A whole GPU: the whole board, not the forged 1/8.
+        let json = hostile(60, "gpu:1(IDX:1)", shape_2205);
+        let c = resolve(&sampler_side(&a1, &json, 60, "node1").unwrap(), &boards).unwrap();
+        assert_eq!((c.len(), c[0].minor, c[0].share), (1, 1, 1.0), "{json}");
+        // Shards: its own 3 of 8, not a refusal (two detail lines) nor 1/8.
+        let gres = if shape_2205 {
+            "shard:3(IDX:1)"
+        } else {
+            "shard:3(0/8,3/8,0/8,0/8)"
+        };
+        let json = hostile(61, gres, shape_2205);
+        let c = resolve(&sampler_side(&a1, &json, 61, "node1").unwrap(), &boards).unwrap();
+        assert_eq!(
+            (c.len(), c[0].minor, c[0].share),
+            (1, 1, 3.0 / 8.0),
+            "{json}"
+        );
+        // Bytes that are not UTF-8 in the owner's text do not make the answer unreadable.
+        let mut raw = hostile(62, "gpu:1(IDX:1)", shape_2205).into_bytes();
+        let at = raw.windows(6).position(|w| w == b"\"x\\n  ").unwrap() + 1;
+        raw[at] = 0xff;
+        let gres = node_gres_json(&raw, 62, "node1").unwrap();
+        assert_eq!(gres, "gpu:1(IDX:1)");
+    }
+}
+
+#[test]
+fn slurmctld_json_not_understood_is_refused() {
     let ask = Ask {
         job_indices: vec![0],
-        table: (0..4).map(|m| (Key::Minor(m), Some(2))).collect(),
+        table: slots(&[(0, Some(2)), (1, Some(2)), (2, Some(2)), (3, Some(2))]),
     };
     for gres in [
         "",
@@ -898,24 +996,34 @@ fn slurmctld_text_not_understood_is_refused() {
         "gpu(CNT:1)",
         "shard:1((null))",
     ] {
-        let text = format!("JobId=5\n     Nodes=node1 CPU_IDs=0 Mem=0 GRES={gres}\n");
-        assert!(sampler_side(&ask, &text, 5, "node1").is_err(), "{gres}");
+        let json = json_job(5, "node1", gres);
+        assert!(sampler_side(&ask, &json, 5, "node1").is_err(), "{gres}");
     }
     // The same shapes, well formed, are understood.
     for gres in ["gpu:1(IDX:0)", "shard:1(1/2,0/2,0/2,0/2)", "shard:1(IDX:0)"] {
-        let text = format!("JobId=5\n     Nodes=node1 CPU_IDs=0 Mem=0 GRES={gres}\n");
-        assert!(sampler_side(&ask, &text, 5, "node1").is_ok(), "{gres}");
+        let json = json_job(5, "node1", gres);
+        assert!(sampler_side(&ask, &json, 5, "node1").is_ok(), "{gres}");
     }
-    for text in [
+    for json in [
         "",
-        "garbage\n",
-        "JobId=5\n   NumNodes=1\n",
-        "JobId=5\n     Nodes=node1 CPU_IDs=0 Mem=0\n",
-        "JobId=5\n     Nodes=node[1 GRES=gpu:1(IDX:0)\n",
-        "JobId=5\n     Nodes=node1 GRES=gpu:1(IDX:0)\n     Nodes=node[0-1] GRES=gpu:1(IDX:0)\n",
-        "JobId=5\n     Nodes=node1 GRES=gpu:1(IDX:0)\nJobId=5\n     Nodes=node1 GRES=gpu:1(IDX:0)\n",
+        "garbage",
+        // Text as `scontrol show job -d` prints it.
+        "JobId=5\n     Nodes=node1 CPU_IDs=0 Mem=0 GRES=gpu:1(IDX:0)\n",
+        r#"{"jobs":[]}"#,
+        r#"{"jobs":[{"job_id":5}]}"#,
+        r#"{"jobs":[{"job_id":"5","gres_detail":["gpu:1(IDX:0)"],"job_resources":{"allocated_nodes":[{"nodename":"node1"}]}}]}"#,
+        // No GRES for the node, or no list of nodes to align gres_detail with.
+        r#"{"jobs":[{"job_id":5,"gres_detail":[null],"job_resources":{"allocated_nodes":[{"nodename":"node1"}]}}]}"#,
+        r#"{"jobs":[{"job_id":5,"gres_detail":["gpu:1(IDX:0)"],"job_resources":{"nodes":"node1"}}]}"#,
+        r#"{"jobs":[{"job_id":5,"gres_detail":["gpu:1(IDX:0)"],"job_resources":{"nodes":{"allocation":[]}}}]}"#,
+        // gres_detail and the nodes do not align.
+        r#"{"jobs":[{"job_id":5,"gres_detail":["gpu:1(IDX:0)"],"job_resources":{"allocated_nodes":[{"nodename":"node0"},{"nodename":"node1"}]}}]}"#,
+        r#"{"jobs":[{"job_id":5,"gres_detail":["gpu:1(IDX:0)","gpu:1(IDX:0)"],"job_resources":{"nodes":{"allocation":[{"index":1,"name":"node0"},{"index":0,"name":"node1"}]}}}]}"#,
+        // The node twice, the job twice.
+        r#"{"jobs":[{"job_id":5,"gres_detail":["gpu:1(IDX:0)","gpu:1(IDX:1)"],"job_resources":{"allocated_nodes":[{"nodename":"node1"},{"nodename":"node1"}]}}]}"#,
+        r#"{"jobs":[{"job_id":5,"gres_detail":["gpu:1(IDX:0)"],"job_resources":{"allocated_nodes":[{"nodename":"node1"}]}},{"job_id":5,"gres_detail":["gpu:1(IDX:0)"],"job_resources":{"allocated_nodes":[{"nodename":"node1"}]}}]}"#,
     ] {
-        assert!(sampler_side(&ask, text, 5, "node1").is_err(), "{text}");
+        assert!(sampler_side(&ask, json, 5, "node1").is_err(), "{json}");
     }
     for bad in [
         "ask:",
@@ -925,12 +1033,184 @@ fn slurmctld_text_not_understood_is_refused() {
         "ask:x:m0",
         "ask:0:m0#0",
         "ask:0:m0#x",
+        "ask:0:m0%0",
+        "ask:0:m0%x",
+        "ask:0:m0%4#2",
         "ask:0:zz",
         "ask:0,1:m0;m1",
     ] {
         assert!(parse_selection(bad).is_none(), "{bad}");
     }
     assert!(parse_spec("ask:0:m0").is_none());
+    // Slot counts round trip.
+    let a = parse_selection("ask:0:m0#4%1000;m1%3;m2").unwrap();
+    assert_eq!(format_selection(&a), "ask:0:m0#4%1000;m1%3;m2");
+}
+
+/// A node of four boards with `Name=mps` records as given.
+fn mps_node<'a>(
+    proc: &'a ProcFiles,
+    stat: DevStat<'a>,
+    records: &[(u64, &[&str])],
+) -> NodeGres<'a> {
+    NodeGres {
+        files: files(&[
+            &["/dev/nvidia0"],
+            &["/dev/nvidia1"],
+            &["/dev/nvidia2"],
+            &["/dev/nvidia3"],
+        ]),
+        conf: NodeConf {
+            shared: records
+                .iter()
+                .map(|(count, files)| SharedRecord {
+                    name: "mps".into(),
+                    count: Some(*count),
+                    files: files.iter().map(|f| f.to_string()).collect(),
+                })
+                .collect(),
+            ..NodeConf::default()
+        },
+        types: None,
+        proc,
+        stat,
+    }
+}
+
+fn mps_job(index: usize, percentage: &str) -> JobGpus {
+    JobGpus {
+        mps_percentage: Some(percentage.into()),
+        ..job(&[index])
+    }
+}
+
+#[test]
+fn mps_shares_are_the_jobs_count_over_the_boards_exactly() {
+    let proc = proc_with("mpsexact", &[]);
+    let stat = stat_table(&[]);
+    let boards: Vec<BoardInfo> = (0..4).map(|i| board(i, i)).collect();
+    let all: &[&str] = &[
+        "/dev/nvidia0",
+        "/dev/nvidia1",
+        "/dev/nvidia2",
+        "/dev/nvidia3",
+    ];
+    // 1000 MPS a board: mps:1 is 0.1% of the board. Slurm's percentage says 1 (at least 1).
+    let node = mps_node(&proc, &stat, &[(4000, all)]);
+    let a = asked(choose(&mps_job(1, "1"), &node).unwrap());
+    assert_eq!(a.table[1].mps, Some(1000));
+    assert_eq!(
+        format_selection(&Selection::Ask(a.clone())),
+        "ask:1:m0%1000;m1%1000;m2%1000;m3%1000"
+    );
+    // select() alone refuses: the percentage is not the count.
+    assert!(select(&mps_job(1, "1"), &node).is_err());
+    // 24.05+: slurmctld gives the count per board.
+    let sel = sampler_side(
+        &a,
+        &json_job(70, "node1", "mps:1(0/1000,1/1000,0/1000,0/1000)"),
+        70,
+        "node1",
+    )
+    .unwrap();
+    assert_eq!(
+        sel,
+        vec![Sel {
+            key: Key::Minor(1),
+            share: Share::Mps { n: 1, of: 1000 }
+        }]
+    );
+    let c = resolve(&sel, &boards).unwrap();
+    assert_eq!((c[0].minor, c[0].share, c[0].rule), (1, 0.001, "mps"));
+    // 22.05: `mps:1(IDX:1)`, the board's count from gres.conf.
+    let sel = sampler_side(&a, &json_job(70, "node1", "mps:1(IDX:1)"), 70, "node1").unwrap();
+    assert_eq!(resolve(&sel, &boards).unwrap()[0].share, 0.001);
+    // The sampler's argument carries the exact fraction.
+    assert_eq!(format_spec(&sel), "m1~mps1/1000");
+    assert_eq!(parse_spec("m1~mps1/1000").unwrap(), sel);
+    // 3 a board, one record per board: mps:1 is a third, mps:2 two thirds.
+    let three: Vec<(u64, &[&str])> = all.iter().map(|f| (3, std::slice::from_ref(f))).collect();
+    let node = mps_node(&proc, &stat, &three);
+    let a = asked(choose(&mps_job(2, "33"), &node).unwrap());
+    for (gres, want) in [
+        ("mps:1(IDX:2)", 1.0 / 3.0),
+        ("mps:2(IDX:2)", 2.0 / 3.0),
+        ("mps:1(0/3,0/3,1/3,0/3)", 1.0 / 3.0),
+        ("mps:2(0/3,0/3,2/3,0/3)", 2.0 / 3.0),
+    ] {
+        let sel = sampler_side(&a, &json_job(71, "node1", gres), 71, "node1").unwrap();
+        let c = resolve(&sel, &boards).unwrap();
+        assert_eq!((c[0].minor, c[0].rule), (2, "mps"), "{gres}");
+        assert!((c[0].share - want).abs() < 1e-12, "{gres}: {}", c[0].share);
+    }
+    // slurmctld and gres.conf disagree on the board's count; more than the board has;
+    // on an index SLURM_JOB_GPUS does not name; over two boards without counts per board.
+    for gres in [
+        "mps:1(0/3,0/3,1/4,0/3)",
+        "mps:4(IDX:2)",
+        "mps:1(IDX:1)",
+        "mps:2(IDX:1-2)",
+        "mps:0(IDX:2)",
+    ] {
+        assert!(
+            sampler_side(&a, &json_job(71, "node1", gres), 71, "node1").is_err(),
+            "{gres}"
+        );
+    }
+}
+
+#[test]
+fn mps_counts_per_board_are_shared_out_as_slurmd_does() {
+    let proc = proc_with("mpsdist", &[]);
+    let stat = stat_table(&[]);
+    let counts = |records: &[(u64, &[&str])], gpus: usize| -> Vec<Option<u64>> {
+        let mut node = mps_node(&proc, &stat, records);
+        node.files.truncate(gpus);
+        asked(choose(&mps_job(0, "1"), &node).unwrap())
+            .table
+            .iter()
+            .map(|s| s.mps)
+            .collect()
+    };
+    // One record without File=: what is left over the GPUs left (gres_c_s.c
+    // _distribute_count): 100 over 3 is 33, 33, 34; 10 over 4 is 2, 2, 3, 3.
+    assert_eq!(counts(&[(100, &[])], 3), [Some(33), Some(33), Some(34)]);
+    assert_eq!(
+        counts(&[(10, &[])], 4),
+        [Some(2), Some(2), Some(3), Some(3)]
+    );
+    // File= lists: Count / files each, the remainder lost; a GPU without one has none.
+    assert_eq!(
+        counts(
+            &[
+                (5, &["/dev/nvidia0", "/dev/nvidia1"]),
+                (7, &["/dev/nvidia3"])
+            ],
+            4
+        ),
+        [Some(2), Some(2), None, Some(7)]
+    );
+    // 22.05's answer on a board whose count is 34 of an uneven 100: 1/34.
+    let mut node = mps_node(&proc, &stat, &[(100, &[])]);
+    node.files.truncate(3);
+    let a = asked(choose(&mps_job(2, "2"), &node).unwrap());
+    let sel = sampler_side(&a, &json_job(72, "node1", "mps:1(IDX:2)"), 72, "node1").unwrap();
+    assert_eq!(sel[0].share, Share::Mps { n: 1, of: 34 });
+    // No count in gres.conf (AutoDetect, or an unreadable record): 24.05+ still gives
+    // the board's count; 22.05's form is refused.
+    let none = mps_node(&proc, &stat, &[]);
+    let a = asked(choose(&mps_job(0, "10"), &none).unwrap());
+    assert!(a.table.iter().all(|s| s.mps.is_none()));
+    let sel = sampler_side(
+        &a,
+        &json_job(73, "node1", "mps:30(30/300,0/300,0/300,0/300)"),
+        73,
+        "node1",
+    )
+    .unwrap();
+    assert_eq!(sel[0].share, Share::Mps { n: 30, of: 300 });
+    let r = sampler_side(&a, &json_job(73, "node1", "mps:30(IDX:0)"), 73, "node1").unwrap_err();
+    assert!(r.0.contains("no mps count"), "{r}");
 }
 
 proptest::proptest! {
