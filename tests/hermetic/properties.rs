@@ -353,17 +353,29 @@ fn hostile(delim: String) -> impl Strategy<Value = String> {
     proptest::collection::vec(piece, 0..8).prop_map(|v| v.concat())
 }
 
+/// `field` with every occurrence of `delim` broken (its first byte dropped, until none is
+/// left): the nonce is unknown to users, so no field holds it, and the case stays as
+/// hostile as it was drawn instead of being rejected (a long fuzz run rejected too many).
+fn without(field: String, delim: &str) -> String {
+    let mut f = field;
+    while f.contains(delim) {
+        f = f.replacen(delim, &delim[1..], 1);
+    }
+    f
+}
+
 fn a_table() -> impl Strategy<Value = (String, Vec<Vec<String>>)> {
     "\\|[a-zA-Z0-9]{20}".prop_flat_map(|delim| {
+        let d = delim.clone();
         let row = (
             "[1-9][0-9]{0,9}",
             proptest::collection::vec(hostile(delim.clone()), 2),
             hostile(delim.clone()),
         )
-            .prop_map(|(id, mid, last)| {
+            .prop_map(move |(id, mid, last)| {
                 let mut r = vec![id];
-                r.extend(mid);
-                r.push(last);
+                r.extend(mid.into_iter().map(|f| without(f, &d)));
+                r.push(without(last, &d));
                 r
             });
         (Just(delim), proptest::collection::vec(row, 0..6))
@@ -373,8 +385,8 @@ fn a_table() -> impl Strategy<Value = (String, Vec<Vec<String>>)> {
 proptest! {
     #[test]
     fn no_field_text_makes_or_loses_a_row((delim, rows) in a_table()) {
-        // The nonce is unknown to users: no field holds it.
-        prop_assume!(rows.iter().flatten().all(|f| !f.contains(&delim)));
+        // The nonce is unknown to users: no field holds it (`without`).
+        prop_assert!(rows.iter().flatten().all(|f| !f.contains(&delim)));
         let text: String = rows.iter().map(|r| format!("{}\n", r.join(&delim))).collect();
         let split = split_rows(&text, &delim, 4).unwrap();
         prop_assert_eq!(&split, &rows);
