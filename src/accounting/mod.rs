@@ -33,7 +33,7 @@ pub use rows::{
     Target,
 };
 pub use tools::{sacctmgr_args, write_succeeded, SlurmTools, ENDED};
-pub use tres::{energy_plan, joules, EnergyPlan};
+pub use tres::{energy_plan, joules, EnergyPlan, EnergyRow};
 
 /// What the courier does differently by Slurm version and by the operator's choice.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,14 +41,20 @@ pub struct Policy {
     pub diffs: Differences,
     /// Key `energy_tres` (used only where `diffs.energy_tres`).
     pub energy: EnergyTres,
+    /// Slurm measures jobs' energy itself (an energy plugin is configured in slurm.conf,
+    /// `crate::slurm::gres::slurm_measures_energy`): a non-zero energy TRES that is not
+    /// the record's may be its measurement. Without one, it can only be ours or the
+    /// owner's.
+    pub slurm_energy: bool,
 }
 
 impl Policy {
-    /// `diffs` with `energy_tres=auto`.
+    /// `diffs` with `energy_tres=auto`, Slurm taken to measure energy itself.
     pub fn new(diffs: Differences) -> Policy {
         Policy {
             diffs,
             energy: EnergyTres::Auto,
+            slurm_energy: true,
         }
     }
 

@@ -5,22 +5,13 @@ use std::time::{Duration, Instant};
 
 use super::item::MAX_ENERGY_WRITES;
 use super::rows::{self, JobRows, Rows, Target};
-use super::tres::energy_plan;
+use super::tres::{energy_plan, EnergyRow};
 use super::{
     Accounting, AcctError, Clock, Delivered, Delivery, Item, Policy, Step, SystemClock, Timing,
     PARALLEL_WRITES,
 };
 use crate::core::config::Field;
 use crate::record::{self, check_writable, Meta};
-
-/// The energy TRES of the row a part is merged into.
-#[derive(Debug, Clone, Copy)]
-struct EnergyRow {
-    /// The row is the run's own and its completion record is in.
-    own_run: bool,
-    /// Its `ConsumedEnergyRaw`.
-    current_j: Option<u64>,
-}
 
 /// A write a round makes: item `item`'s field, by sacct's id of the row, set to `merged`
 /// (and the energy TRES to `energy_j` where given).
@@ -178,6 +169,7 @@ fn merge(
     let row = job_rows.latest();
     let energy = EnergyRow {
         own_run: row.is_some_and(|r| r.ended && r.start == Some(run)),
+        requeued: row.is_some_and(|r| r.state == "REQUEUED"),
         current_j: row.and_then(|r| r.energy),
     };
     match examine(
@@ -385,14 +377,7 @@ fn examine(
             run,
             d.sluid.as_deref(),
         );
-        let plan = energy_plan(
-            policy,
-            energy.own_run,
-            current,
-            energy.current_j,
-            &merged,
-            run,
-        );
+        let plan = energy_plan(policy, energy, current, &merged, run);
         let energy_j = item.energy_to_send(plan);
         if merged != *current {
             item.guard_at = None;

@@ -72,6 +72,7 @@ pub(super) fn policy(major: u8, minor: u8, energy: EnergyTres) -> Policy {
     Policy {
         diffs: Differences::for_version(crate::slurm::SlurmVersion::new(major, minor, 0)),
         energy,
+        slurm_energy: true,
     }
 }
 

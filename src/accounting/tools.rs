@@ -257,7 +257,7 @@ impl Accounting for SlurmTools {
 mod tests {
     use super::*;
     use crate::accounting::testkit::{merged_one, policy};
-    use crate::accounting::{energy_plan, EnergyPlan};
+    use crate::accounting::{energy_plan, EnergyPlan, EnergyRow};
     use crate::core::config::EnergyTres;
 
     #[test]
@@ -286,7 +286,11 @@ mod tests {
         for mode in [EnergyTres::Auto, EnergyTres::Overwrite] {
             let p = policy(25, 5, mode);
             assert!(!p.sets_energy());
-            let plan = energy_plan(&p, true, "", None, &merged_one(2.0), 0);
+            let row = EnergyRow {
+                own_run: true,
+                ..EnergyRow::default()
+            };
+            let plan = energy_plan(&p, row, "", &merged_one(2.0), 0);
             assert_eq!(plan, EnergyPlan::Leave);
         }
     }

@@ -47,6 +47,7 @@ pub fn courier(
     let policy = Policy {
         diffs: Differences::built(),
         energy: config.energy_tres,
+        slurm_energy: crate::slurm::gres::slurm_measures_energy(),
     };
     let timing = Timing {
         stagger: Duration::from_millis(config.stagger_ms),

@@ -260,6 +260,58 @@ pub fn slurm_conf_text(path: &Path) -> Option<String> {
     Some(out)
 }
 
+/// slurm.conf's path as slurmd and Slurm's tools find it: `SLURM_CONF` (absolute; slurmd
+/// sets it to the file it read, configless: its cached copy), else /etc/slurm/slurm.conf.
+pub fn slurm_conf_path() -> PathBuf {
+    std::env::var_os("SLURM_CONF")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .unwrap_or_else(|| PathBuf::from("/etc/slurm/slurm.conf"))
+}
+
+/// Whether slurm.conf's text (its `Include`s in place) configures an energy plugin
+/// (`AcctGatherEnergyType`, the last one given): a value that is present, non-empty, not
+/// `(null)` and does not contain `none`. 22.05 has an `acct_gather_energy/none` plugin
+/// (its default); 24.11 and later turn any value containing `none` into no plugin.
+pub fn energy_plugin_configured(slurm_conf: &str) -> bool {
+    let mut value = None;
+    for line in slurm_conf.lines().map(strip_comment) {
+        for (k, v) in key_values(line) {
+            if k == "acctgatherenergytype" {
+                value = Some(v);
+            }
+        }
+    }
+    value.is_some_and(|v| {
+        let v = v
+            .trim()
+            .trim_matches(['"', '\''])
+            .trim()
+            .to_ascii_lowercase();
+        !v.is_empty() && v != "(null)" && !v.contains("none")
+    })
+}
+
+/// Whether Slurm measures jobs' energy itself (an energy plugin in the slurm.conf at
+/// `path`, see [`energy_plugin_configured`]). `None` when slurm.conf cannot be read.
+pub fn slurm_measures_energy_at(path: &Path) -> Option<bool> {
+    slurm_conf_text(path).map(|text| energy_plugin_configured(&text))
+}
+
+/// [`slurm_measures_energy_at`] the node's slurm.conf ([`slurm_conf_path`]); when it
+/// cannot be read, says so and takes Slurm to measure energy (the cautious answer: a
+/// non-zero energy TRES is then left to Slurm).
+pub fn slurm_measures_energy() -> bool {
+    let path = slurm_conf_path();
+    slurm_measures_energy_at(&path).unwrap_or_else(|| {
+        log::warn!(
+            "cannot read {} to see whether Slurm measures energy (AcctGatherEnergyType): a non-zero energy TRES is taken to be Slurm's own",
+            path.display()
+        );
+        true
+    })
+}
+
 /// The node's GPU gres from slurm.conf (`Gres=gpu:a100:2,gpu:1`) as (type, count), in order.
 pub fn node_gpu_types(slurm_conf: &str, node: &str) -> Option<Vec<(Option<String>, usize)>> {
     let mut default = None;
@@ -548,6 +600,36 @@ mod tests {
             Some(vec![(Some("zz".into()), 1), (Some("aa".into()), 1)])
         );
         assert!(slurm_conf_text(&d.join("none.conf")).is_none());
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn energy_plugin_from_slurm_conf() {
+        let c = energy_plugin_configured;
+        assert!(!c("ClusterName=c\n"));
+        assert!(!c("AcctGatherEnergyType=acct_gather_energy/none\n"));
+        assert!(!c(
+            "acctgatherenergytype=acct_gather_energy/None # 22.05's default\n"
+        ));
+        assert!(!c("AcctGatherEnergyType=\n"));
+        assert!(!c("AcctGatherEnergyType=(null)\n"));
+        assert!(!c("#AcctGatherEnergyType=acct_gather_energy/ipmi\n"));
+        assert!(c("AcctGatherEnergyType=acct_gather_energy/ipmi\n"));
+        assert!(c("JobAcctGatherType=jobacct_gather/linux AcctGatherEnergyType=acct_gather_energy/gpu,acct_gather_energy/rapl\n"));
+        // The last one given counts.
+        assert!(!c("AcctGatherEnergyType=acct_gather_energy/rapl\nAcctGatherEnergyType=acct_gather_energy/none\n"));
+        // Through an Include.
+        let d = tmp("energy");
+        write(
+            &d,
+            "acct.conf",
+            "AcctGatherEnergyType=acct_gather_energy/rapl\n",
+        );
+        let s = write(&d, "slurm.conf", "ClusterName=c\nInclude acct.conf\n");
+        assert_eq!(slurm_measures_energy_at(&s), Some(true));
+        let s = write(&d, "slurm.conf", "ClusterName=c\n");
+        assert_eq!(slurm_measures_energy_at(&s), Some(false));
+        assert_eq!(slurm_measures_energy_at(&d.join("missing.conf")), None);
         fs::remove_dir_all(&d).unwrap();
     }
 
