@@ -4,13 +4,17 @@
 //! From 25.11 the courier sets each job's energy TRES to its record's GPU energy. On 26.05
 //! a job's owner may rewrite their own completed job's TRES (`sacctmgr modify job ... set
 //! tres=energy=1` is allowed to them, while SystemComment is not), so the record is the
-//! authority: every ended job whose `ConsumedEnergyRaw` is not its record's total is
-//! listed, and a fix (root) writes the record's value back, `tres=` only.
+//! authority: every ended job whose `ConsumedEnergyRaw` is not what the courier would set
+//! ([`energy_plan`], the same decision) is listed, and a fix (root) writes the record's
+//! value back, `tres=` only. Where Slurm measures energy itself (an energy plugin) and
+//! `energy_tres` is not `overwrite`, a non-zero value that is not the record's may be
+//! Slurm's: it is listed as kept, never fixed (tampering cannot be told from it).
 
 use std::path::Path;
 
+use super::tres::{energy_plan, EnergyPlan, EnergyRow};
 use super::{
-    energy_column, joules, valid_job_selector, write_succeeded, Accounting, JobRows, SlurmTools,
+    energy_column, valid_job_selector, write_succeeded, Accounting, JobRows, Policy, SlurmTools,
     ENDED,
 };
 use crate::core::config::Field;
@@ -33,10 +37,14 @@ pub struct Mismatch {
     pub state: String,
     /// The row's run start, unix seconds (its record segment's `run=`).
     pub start: u64,
-    /// The record's GPU energy, joules.
+    /// The energy TRES the record gives the row, joules: its run's GPU energy (0 for a
+    /// requeued run whose record is not whole, see [`energy_plan`]).
     pub record_j: u64,
     /// `ConsumedEnergyRaw` (`None`: none shown).
     pub tres_j: Option<u64>,
+    /// Left as it is: Slurm measures energy itself and the value may be its own
+    /// (`energy_tres` is not `overwrite`).
+    pub kept: bool,
 }
 
 /// Why this build cannot do it, if it cannot: the energy TRES can be set from 25.11 on.
@@ -49,10 +57,10 @@ pub fn refusal(diffs: &Differences) -> Option<String> {
     })
 }
 
-/// The comparison for one row (`cols` as [`COLUMNS`] then the field): `Ok(None)` when the
-/// row has no record of its own run, has not ended, or its energy TRES equals the record's
-/// total; `Err` when the row is not what sacct prints.
-pub fn compare(cols: &[&str]) -> Result<Option<Mismatch>, String> {
+/// The comparison for one row (`cols` as [`COLUMNS`] then the field) under `policy`:
+/// `Ok(None)` when the row has no record of its own run, has not ended, or its energy TRES
+/// is what the courier would leave there; `Err` when the row is not what sacct prints.
+pub fn compare(cols: &[&str], policy: &Policy) -> Result<Option<Mismatch>, String> {
     let [raw, id, user, state, start, energy, value] = cols else {
         return Err(format!("{} columns, not {NCOLS}", cols.len()));
     };
@@ -71,13 +79,22 @@ pub fn compare(cols: &[&str]) -> Result<Option<Mismatch>, String> {
     let Ok(start) = start.parse::<u64>() else {
         return Ok(None);
     };
-    let Some(found) = record::find_run(value, start) else {
-        return Ok(None);
+    let row = EnergyRow {
+        own_run: true,
+        requeued: word == "REQUEUED",
+        current_j: tres_j,
     };
-    let record_j = joules(found.parts.values().map(|p| p.wh).sum());
-    if tres_j.unwrap_or(0) == record_j {
-        return Ok(None);
-    }
+    let (record_j, kept) = match energy_plan(policy, row, value, value, start) {
+        EnergyPlan::Leave => return Ok(None),
+        EnergyPlan::Set(j) => (j, false),
+        EnergyPlan::NotOurs(_) => {
+            let found = record::find_run(value, start).expect("a plan other than Leave");
+            (
+                super::joules(found.parts.values().map(|p| p.wh).sum()),
+                true,
+            )
+        }
+    };
     Ok(Some(Mismatch {
         raw,
         id: id.to_string(),
@@ -86,7 +103,23 @@ pub fn compare(cols: &[&str]) -> Result<Option<Mismatch>, String> {
         start,
         record_j,
         tres_j,
+        kept,
     }))
+}
+
+/// The line `tres --fix` logs for a value it restored: the job, the old and new value,
+/// and where Slurm shows who changed it (every `sacctmgr modify job` is a transaction
+/// with its actor; the courier's own writes are there too, as root or SlurmUser).
+pub fn restored_line(m: &Mismatch) -> String {
+    format!(
+        "job {} (user {}, run {}): energy TRES restored from {} to {} J (its record's); who changed it: sacctmgr list transactions Action=\"Modify Job\" Start=uts{} format=Time,Actor,Where,Info (the row's Where is job_db_inx=<sacct's DBIndex>)",
+        m.id,
+        m.user,
+        m.start,
+        m.tres_j.map_or("none".into(), |j| format!("{j} J")),
+        m.record_j,
+        m.start,
+    )
 }
 
 /// sacct's arguments (without -P and the delimiter): `user`'s jobs (default: every
@@ -109,7 +142,7 @@ pub fn sacct_args(
 
 /// The rows of sacct's output for `args` (see [`sacct_args`]) whose energy TRES is not
 /// their record's. sacct must print `Start` as unix seconds (`SLURM_TIME_FORMAT=%s`).
-pub fn mismatches(sacct: &Path, args: &[String]) -> Result<Vec<Mismatch>, String> {
+pub fn mismatches(sacct: &Path, args: &[String], policy: &Policy) -> Result<Vec<Mismatch>, String> {
     let call = SacctCall {
         sacct,
         args,
@@ -119,7 +152,7 @@ pub fn mismatches(sacct: &Path, args: &[String]) -> Result<Vec<Mismatch>, String
     sacct_rows::run_streamed(&call, |input, delim| {
         let mut out = Vec::new();
         sacct_rows::stream_rows(input, delim, NCOLS, |cols| {
-            if let Some(m) = compare(cols)? {
+            if let Some(m) = compare(cols, policy)? {
                 out.push(m);
             }
             Ok(())
@@ -169,9 +202,16 @@ pub fn fixable(m: &Mismatch, rows: &JobRows, diffs: &Differences) -> Result<(), 
 }
 
 /// Writes `m`'s record energy into its energy TRES, after a fresh read of its job shows
-/// that `jobid=<its id>` addresses that row alone (see [`fixable`]).
+/// that `jobid=<its id>` addresses that row alone (see [`fixable`]); never a value kept
+/// as Slurm's own.
 pub fn fix(tools: &SlurmTools, m: &Mismatch, field: Field) -> Result<(), String> {
     let diffs = &tools.diffs;
+    if m.kept {
+        return Err(
+            "Slurm measures energy itself (AcctGatherEnergyType): the value may be its own; energy_tres=overwrite replaces it"
+                .into(),
+        );
+    }
     tools
         .read(&[m.raw], field)
         .map_err(|e| e.to_string())
@@ -195,7 +235,8 @@ pub fn fix(tools: &SlurmTools, m: &Mismatch, field: Field) -> Result<(), String>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::accounting::Row;
+    use crate::accounting::{joules, Row};
+    use crate::core::config::EnergyTres;
     use crate::record::{merge_in_run, Meta, Method, NodePart};
     use crate::slurm::SlurmVersion;
     use crate::units::GramsPerKwh;
@@ -215,6 +256,24 @@ mod tests {
         f
     }
 
+    /// 26.05, `energy_tres=auto`, with or without an energy plugin in slurm.conf.
+    fn auto(slurm_energy: bool) -> Policy {
+        Policy {
+            slurm_energy,
+            ..Policy::new(Differences::for_version(SlurmVersion::new(26, 5, 0)))
+        }
+    }
+
+    fn tools() -> SlurmTools {
+        SlurmTools {
+            sacct: "/nonexistent/sacct".into(),
+            sacctmgr: "/nonexistent/sacctmgr".into(),
+            squeue: "/nonexistent/squeue".into(),
+            timeout: std::time::Duration::from_secs(1),
+            diffs: Differences::for_version(SlurmVersion::new(26, 5, 0)),
+        }
+    }
+
     fn row<'a>(state: &'a str, start: &'a str, energy: &'a str, value: &'a str) -> Vec<&'a str> {
         vec!["12", "12", "alice", state, start, energy, value]
     }
@@ -224,36 +283,124 @@ mod tests {
         let f = field(1000, &[1.25, 0.75]);
         let j = joules(2.0).to_string();
         // Equal: nothing to list.
-        assert_eq!(compare(&row("COMPLETED", "1000", &j, &f)).unwrap(), None);
+        assert_eq!(
+            compare(&row("COMPLETED", "1000", &j, &f), &auto(false)).unwrap(),
+            None
+        );
         // The owner set it to 1 J: listed, with both values.
-        let m = compare(&row("COMPLETED", "1000", "1", &f))
+        let m = compare(&row("COMPLETED", "1000", "1", &f), &auto(false))
             .unwrap()
             .unwrap();
-        assert_eq!((m.record_j, m.tres_j), (7200, Some(1)));
+        assert_eq!((m.record_j, m.tres_j, m.kept), (7200, Some(1), false));
         assert_eq!(
             (m.id.as_str(), m.user.as_str(), m.start),
             ("12", "alice", 1000)
         );
         // None shown at all: listed too.
-        let m = compare(&row("CANCELLED by 5", "1000", "", &f))
+        let m = compare(&row("CANCELLED by 5", "1000", "", &f), &auto(false))
             .unwrap()
             .unwrap();
         assert_eq!((m.tres_j, m.state.as_str()), (None, "CANCELLED"));
         // No record of this row's own run (another run's segment, or none), or not ended.
-        assert_eq!(compare(&row("COMPLETED", "999", "1", &f)).unwrap(), None);
         assert_eq!(
-            compare(&row("COMPLETED", "1000", "1", "site")).unwrap(),
+            compare(&row("COMPLETED", "999", "1", &f), &auto(false)).unwrap(),
             None
         );
-        assert_eq!(compare(&row("RUNNING", "1000", "1", &f)).unwrap(), None);
         assert_eq!(
-            compare(&row("COMPLETED", "Unknown", "1", &f)).unwrap(),
+            compare(&row("COMPLETED", "1000", "1", "site"), &auto(false)).unwrap(),
+            None
+        );
+        assert_eq!(
+            compare(&row("RUNNING", "1000", "1", &f), &auto(false)).unwrap(),
+            None
+        );
+        assert_eq!(
+            compare(&row("COMPLETED", "Unknown", "1", &f), &auto(false)).unwrap(),
             None
         );
         // Not sacct's output: an error, never a silent skip.
-        assert!(compare(&row("COMPLETED", "1000", "1.2K", &f)).is_err());
-        assert!(compare(&["x", "12", "u", "COMPLETED", "1", "1", &f]).is_err());
-        assert!(compare(&["12", "12"]).is_err());
+        assert!(compare(&row("COMPLETED", "1000", "1.2K", &f), &auto(false)).is_err());
+        assert!(compare(&["x", "12", "u", "COMPLETED", "1", "1", &f], &auto(false)).is_err());
+        assert!(compare(&["12", "12"], &auto(false)).is_err());
+    }
+
+    /// Where Slurm measures energy itself, a non-zero value that is not the record's may
+    /// be its own: listed as kept, never fixed, unless `energy_tres=overwrite`; 0 or none
+    /// is still restored. `energy_tres=off`: nothing to check.
+    #[test]
+    fn with_an_energy_plugin_a_foreign_value_is_kept() {
+        let f = field(1000, &[2.0]);
+        let m = compare(&row("COMPLETED", "1000", "1", &f), &auto(true))
+            .unwrap()
+            .unwrap();
+        assert_eq!((m.record_j, m.tres_j, m.kept), (7200, Some(1), true));
+        assert!(fix(&tools(), &m, Field::System)
+            .unwrap_err()
+            .contains("AcctGatherEnergyType"));
+        let m = compare(&row("COMPLETED", "1000", "0", &f), &auto(true))
+            .unwrap()
+            .unwrap();
+        assert_eq!((m.record_j, m.tres_j, m.kept), (7200, Some(0), false));
+        let over = Policy {
+            energy: EnergyTres::Overwrite,
+            ..auto(true)
+        };
+        let m = compare(&row("COMPLETED", "1000", "1", &f), &over)
+            .unwrap()
+            .unwrap();
+        assert!(!m.kept);
+        let off = Policy {
+            energy: EnergyTres::Off,
+            ..auto(false)
+        };
+        assert_eq!(
+            compare(&row("COMPLETED", "1000", "1", &f), &off).unwrap(),
+            None
+        );
+    }
+
+    /// A requeued run's row: the whole run's energy when its record is whole, else 0.
+    #[test]
+    fn a_requeued_row_is_whole_or_cleared() {
+        let whole = field(1000, &[1.0, 1.0]);
+        let mut partial = field(1000, &[1.0]);
+        partial = partial.replacen(" of=1 ", " of=2 ", 1);
+        assert_eq!(
+            record::find_run(&partial, 1000).unwrap().expected_nodes,
+            Some(2),
+            "{partial}"
+        );
+        let m = compare(&row("REQUEUED", "1000", "3600", &partial), &auto(false))
+            .unwrap()
+            .unwrap();
+        assert_eq!((m.record_j, m.tres_j), (0, Some(3600)));
+        assert_eq!(
+            compare(&row("REQUEUED", "1000", "0", &partial), &auto(false)).unwrap(),
+            None
+        );
+        let m = compare(&row("REQUEUED", "1000", "3600", &whole), &auto(false))
+            .unwrap()
+            .unwrap();
+        assert_eq!(m.record_j, joules(2.0));
+    }
+
+    #[test]
+    fn the_restored_line_names_job_values_and_transactions() {
+        let m = compare(
+            &row("COMPLETED", "1000", "1", &field(1000, &[1.0])),
+            &auto(false),
+        )
+        .unwrap()
+        .unwrap();
+        let line = restored_line(&m);
+        for want in [
+            "job 12 ",
+            "user alice",
+            "from 1 J to 3600 J",
+            "sacctmgr list transactions Action=\"Modify Job\" Start=uts1000",
+        ] {
+            assert!(line.contains(want), "{line}");
+        }
     }
 
     #[test]
@@ -271,9 +418,12 @@ mod tests {
 
     #[test]
     fn fixes_only_a_row_sacctmgr_addresses_alone() {
-        let m = compare(&row("COMPLETED", "1000", "1", &field(1000, &[1.0])))
-            .unwrap()
-            .unwrap();
+        let m = compare(
+            &row("COMPLETED", "1000", "1", &field(1000, &[1.0])),
+            &auto(false),
+        )
+        .unwrap()
+        .unwrap();
         let r = |id: &str, submit, start| Row {
             id: id.into(),
             state: "COMPLETED".into(),

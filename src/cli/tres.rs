@@ -6,9 +6,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use spank_carbon::accounting::tres_audit::{self as tres, refusal};
-use spank_carbon::accounting::SlurmTools;
-use spank_carbon::core::config::Field;
+use spank_carbon::accounting::{Policy, SlurmTools};
+use spank_carbon::core::config::{EnergyTres, Field};
 use spank_carbon::slurm::Differences;
+
+use super::{config_on, operator_node};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -24,15 +26,19 @@ pub struct Args {
     /// Write each listed job's record energy back into its energy TRES (root).
     #[arg(long)]
     fix: bool,
-    /// The comment field the plugin writes to.
-    #[arg(long, default_value = "system", value_parser = ["system", "admin", "job"])]
-    field: String,
+    /// The comment field the plugin writes to (default: the configuration's `field`).
+    #[arg(long, value_parser = ["system", "admin", "job"])]
+    field: Option<String>,
     /// Slurm's sacct.
     #[arg(long, default_value = "/usr/bin/sacct")]
     sacct: PathBuf,
     /// Slurm's sacctmgr.
     #[arg(long, default_value = "/usr/bin/sacctmgr")]
     sacctmgr: PathBuf,
+    /// The plugin's plugstack.conf arguments (key=value; e.g.
+    /// config=/etc/spank-carbon/spank-carbon.toml), for `energy_tres` and `field`.
+    #[arg(last = true)]
+    args: Vec<String>,
 }
 
 pub fn run(a: Args) -> ExitCode {
@@ -41,10 +47,25 @@ pub fn run(a: Args) -> ExitCode {
         eprintln!("spank-carbon tres: {why}");
         return ExitCode::from(2);
     }
-    let field = match a.field.as_str() {
-        "admin" => Field::Admin,
-        "job" => Field::Job,
-        _ => Field::System,
+    let config = match config_on(&a.args, operator_node(None)) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let field = match a.field.as_deref() {
+        Some("admin") => Field::Admin,
+        Some("job") => Field::Job,
+        Some(_) => Field::System,
+        None => config.field,
+    };
+    if config.energy_tres == EnergyTres::Off {
+        println!("energy_tres=off: the courier does not set the energy TRES; nothing to check");
+        return ExitCode::SUCCESS;
+    }
+    // Decided once, from slurm.conf: whether Slurm measures energy itself.
+    let policy = Policy {
+        diffs,
+        energy: config.energy_tres,
+        slurm_energy: spank_carbon::slurm::gres::slurm_measures_energy(),
     };
     // Start as unix seconds, to find the row's own segment (`run=`). Set before any
     // thread starts.
@@ -55,7 +76,7 @@ pub fn run(a: Args) -> ExitCode {
         a.endtime.as_deref(),
         field,
     );
-    let mismatches = match tres::mismatches(&a.sacct, &args) {
+    let mismatches = match tres::mismatches(&a.sacct, &args, &policy) {
         Ok(m) => m,
         Err(e) => {
             eprintln!("spank-carbon tres: {e}");
@@ -68,20 +89,32 @@ pub fn run(a: Args) -> ExitCode {
     );
     for m in &mismatches {
         println!(
-            "{:<14} {:<12} {:<11} {:>14} {:>14}",
+            "{:<14} {:<12} {:<11} {:>14} {:>14}{}",
             m.id,
             m.user,
             m.state,
             m.record_j,
-            m.tres_j.map_or("-".into(), |j| j.to_string())
+            m.tres_j.map_or("-".into(), |j| j.to_string()),
+            if m.kept {
+                "  kept: may be Slurm's own"
+            } else {
+                ""
+            }
         );
     }
+    let (kept, wrong): (Vec<_>, Vec<_>) = mismatches.iter().partition(|m| m.kept);
     println!(
         "{} job(s) whose energy TRES is not their record's",
-        mismatches.len()
+        wrong.len()
     );
-    if !a.fix || mismatches.is_empty() {
-        return if mismatches.is_empty() {
+    if !kept.is_empty() {
+        println!(
+            "{} job(s) kept: Slurm measures energy itself (AcctGatherEnergyType), so a value that is not the record's may be its own (energy_tres=overwrite replaces it)",
+            kept.len()
+        );
+    }
+    if !a.fix || wrong.is_empty() {
+        return if wrong.is_empty() {
             ExitCode::SUCCESS
         } else {
             ExitCode::from(1)
@@ -95,9 +128,10 @@ pub fn run(a: Args) -> ExitCode {
         diffs,
     };
     let mut failed = 0;
-    for m in &mismatches {
+    for m in wrong {
         match tres::fix(&tools, m, field) {
-            Ok(()) => println!("job {}: energy TRES set to {} J", m.id, m.record_j),
+            // To standard error: the journal, under the packaged timer.
+            Ok(()) => eprintln!("spank-carbon tres: {}", tres::restored_line(m)),
             Err(e) => {
                 failed += 1;
                 eprintln!("spank-carbon tres: job {}: not fixed: {e}", m.id);
