@@ -64,6 +64,8 @@ deb_files=(
     "-rw-r--r-- /usr/lib/tmpfiles.d/spank-carbon.conf"
     "-rw-r--r-- /usr/lib/systemd/system/spank-carbon-fairshare.service"
     "-rw-r--r-- /usr/lib/systemd/system/spank-carbon-fairshare.timer"
+    "-rw-r--r-- /usr/lib/systemd/system/spank-carbon-tres.service"
+    "-rw-r--r-- /usr/lib/systemd/system/spank-carbon-tres.timer"
     "-rw-r--r-- /usr/lib/systemd/system/prometheus-node-exporter-spank-carbon.service"
     "-rw-r--r-- /usr/lib/systemd/system/prometheus-node-exporter-spank-carbon.timer"
     "-rw-r--r-- /usr/share/man/man8/spank-carbon.8.gz"
@@ -134,6 +136,7 @@ rfiles=$(rpm -qlp "$rpm" 2>/dev/null)
 for f in /usr/lib64/slurm/libspank_carbon.so /usr/bin/spank-carbon /usr/bin/spank-carbon-mail /etc/slurm/plugstack.conf.d/spank-carbon.conf \
     /etc/spank-carbon/spank-carbon.toml /etc/logrotate.d/spank-carbon /usr/lib/tmpfiles.d/spank-carbon.conf \
     /usr/lib/systemd/system/spank-carbon-fairshare.service /usr/lib/systemd/system/spank-carbon-fairshare.timer \
+    /usr/lib/systemd/system/spank-carbon-tres.service /usr/lib/systemd/system/spank-carbon-tres.timer \
     /usr/lib/systemd/system/prometheus-node-exporter-spank-carbon.service \
     /usr/lib/systemd/system/prometheus-node-exporter-spank-carbon.timer \
     /usr/share/man/man8/spank-carbon.8.gz /usr/share/man/man5/spank-carbon.conf.5.gz \

@@ -205,7 +205,7 @@ EOF
 set -e
 # Timers an operator enabled stop with the package; nothing is enabled by the package itself.
 if [ "$1" = remove ] && [ -d /run/systemd/system ] && command -v deb-systemd-invoke >/dev/null 2>&1; then
-    deb-systemd-invoke stop spank-carbon-fairshare.timer prometheus-node-exporter-spank-carbon.timer >/dev/null 2>&1 || true
+    deb-systemd-invoke stop spank-carbon-fairshare.timer spank-carbon-tres.timer prometheus-node-exporter-spank-carbon.timer >/dev/null 2>&1 || true
 fi
 exit 0
 EOF
@@ -214,7 +214,7 @@ EOF
 set -e
 # The state directory (records, pending deliveries) is kept, even on purge.
 if [ "$1" = purge ] && command -v deb-systemd-helper >/dev/null 2>&1; then
-    deb-systemd-helper purge spank-carbon-fairshare.timer prometheus-node-exporter-spank-carbon.timer >/dev/null 2>&1 || true
+    deb-systemd-helper purge spank-carbon-fairshare.timer spank-carbon-tres.timer prometheus-node-exporter-spank-carbon.timer >/dev/null 2>&1 || true
 fi
 # systemd forgets the units the package removed.
 if [ "$1" = remove ] && [ -d /run/systemd/system ]; then
@@ -271,7 +271,7 @@ if [ -d /run/systemd/system ]; then systemctl daemon-reload >/dev/null 2>&1 || :
 
 %preun
 if [ "\$1" -eq 0 ] && [ -d /run/systemd/system ]; then
-    systemctl --no-reload disable --now spank-carbon-fairshare.timer prometheus-node-exporter-spank-carbon.timer >/dev/null 2>&1 || :
+    systemctl --no-reload disable --now spank-carbon-fairshare.timer spank-carbon-tres.timer prometheus-node-exporter-spank-carbon.timer >/dev/null 2>&1 || :
 fi
 
 %postun

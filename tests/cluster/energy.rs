@@ -4,8 +4,9 @@
 //! - 25.11+: `sacct -o ConsumedEnergyRaw` is the record's GPU energy in joules, for one and
 //!   for several nodes (the running total ends as the whole record's); `AllocTRES` shows it;
 //!   `energy_tres=off` leaves it alone; a job's owner who rewrites it is listed by
-//!   `spank-carbon tres` and `--fix` puts the record's value back; the record's `sluid=`
-//!   is Slurm's SLUID of the job.
+//!   `spank-carbon tres` and `--fix` puts the record's value back (and logs it); one who
+//!   sets it before the courier's first write has it overwritten with the record's (the
+//!   test cluster has no energy plugin); the record's `sluid=` is Slurm's SLUID of the job.
 //! - below 25.11: no energy is ever sent (ConsumedEnergyRaw stays 0) and `tres` refuses.
 //! - capitals (lower-cased before 23.02) and whitespace at a field's ends (trimmed from
 //!   25.05): the record is written where the release keeps the text, and kept pending,
@@ -206,6 +207,10 @@ fn an_owner_who_rewrites_their_energy_is_listed_and_undone() {
     let (code, out) = tres(&["-S", &since, "--fix"]);
     assert!(code == 0 || code == 1, "{out}");
     assert_eq!(consumed_energy_raw(job), want, "--fix: {out}");
+    assert!(
+        out.contains(&format!("job {job} ")) && out.contains(&format!("from 1 J to {want} J")),
+        "--fix does not log the value it restored: {out}"
+    );
     let (code, out) = tres(&["-S", &since]);
     assert_eq!(code, 0, "still listed after --fix: {out}");
 }
@@ -442,4 +447,105 @@ fn sreport_counts_the_energy_of_a_job_over_an_hour_boundary() {
     let minutes = sreport_energy_in(account, boundary - 3600, boundary, "minutes");
     let want = (joules as f64 / 60.0).round() as u64;
     assert_eq!(minutes, Some(want), "{joules} J in minutes");
+}
+
+/// Runs `sacctmgr -i modify job where jobid=JOB set tres=energy=J` as the job's owner
+/// (scuser), retrying until the job's row is in slurmdbd.
+fn owner_sets_energy(job: u32, joules: u64) {
+    let cond = format!("jobid={job}");
+    let set = format!("tres=energy={joules}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = Command::new("/usr/sbin/runuser")
+            .args(["-u", "scuser", "--", "/usr/bin/sacctmgr", "-i", "modify"])
+            .args(["job", "where", &cond, "set", &set])
+            .output()
+            .unwrap();
+        if out.status.success() && consumed_energy_raw(job) == joules {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the owner could not set the energy of job {job}: {out:?}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+#[test]
+#[ignore = "needs the local Slurm cluster: run scripts/test.sh"]
+fn an_owners_energy_set_before_the_first_write_is_overwritten_without_an_energy_plugin() {
+    if !diffs().energy_tres {
+        return; // below 25.11 nothing sets the energy TRES
+    }
+    // The premise: this cluster's slurm.conf configures no energy plugin, so Slurm never
+    // measures a job's energy and any other value is the owner's.
+    assert_eq!(
+        spank_carbon::slurm::gres::slurm_measures_energy_at(std::path::Path::new(
+            "/etc/slurm/slurm.conf"
+        )),
+        Some(false),
+        "the test cluster has an energy plugin (AcctGatherEnergyType)"
+    );
+    standard_setup();
+    // The courier's sacctmgr waits behind a gate, so the owner writes first.
+    let gate_dir = dir("tres-gate");
+    let _ = std::fs::remove_dir_all(&gate_dir);
+    std::fs::create_dir_all(&gate_dir).unwrap();
+    let open = gate_dir.join("open");
+    let gate = gate_dir.join("sacctmgr");
+    std::fs::write(
+        &gate,
+        format!(
+            "#!/bin/sh\n# Holds the courier's writes until the test opens the gate (60 s at most).\ni=0\nwhile [ ! -e {} ] && [ $i -lt 300 ]; do sleep 0.2; i=$((i+1)); done\nexec /usr/bin/sacctmgr \"$@\"\n",
+            open.display()
+        ),
+    )
+    .unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&gate, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    set_plugstack(&[&format!("sacctmgr={}", gate.display())]);
+    let out = run(
+        "/usr/sbin/runuser",
+        &[
+            "-u",
+            "scuser",
+            "--",
+            "/usr/bin/sbatch",
+            "--parsable",
+            "-o",
+            "/dev/null",
+            "-e",
+            "/dev/null",
+            "-N1",
+            "-w",
+            "node2",
+            "--gres=gpu:1",
+            "--wrap",
+            "sleep 3",
+        ],
+    );
+    let job: u32 = out.trim().parse().unwrap();
+    assert_eq!(wait_job(job), "COMPLETED");
+    // The owner's value, before any write of the courier: the row holds no record yet.
+    owner_sets_energy(job, 1);
+    let before = field(job, "SystemComment");
+    std::fs::write(&open, "").unwrap();
+    assert!(
+        !before.contains("spank-carbon/"),
+        "the courier wrote before the owner: {before:?}"
+    );
+    let text = wait_delivered(job, "SystemComment", Duration::from_secs(90));
+    set_plugstack(&[]);
+    let _ = std::fs::remove_dir_all(&gate_dir);
+    let rec = parse_rec(&text).unwrap_or_else(|| panic!("{text:?}"));
+    let want = record_joules(&rec);
+    assert!(want > 100, "a trivial truth ({want} J)");
+    assert_eq!(
+        wait_energy(job, want),
+        want,
+        "job {job}: the owner's 1 J was taken for Slurm's measurement and kept"
+    );
 }
