@@ -27,7 +27,7 @@ mod tres;
 pub mod tres_audit;
 
 pub use item::Item;
-pub use round::{deliver, round, round_with};
+pub use round::{deliver, round, round_with, verify};
 pub use rows::{
     energy_column, parse as parse_sacct_rows, target, valid_job_selector, JobRows, Row, Rows,
     Target,
@@ -215,6 +215,23 @@ pub struct Delivered {
     pub writes: u32,
     pub reads: u32,
     pub record: String,
+    /// Done by watching the field (others write the row too), not by a lone writer's
+    /// confirmed write: a write landing late can still drop the part (see
+    /// [`verify`]).
+    pub watched: bool,
+}
+
+/// What a late look at a delivered part found (see [`verify`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// The field holds the part (merging it in would change nothing); its text.
+    Present(String),
+    /// The part is missing (a write landing late dropped it): deliver it again.
+    Missing,
+    /// Accounting did not say (it failed, or does not show the run): look again later.
+    Unknown(String),
+    /// The part can never be written again (its row is no longer the one to write).
+    Gone(String),
 }
 
 /// Where a record stands after a round.

@@ -8,7 +8,7 @@ use super::rows::{self, JobRows, Rows, Target};
 use super::tres::{energy_plan, EnergyRow};
 use super::{
     Accounting, AcctError, Clock, Delivered, Delivery, Item, Policy, Step, SystemClock, Timing,
-    PARALLEL_WRITES,
+    Verdict, PARALLEL_WRITES,
 };
 use crate::core::config::Field;
 use crate::record::{self, check_writable, Meta};
@@ -266,6 +266,7 @@ fn write_batches(
                     writes: item.writes + 1,
                     reads: item.reads,
                     record: w.merged.clone(),
+                    watched: false,
                 }),
                 Ok(()) => {
                     item.writes += 1;
@@ -411,6 +412,7 @@ fn examine(
             writes: item.writes,
             reads: item.reads,
             record: current.to_string(),
+            watched: !single,
         })
     };
     if single {
@@ -442,6 +444,70 @@ fn examine(
             item.guard_at = Some(at);
             item.not_before = at;
             Ok(Step::Wait)
+        }
+    }
+}
+
+/// The late look at delivered parts (`verify_after_s` after each was done): per field,
+/// one read of all their jobs' rows, and for each part whether the row the protocol
+/// would write now already holds it (merging it in, with what [`carried`] adds, changes
+/// nothing). Writes nothing. One verdict per record, in order.
+pub fn verify(acct: &dyn Accounting, records: &[&Delivery], policy: &Policy) -> Vec<Verdict> {
+    let mut verdicts: Vec<Verdict> = records
+        .iter()
+        .map(|_| Verdict::Unknown("not read".into()))
+        .collect();
+    for field in [Field::System, Field::Admin, Field::Job] {
+        let these: Vec<usize> = (0..records.len())
+            .filter(|&i| records[i].field == field)
+            .collect();
+        if these.is_empty() {
+            continue;
+        }
+        let mut jobs: Vec<u32> = these.iter().map(|&i| records[i].job).collect();
+        jobs.sort_unstable();
+        jobs.dedup();
+        let rows = acct.read(&jobs, field);
+        for i in these {
+            verdicts[i] = verdict(records[i], &rows, field, policy);
+        }
+    }
+    verdicts
+}
+
+/// [`verify`] for one record, from the read `rows`.
+fn verdict(d: &Delivery, rows: &Result<Rows, AcctError>, field: Field, policy: &Policy) -> Verdict {
+    let job_rows = match rows {
+        Err(e) => return Verdict::Unknown(e.to_string()),
+        Ok(rows) => match rows.get(&d.job) {
+            Some(Ok(r)) => r,
+            None => return Verdict::Unknown("the job is not in accounting".into()),
+            Some(Err(e)) => return Verdict::Unknown(e.clone()),
+        },
+    };
+    match rows::target(
+        job_rows,
+        d.part.start,
+        field == Field::System,
+        &policy.diffs,
+    ) {
+        Target::Wait(why) => Verdict::Unknown(why),
+        Target::Refuse(why) => Verdict::Gone(why),
+        Target::Write { value, run, .. } => {
+            let base = carried(job_rows, &value, run, d);
+            let merged = record::merge_in_run_sluid(
+                &base,
+                &d.part,
+                &d.meta,
+                Some(&d.nodes),
+                run,
+                d.sluid.as_deref(),
+            );
+            if merged == value {
+                Verdict::Present(value)
+            } else {
+                Verdict::Missing
+            }
         }
     }
 }
@@ -668,6 +734,62 @@ mod tests {
             others_below: false,
         };
         assert_eq!(carried(&alone, &own, 0, &c), own);
+    }
+
+    /// The late check: two nodes deliver; a stale write (based on a read that had only
+    /// b's part) lands after a was done and drops a's part. The check finds a's part
+    /// missing and b's there, with the field's text; it writes nothing, and says so
+    /// when accounting does not answer.
+    #[test]
+    fn the_late_check_finds_a_part_a_late_write_dropped() {
+        let nodes = ["a", "b"];
+        let db = Db {
+            value: RefCell::new(Some("site".into())),
+            writes: RefCell::new(0),
+            fail_reads: RefCell::new(0),
+        };
+        let t = Timing {
+            settle: Duration::from_millis(10),
+            flight: Duration::from_millis(5),
+            ..timing()
+        };
+        let (a, b) = (delivery("a", 1.0, &nodes), delivery("b", 2.0, &nodes));
+        let done_b = deliver(&db, &b, &t, &v22(), &std::thread::sleep).unwrap();
+        assert!(done_b.watched, "a multi-node part is done by watching");
+        let stale = db.value.borrow().clone().unwrap();
+        let done_a = deliver(&db, &a, &t, &v22(), &std::thread::sleep).unwrap();
+        assert!(done_a.watched);
+        let whole = db.value.borrow().clone().unwrap();
+        let writes = *db.writes.borrow();
+        assert_eq!(
+            verify(&db, &[&a, &b], &v22()),
+            [Verdict::Present(whole.clone()), Verdict::Present(whole)]
+        );
+        // The late write lands: b's base, without a's part.
+        *db.value.borrow_mut() = Some(stale.clone());
+        assert_eq!(
+            verify(&db, &[&a, &b], &v22()),
+            [Verdict::Missing, Verdict::Present(stale)]
+        );
+        assert_eq!(*db.writes.borrow(), writes, "the check writes nothing");
+        *db.fail_reads.borrow_mut() = 1;
+        assert!(matches!(
+            verify(&db, &[&a], &v22())[..],
+            [Verdict::Unknown(_)]
+        ));
+        // A 1-node part is done by its own confirmed write: no check.
+        let lone = Db {
+            value: RefCell::new(None),
+            writes: RefCell::new(0),
+            fail_reads: RefCell::new(0),
+        };
+        *lone.value.borrow_mut() = Some(String::new());
+        let one = delivery("a", 1.0, &["a"]);
+        assert!(
+            !deliver(&lone, &one, &t, &v22(), &std::thread::sleep)
+                .unwrap()
+                .watched
+        );
     }
 
     /// Accounting that shows job 9 as plain `9` (it has not caught up) while slurmctld

@@ -101,6 +101,9 @@ pub struct Config {
     /// jobs and on nodes with gres/shard or several GPU types (`gpu_map::Ask`), 23.02+.
     pub scontrol: PathBuf,
     pub retry_s: u64,
+    /// How long after a multi-node part is in accounting its node reads the field once
+    /// more (a late write may have dropped it); 0: never.
+    pub verify_after_s: u64,
     pub intensity_series: Option<PathBuf>,
     pub intensity_max_age_s: u64,
     pub embodied_kg_per_gpu_hour: f64,
@@ -142,6 +145,7 @@ impl Default for Config {
             squeue: PathBuf::from("/usr/bin/squeue"),
             scontrol: PathBuf::from("/usr/bin/scontrol"),
             retry_s: 60,
+            verify_after_s: 300,
             intensity_series: None,
             intensity_max_age_s: 7200,
             embodied_kg_per_gpu_hour: 0.0,
@@ -554,6 +558,15 @@ pub const TABLE: &[Key] = &[
             Ok(())
         },
         |c| Some(c.retry_s.to_string()),
+    ),
+    key(
+        "verify_after_s",
+        "how long after its part of a multi-node job is in accounting each node reads the field again, seconds (and again this much later while others still change it), and delivers its part again if a late write (one slurmdbd applied long after sacctmgr gave up) dropped it; kept in `state_dir/verify/` and made by the courier that runs on the node then (a later job's prolog or epilog starts one); must exceed the longest a write can be held; 0: never.",
+        |c, k, v| {
+            c.verify_after_s = integer(k, v, 0, 86_400)?;
+            Ok(())
+        },
+        |c| Some(c.verify_after_s.to_string()),
     ),
     unset(
         key(

@@ -10,8 +10,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use crate::accounting::{
-    round_with, Accounting, AcctError, Clock, Delivery, Item, Policy, SlurmTools, Step,
-    SystemClock, Timing,
+    round_with, verify, Accounting, AcctError, Clock, Delivery, Item, Policy, SlurmTools, Step,
+    SystemClock, Timing, Verdict,
 };
 use crate::core::config::Config;
 use crate::logging::chain;
@@ -23,6 +23,10 @@ const COURIER_LINGER: Duration = Duration::from_secs(10);
 
 /// The most records one round of a courier reads and writes.
 const ROUND_MAX: usize = 200;
+
+/// How long past its due time a late check that accounting never answers is tried
+/// (the job purged from accounting, say) before the record goes unchecked.
+const VERIFY_GIVE_UP: Duration = Duration::from_secs(7 * 86_400);
 
 /// The node's courier: delivers every pending record of the state directory (or only
 /// `only`) in rounds, one sacct read for all the records due in a round, until none is
@@ -73,7 +77,8 @@ pub fn courier(
         only.cloned(),
         foreground,
         Instant::now(),
-    );
+    )
+    .verify_after(Duration::from_secs(config.verify_after_s));
     loop {
         match courier.tick(&tools, &SystemClock, &mut outbox) {
             Wake::After(wait) => {
@@ -102,8 +107,22 @@ pub trait Outbox {
     fn claim(&mut self, key: &JobKey) -> bool;
     /// Releases the round's claims.
     fn release(&mut self);
-    /// The record of `key` is in accounting: it goes.
-    fn delivered(&mut self, key: &JobKey);
+    /// The record of `key` is in accounting: it goes, or, given `verify` (the record
+    /// and the field's text its node saw last), waits for its late check (see
+    /// [`Courier::verify_after`]).
+    fn delivered(&mut self, key: &JobKey, verify: Option<(&Delivery, &str)>);
+    /// The record of `key` waits for its (next) late check from now on, with the
+    /// field's text `seen`.
+    fn keep_verify(&mut self, key: &JobKey, d: &Delivery, seen: &str);
+    /// The records waiting for their late check that were delivered at least `after`
+    /// ago, with how long ago.
+    fn due_verifications(&mut self, after: Duration) -> Vec<(JobKey, Duration)>;
+    /// The record of `key` waiting for its late check, with the field's text last seen;
+    /// `None` if it is gone.
+    fn load_verify(&mut self, key: &JobKey) -> Result<Option<(Delivery, String)>, StateError>;
+    /// The late check of `key` is over: the record goes, or (`again`) goes back to the
+    /// pending records, to be delivered again.
+    fn end_verify(&mut self, key: &JobKey, again: bool);
     /// The record of `key` stays, not delivered because of `why`.
     fn kept(&mut self, key: &JobKey, why: &AcctError);
     /// The record of `key` cannot be read.
@@ -139,6 +158,10 @@ pub struct Courier {
     given_up: BTreeSet<JobKey>,
     failed: usize,
     idle_since: Instant,
+    /// How long after delivery a watched part is checked once more; zero: never.
+    verify_after: Duration,
+    /// Late checks that accounting did not answer: not again before this.
+    verify_wait: BTreeMap<JobKey, Instant>,
 }
 
 impl Courier {
@@ -163,7 +186,21 @@ impl Courier {
             given_up: BTreeSet::new(),
             failed: 0,
             idle_since: now,
+            verify_after: Duration::ZERO,
+            verify_wait: BTreeMap::new(),
         }
+    }
+
+    /// Keeps each part that was done by watching the field (a multi-node job's, a
+    /// requeued run's) for a late check `after` its delivery (zero: none): a write that
+    /// slurmdbd applies later than `flight` after its read can still drop it. The check
+    /// is a read by the background courier that runs when it is due (this one, or the
+    /// next that an epilog or prolog starts): a part found missing is delivered again;
+    /// found in a text that changed since the node's last look, it is looked at again
+    /// `after` later; found in the same text, it is done (see DESIGN-merge.md).
+    pub fn verify_after(mut self, after: Duration) -> Courier {
+        self.verify_after = after;
+        self
     }
 
     /// One pass of the loop: picks up new records, runs a round for those due, and
@@ -176,6 +213,9 @@ impl Courier {
     ) -> Wake {
         outbox.sweep();
         self.pick_up(clock, outbox);
+        if self.check_due(acct, clock, outbox) {
+            self.pick_up(clock, outbox);
+        }
         if self.items.is_empty() {
             return self.idle(clock, outbox);
         }
@@ -248,6 +288,89 @@ impl Courier {
         }
     }
 
+    /// The late checks that are due, in one read: a part still there goes, a missing
+    /// one goes back to the pending records. True if any did. Only the background
+    /// courier checks (the operator's `spank-carbon deliver` delivers and leaves).
+    fn check_due(
+        &mut self,
+        acct: &dyn Accounting,
+        clock: &dyn Clock,
+        outbox: &mut dyn Outbox,
+    ) -> bool {
+        if self.foreground || self.verify_after.is_zero() {
+            return false;
+        }
+        let now = clock.now();
+        let mut due: Vec<(JobKey, Delivery, String, Duration)> = Vec::new();
+        for (key, age) in outbox.due_verifications(self.verify_after) {
+            let waits = self.verify_wait.get(&key).is_some_and(|t| *t > now);
+            // A record delivered again meanwhile (epilog twice) is checked after that.
+            if waits || self.items.contains_key(&key) || due.len() >= ROUND_MAX {
+                continue;
+            }
+            match outbox.load_verify(&key) {
+                Ok(Some((d, seen))) => due.push((key, d, seen, age)),
+                Ok(None) => {}
+                Err(e) => {
+                    log::error!("job {key}: late check skipped: {}", chain(&e));
+                    outbox.end_verify(&key, false);
+                }
+            }
+        }
+        if due.is_empty() {
+            return false;
+        }
+        let records: Vec<&Delivery> = due.iter().map(|(_, d, ..)| d).collect();
+        let verdicts = verify(acct, &records, &self.policy);
+        let mut again = false;
+        for ((key, d, seen, age), verdict) in due.into_iter().zip(verdicts) {
+            let field = d.field.slurm_name();
+            self.verify_wait.insert(key.clone(), now + self.retry);
+            match verdict {
+                Verdict::Present(text) if text == seen => {
+                    log::info!(
+                        "job {key}: still in {field}, unchanged {} s later",
+                        age.as_secs()
+                    );
+                    outbox.end_verify(&key, false);
+                }
+                Verdict::Present(text) => {
+                    // Others wrote since: a write based on a read from before then may
+                    // still land. Done once the text holds still between two looks.
+                    log::info!(
+                        "job {key}: still in {field}, which changed in {} s: looking again in {} s",
+                        age.as_secs(),
+                        self.verify_after.as_secs()
+                    );
+                    outbox.keep_verify(&key, &d, &text);
+                }
+                Verdict::Missing => {
+                    log::warn!(
+                        "job {key}: the part is no longer in {field} {} s after its delivery (a write landing late dropped it): delivering it again",
+                        age.as_secs()
+                    );
+                    outbox.end_verify(&key, true);
+                    again = true;
+                }
+                Verdict::Gone(why) => {
+                    log::warn!("job {key}: late check ends: {why}");
+                    outbox.end_verify(&key, false);
+                }
+                Verdict::Unknown(_) if age > self.verify_after + VERIFY_GIVE_UP => {
+                    log::warn!(
+                        "job {key}: late check given up after {} s unanswered",
+                        age.as_secs()
+                    );
+                    outbox.end_verify(&key, false);
+                }
+                Verdict::Unknown(why) => {
+                    log::info!("job {key}: late check not answered ({why}): again later");
+                }
+            }
+        }
+        again
+    }
+
     /// Nothing to deliver: the foreground courier is done; the background one stays
     /// [`COURIER_LINGER`] for the next record.
     fn idle(&mut self, clock: &dyn Clock, outbox: &mut dyn Outbox) -> Wake {
@@ -303,8 +426,13 @@ impl Courier {
         match step {
             Step::Wait => false,
             Step::Done(done) => {
-                outbox.delivered(&key);
-                if let Some(item) = self.items.remove(&key) {
+                let item = self.items.remove(&key);
+                let verify = item
+                    .as_ref()
+                    .filter(|_| done.watched && !self.verify_after.is_zero())
+                    .map(|i| (&i.delivery, done.record.as_str()));
+                outbox.delivered(&key, verify);
+                if let Some(item) = item {
                     log::info!(
                         "job {key}: record in {} ({} write(s), {} read(s))",
                         item.delivery.field.slurm_name(),
@@ -386,10 +514,33 @@ impl Outbox for StateOutbox<'_> {
         self.claims.clear();
     }
 
-    fn delivered(&mut self, key: &JobKey) {
-        let _ = std::fs::remove_file(self.state.pending_path(key));
+    fn delivered(&mut self, key: &JobKey, verify: Option<(&Delivery, &str)>) {
+        match verify {
+            Some((d, seen)) => self.keep_verify(key, d, seen),
+            None => {
+                let _ = std::fs::remove_file(self.state.pending_path(key));
+            }
+        }
         state::clear_stuck(self.state, key);
         crate::node::metrics::count_delivery(self.state, true);
+    }
+
+    fn due_verifications(&mut self, after: Duration) -> Vec<(JobKey, Duration)> {
+        state::due_verifications(self.state, after, std::time::SystemTime::now())
+    }
+
+    fn keep_verify(&mut self, key: &JobKey, d: &Delivery, seen: &str) {
+        if let Err(e) = state::keep_for_verify(self.state, key, d, seen) {
+            log::error!("job {key}: not kept for its late check: {}", chain(&e));
+        }
+    }
+
+    fn load_verify(&mut self, key: &JobKey) -> Result<Option<(Delivery, String)>, StateError> {
+        Ok(state::load_verify(self.state, key)?.map(|e| (e.delivery, e.seen)))
+    }
+
+    fn end_verify(&mut self, key: &JobKey, again: bool) {
+        state::end_verify(self.state, key, again);
     }
 
     fn kept(&mut self, key: &JobKey, why: &AcctError) {

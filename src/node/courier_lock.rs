@@ -34,7 +34,8 @@ pub fn courier_running(state: &StateDir) -> bool {
 /// Starts the node's courier (`spank-carbon deliver`) unless one runs: by every epilog
 /// that leaves a record (`stale_only` false), and by every prolog for records older than
 /// `deliver_timeout_s` + `settle_ms` (a courier that was killed, a node rebooted while
-/// records waited), so that records go out once slurmdbd answers, with no manual step.
+/// records waited) or delivered records due for their late check (`verify_after_s`),
+/// so that records go out once slurmdbd answers, with no manual step.
 /// The courier gets the node's name (SLURMD_NODENAME), as the sampler does, so that it
 /// resolves `%n` in `state_dir` to this node's directory.
 pub fn ensure_courier(
@@ -59,8 +60,19 @@ pub fn ensure_courier(
     }
 }
 
-/// Whether a record has waited longer than its courier would have tried for.
+/// Whether a record has waited longer than its courier would have tried for, or a
+/// delivered one is due for its late check.
 fn has_stale_pending(config: &Config, state: &StateDir) -> bool {
+    if config.verify_after_s > 0
+        && !crate::node::state::due_verifications(
+            state,
+            Duration::from_secs(config.verify_after_s),
+            std::time::SystemTime::now(),
+        )
+        .is_empty()
+    {
+        return true;
+    }
     let stale_after =
         Duration::from_secs(config.deliver_timeout_s) + Duration::from_millis(config.settle_ms);
     fs::read_dir(state.pending_dir()).is_ok_and(|entries| {

@@ -5,6 +5,7 @@
 //! <state_dir>/jobs/<job>.<node>/{job.json,sampler.json,sampler.pid}
 //! <state_dir>/records/YYYY-MM-DD.jsonl      local records, kept for audit (see `retention`)
 //! <state_dir>/pending/<job>.<node>.json     waiting to be written to accounting
+//! <state_dir>/verify/<job>.<node>.json      in accounting, to be read once more later
 //! ```
 
 use std::fmt;
@@ -130,7 +131,7 @@ pub struct StateDir {
     root: PathBuf,
 }
 
-const SUBDIRS: [&str; 4] = ["jobs", "records", "pending", "stuck"];
+const SUBDIRS: [&str; 5] = ["jobs", "records", "pending", "stuck", "verify"];
 
 impl StateDir {
     /// Opens the state directory, creating it (mode 0700) if needed, and refuses one
@@ -204,6 +205,98 @@ impl StateDir {
     /// Keys of the records waiting for delivery.
     pub fn pending_keys(&self) -> Vec<JobKey> {
         keys_in(&self.pending_dir())
+    }
+
+    /// Where a delivered multi-node record waits for its late check (`verify_after_s`).
+    pub fn verify_path(&self, key: &JobKey) -> PathBuf {
+        self.root.join("verify").join(format!("{key}.json"))
+    }
+    pub fn verify_dir(&self) -> PathBuf {
+        self.root.join("verify")
+    }
+}
+
+/// A record waiting for its late check: the delivery, and the field's text as its node
+/// last saw it (with the part in).
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct VerifyEntry {
+    #[serde(flatten)]
+    pub delivery: Delivery,
+    pub seen: String,
+}
+
+/// Keeps the delivered record `d` of `key` for its late check, with the field's text
+/// `seen`: written (durably) to `verify/`, whose file's age says when it was last
+/// looked at, then removed from `pending/`. Where `verify/` cannot be made or written,
+/// the record only leaves `pending/` (as without the check).
+pub fn keep_for_verify(
+    state: &StateDir,
+    key: &JobKey,
+    d: &Delivery,
+    seen: &str,
+) -> Result<(), StateError> {
+    let dir = state.verify_dir();
+    let kept = (|| {
+        if fs::symlink_metadata(&dir).is_err() {
+            fs::DirBuilder::new()
+                .mode(0o700)
+                .create(&dir)
+                .map_err(io_err(&dir))?;
+        }
+        check_dir(&dir)?;
+        let entry = VerifyEntry {
+            delivery: d.clone(),
+            seen: seen.to_string(),
+        };
+        write_json_durable(&state.verify_path(key), &entry)
+    })();
+    let _ = fs::remove_file(state.pending_path(key));
+    kept
+}
+
+/// The records waiting for their late check that delivered at least `after` before
+/// `now`, with how long ago.
+pub fn due_verifications(
+    state: &StateDir,
+    after: std::time::Duration,
+    now: std::time::SystemTime,
+) -> Vec<(JobKey, std::time::Duration)> {
+    keys_in(&state.verify_dir())
+        .into_iter()
+        .filter_map(|key| {
+            let modified = fs::symlink_metadata(state.verify_path(&key))
+                .ok()?
+                .modified()
+                .ok()?;
+            let age = now.duration_since(modified).unwrap_or_default();
+            (age >= after).then_some((key, age))
+        })
+        .collect()
+}
+
+/// The record of `key` waiting for its late check (`Ok(None)`: gone), refused like a
+/// pending one whose content disagrees with its name.
+pub fn load_verify(state: &StateDir, key: &JobKey) -> Result<Option<VerifyEntry>, StateError> {
+    let path = state.verify_path(key);
+    let Some(e) = read_json::<VerifyEntry>(&path)? else {
+        return Ok(None);
+    };
+    check_pending(key, &e.delivery).map_err(|why| StateError::Mismatch {
+        path: path.display().to_string(),
+        why,
+    })?;
+    Ok(Some(e))
+}
+
+/// The late check of `key` is over: the record goes (`again` false), or goes back to
+/// `pending/` to be delivered again (`again` true: its part was missing).
+pub fn end_verify(state: &StateDir, key: &JobKey, again: bool) {
+    let path = state.verify_path(key);
+    if again {
+        // Kept for the next check where the move fails.
+        let _ = fs::rename(&path, state.pending_path(key));
+    } else {
+        let _ = fs::remove_file(path);
     }
 }
 
@@ -621,6 +714,45 @@ mod tests {
             nodes: nodes.iter().map(|n| n.to_string()).collect(),
             sluid: None,
         }
+    }
+
+    #[test]
+    fn delivered_records_wait_for_their_late_check_then_go_or_return() {
+        let root = temp_dir("verify");
+        let s = StateDir::open(&root).unwrap();
+        assert_eq!(mode(&s.verify_dir()), 0o700);
+        let key = JobKey::new(7, "n1").unwrap();
+        let d = delivery(7, "n1", &["n1", "n2"]);
+        write_json(&s.pending_path(&key), &d).unwrap();
+        keep_for_verify(&s, &key, &d, "seen text").unwrap();
+        assert!(s.pending_keys().is_empty(), "no longer pending");
+        let e = load_verify(&s, &key).unwrap().unwrap();
+        assert_eq!((e.delivery, e.seen.as_str()), (d.clone(), "seen text"));
+        // Due once it is `after` old, not before.
+        let now = std::time::SystemTime::now();
+        let hour = std::time::Duration::from_secs(3600);
+        assert!(due_verifications(&s, hour, now).is_empty());
+        let due = due_verifications(&s, hour, now + hour * 2);
+        assert_eq!(due.len(), 1);
+        assert_eq!(due[0].0, key);
+        assert!(due[0].1 >= hour);
+        // Missing: back to pending, as a delivery the courier reads again.
+        end_verify(&s, &key, true);
+        assert_eq!(s.pending_keys(), vec![key.clone()]);
+        assert_eq!(load_pending(&s, &key).unwrap(), Some(d.clone()));
+        assert!(load_verify(&s, &key).unwrap().is_none());
+        // There: gone.
+        keep_for_verify(&s, &key, &d, "x").unwrap();
+        end_verify(&s, &key, false);
+        assert!(load_verify(&s, &key).unwrap().is_none());
+        assert!(s.pending_keys().is_empty());
+        // Another job's record under this name is refused.
+        keep_for_verify(&s, &key, &delivery(8, "n1", &["n1", "n2"]), "x").unwrap();
+        assert!(matches!(
+            load_verify(&s, &key),
+            Err(StateError::Mismatch { .. })
+        ));
+        fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]

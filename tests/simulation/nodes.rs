@@ -1,7 +1,8 @@
 //! The nodes: each runs the real courier (`node::courier::Courier`, the loop of
 //! `spank-carbon deliver`) against the simulated slurmdbd, started by an epilog that
 //! leaves a record while none runs, and killed at random (what it knew is gone, its
-//! pending records stay).
+//! pending records stay). A node whose delivered records are due for their late check
+//! (`verify_after_s`) gets a courier some time after (a later job's prolog or epilog).
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet};
@@ -20,11 +21,17 @@ use crate::{secs, trace, T};
 pub const RETRY: Duration = Duration::from_secs(60);
 /// Past this, the simulation stops: whatever is not delivered by then counts as lost.
 const HORIZON: Duration = Duration::from_secs(4 * 3600);
+/// The longest a node waits, once a late check is due, for a courier to run: the next
+/// job's prolog or epilog there.
+const NEXT_JOB_WITHIN: Duration = Duration::from_secs(600);
 
 /// One node: its epilogs' records and its courier.
 struct SimNode {
     /// The pending directory: what survives a crash.
     pending: BTreeMap<JobKey, Delivery>,
+    /// The records waiting for their late check, with when they were last looked at
+    /// and the text seen then (also on disk).
+    verify: BTreeMap<JobKey, (Delivery, T, String)>,
     /// The node's courier, while one runs.
     courier: Option<Courier>,
     /// Its epilogs: (runs at, the record it leaves, the run).
@@ -37,6 +44,27 @@ struct SimNode {
 impl SimNode {
     fn next_arrival_from(&self, t: T) -> Option<T> {
         self.arrivals.get(self.next_arrival).map(|a| a.0.max(t))
+    }
+
+    /// When the node acts next with no courier: its next epilog, or a later job's
+    /// prolog or epilog (drawn) once a late check is due.
+    fn next_wake_from(&self, t: T, verify_after: T, rng: &mut Rng) -> Option<T> {
+        let check = self
+            .verify
+            .values()
+            .map(|(_, at, _)| *at + verify_after)
+            .min()
+            .map(|due| due.max(t) + rng.between(secs(1), NEXT_JOB_WITHIN));
+        match (self.next_arrival_from(t), check) {
+            (Some(a), Some(c)) => Some(a.min(c)),
+            (a, c) => a.or(c),
+        }
+    }
+
+    fn check_due(&self, t: T, verify_after: T) -> bool {
+        self.verify
+            .values()
+            .any(|(_, at, _)| *at + verify_after <= t)
     }
 }
 
@@ -54,6 +82,10 @@ pub struct Outcome {
     pub end: T,
     pub reads: u64,
     pub writes: u64,
+    /// Late checks that found the part there, and that found it missing (the record
+    /// went back to pending).
+    pub verified: u64,
+    pub reopened: u64,
 }
 
 /// The courier's key of the record `d` of run `run` (the simulation names runs by their
@@ -78,6 +110,7 @@ fn key_of(k: &JobKey) -> Key {
 /// goes into the outcome.
 struct SimOutbox<'a> {
     pending: &'a mut BTreeMap<JobKey, Delivery>,
+    verify: &'a mut BTreeMap<JobKey, (Delivery, T, String)>,
     /// The node's clock.
     now: &'a Cell<T>,
     rng: &'a mut Rng,
@@ -108,7 +141,7 @@ impl Outbox for SimOutbox<'_> {
 
     fn release(&mut self) {}
 
-    fn delivered(&mut self, key: &JobKey) {
+    fn delivered(&mut self, key: &JobKey, verify: Option<(&Delivery, &str)>) {
         let now = self.now.get();
         let k = key_of(key);
         trace(|| format!("{:>9.3} done {k:?}", now.as_secs_f64()));
@@ -120,6 +153,43 @@ impl Outbox for SimOutbox<'_> {
             self.crashed = true;
         } else {
             self.pending.remove(key);
+            if let Some((d, seen)) = verify {
+                self.keep_verify(key, d, seen);
+            }
+        }
+    }
+
+    fn due_verifications(&mut self, after: Duration) -> Vec<(JobKey, Duration)> {
+        let now = self.now.get();
+        self.verify
+            .iter()
+            .filter(|(_, (_, at, _))| *at + after <= now)
+            .map(|(k, (_, at, _))| (k.clone(), now - *at))
+            .collect()
+    }
+
+    fn keep_verify(&mut self, key: &JobKey, d: &Delivery, seen: &str) {
+        let now = self.now.get();
+        self.verify
+            .insert(key.clone(), (d.clone(), now, seen.to_string()));
+    }
+
+    fn load_verify(&mut self, key: &JobKey) -> Result<Option<(Delivery, String)>, StateError> {
+        Ok(self.verify.get(key).map(|(d, _, s)| (d.clone(), s.clone())))
+    }
+
+    fn end_verify(&mut self, key: &JobKey, again: bool) {
+        let now = self.now.get();
+        let Some((d, ..)) = self.verify.remove(key) else {
+            return;
+        };
+        if again {
+            trace(|| format!("{:>9.3} late check: {key} missing", now.as_secs_f64()));
+            self.out.reopened += 1;
+            self.pending.insert(key.clone(), d);
+        } else {
+            trace(|| format!("{:>9.3} late check: {key} there", now.as_secs_f64()));
+            self.out.verified += 1;
         }
     }
 
@@ -178,6 +248,7 @@ pub fn run_sim(mut sc: Scenario, timing: Timing, rng_seed: u64) -> (Outcome, Db)
         .drain(..)
         .map(|arrivals| SimNode {
             pending: BTreeMap::new(),
+            verify: BTreeMap::new(),
             courier: None,
             wake: arrivals.first().map(|a| a.0),
             arrivals,
@@ -185,6 +256,7 @@ pub fn run_sim(mut sc: Scenario, timing: Timing, rng_seed: u64) -> (Outcome, Db)
         })
         .collect();
     let mut out = Outcome::default();
+    let verify_after = sc.verify_after;
     // The node whose clock is earliest, each time.
     while let Some((ni, t)) = nodes
         .iter()
@@ -203,19 +275,16 @@ pub fn run_sim(mut sc: Scenario, timing: Timing, rng_seed: u64) -> (Outcome, Db)
             n.pending.insert(job_key(&d, run), d);
         }
         if n.courier.is_none() {
-            if n.pending.is_empty() {
-                n.wake = n.next_arrival_from(t);
+            if n.pending.is_empty() && !n.check_due(t, verify_after) {
+                n.wake = n.next_wake_from(t, verify_after, &mut rng);
                 continue;
             }
-            // Started by the epilog (or, after a crash, the next epilog or prolog).
-            n.courier = Some(Courier::new(
-                timing,
-                Policy::new(diffs),
-                RETRY,
-                None,
-                false,
-                base + t,
-            ));
+            // Started by the epilog (or, after a crash or for a late check, the next
+            // epilog or prolog).
+            n.courier = Some(
+                Courier::new(timing, Policy::new(diffs), RETRY, None, false, base + t)
+                    .verify_after(verify_after),
+            );
         }
         if !n.pending.is_empty() && rng.chance(faults.crash) {
             // Killed: what it knew is gone, the pending files stay; the next epilog or
@@ -236,6 +305,7 @@ pub fn run_sim(mut sc: Scenario, timing: Timing, rng_seed: u64) -> (Outcome, Db)
         };
         let mut outbox = SimOutbox {
             pending: &mut n.pending,
+            verify: &mut n.verify,
             now: &node.now,
             rng: &mut rng,
             crash_after_done: faults.crash_after_done,
@@ -255,7 +325,7 @@ pub fn run_sim(mut sc: Scenario, timing: Timing, rng_seed: u64) -> (Outcome, Db)
                 Wake::After(wait) => n.wake = Some(now + wait),
                 Wake::Exit(_) => {
                     n.courier = None;
-                    n.wake = n.next_arrival_from(now);
+                    n.wake = n.next_wake_from(now, verify_after, &mut rng);
                 }
             }
         }

@@ -63,7 +63,12 @@ pub struct Scenario {
     /// Per node: (arrives at, delivery, run).
     pub arrivals: Vec<Vec<(T, Delivery, u64)>>,
     pub expect: Expect,
+    /// The couriers' `verify_after_s` (zero: no late check).
+    pub verify_after: T,
 }
+
+/// `verify_after_s`'s default.
+pub const VERIFY_AFTER: T = secs(300);
 
 pub const POOL: usize = 64;
 pub const BASE_UNIX: u64 = 1_790_000_000;
@@ -328,5 +333,6 @@ pub fn scenario(seed: u64, sizes: Option<&[usize]>) -> Scenario {
         db,
         arrivals,
         expect,
+        verify_after: VERIFY_AFTER,
     }
 }

@@ -51,9 +51,10 @@ pub struct Faults {
     pub write_slow: f64,
     pub crash: f64,
     pub crash_after_done: f64,
-    /// Writes held by a paused slurmdbd land when it resumes, even past `flight` (outside
-    /// the model; only the test of what happens then sets it).
-    pub late_beyond_flight: bool,
+    /// A write that lands later than `flight` after its read (slurmdbd held it past
+    /// sacctmgr's kill, an UPDATE waiting on locks): 5 to 90 s past that bound, with the
+    /// stale field it was based on.
+    pub late: f64,
 }
 
 impl Faults {
@@ -67,7 +68,7 @@ impl Faults {
             write_slow: 0.0,
             crash: 0.0,
             crash_after_done: 0.0,
-            late_beyond_flight: false,
+            late: 0.0,
         }
     }
     pub fn random(rng: &mut Rng) -> Faults {
@@ -82,7 +83,7 @@ impl Faults {
             write_slow: 0.05 * k,
             crash: 0.002 * k,
             crash_after_done: 0.05 * k,
-            late_beyond_flight: false,
+            late: 0.02 * k,
         }
     }
 }
@@ -304,12 +305,12 @@ impl Accounting for Node<'_> {
                             detail: "simulated failure after the change".into(),
                         };
                         (Err(e), dur, Some(at))
-                    } else if f.late_beyond_flight && roll < 0.2 {
-                        // Held somewhere past sacctmgr's time limit and applied long
-                        // after (outside the model).
-                        let lands = t + db.rng.between(self.timing.flight, self.timing.flight * 4);
+                    } else if roll < f.write_lost + f.write_failed_landed + f.late {
+                        // Held past sacctmgr's time limit and applied long after.
+                        let lands = bound + db.rng.between(secs(5), secs(90));
                         (Err(timeout_err("sacctmgr")), self.timeout, Some(lands))
-                    } else if roll < f.write_lost + f.write_failed_landed + f.write_timeout {
+                    } else if roll < f.write_lost + f.write_failed_landed + f.late + f.write_timeout
+                    {
                         // Killed at its time limit; slurmdbd may still apply it, late.
                         let lands = db
                             .rng
